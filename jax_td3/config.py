@@ -1,0 +1,217 @@
+"""Algorithm configurations: one frozen dataclass per algorithm.
+
+A config is a JAX pytree. Fields that fix the *shape* of the computation (sizes,
+the action box, `policy_freq`) are static metadata; plain numbers (gamma, tau,
+learning rates, noise scales) are leaves, so a config can be closed over as a
+compile-time constant (``jax.jit(update, static_argnums=0)``) or passed through
+``jax.vmap`` to sweep hyperparameters.
+
+Class-level traits (``algo``, ``num_critics``, ``critic_arch`` ...) say what
+distinguishes the four algorithms; the update in ``update.py`` reads them and is
+otherwise shared. Defaults follow ../REFERENCE.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import jax
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of its valid range (reported as one line by the CLI)."""
+
+
+def static(default, **kwargs):
+    return dataclasses.field(default=default, metadata=dict(static=True), **kwargs)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TD3Config:
+    """TD3 (Fujimoto et al. 2018). Every field has the reference default."""
+
+    algo: ClassVar[str] = "td3"
+    num_critics: ClassVar[int] = 2          # twin critics, min over them in the target
+    target_policy_smoothing: ClassVar[bool] = True
+    critic_arch: ClassVar[str] = "mlp"      # Linear(obs+act) - ... - Linear(1)
+    critic_loss: ClassVar[str] = "mse"
+
+    obs_dim: int = static(3)
+    act_dim: int = static(1)
+    action_low: tuple[float, ...] = static((-1.0,))
+    action_high: tuple[float, ...] = static((1.0,))
+    hidden: tuple[int, ...] = static((256, 256))
+    """Actor hidden sizes."""
+    critic_hidden: tuple[int, ...] | None = static(None)
+    """Critic hidden sizes; None means the same as ``hidden``."""
+    policy_freq: int = static(2)
+    """Actor and target updates happen on every ``policy_freq``-th update (counter starts at 1)."""
+    batch_size: int = static(256)
+    init: str = static("torch")
+    """Parameter init: "torch" (nn.Linear's U(+-1/sqrt(fan_in))) or "flax" (lecun normal, zero bias)."""
+
+    gamma: float = 0.99
+    tau: float = 0.005
+    policy_noise: float = 0.2
+    """Std of target-policy noise, in units of the action scale (half the box width)."""
+    noise_clip: float = 0.5
+    """Clip of target-policy noise, in units of the action scale."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    critic_weight_decay: float = 0.0
+    """L2 added to the critic gradient before Adam's moments (PyTorch Adam ``weight_decay``)."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this before the target (seed-ddpg divides by 100)."""
+
+    # -- derived -----------------------------------------------------------------------
+    @property
+    def actor_hidden(self) -> tuple[int, ...]:
+        return self.hidden
+
+    @property
+    def critic_hidden_sizes(self) -> tuple[int, ...]:
+        return self.hidden if self.critic_hidden is None else self.critic_hidden
+
+    @property
+    def action_scale(self) -> tuple[float, ...]:
+        return tuple((h - l) / 2.0 for l, h in zip(self.action_low, self.action_high))
+
+    @property
+    def action_bias(self) -> tuple[float, ...]:
+        return tuple((h + l) / 2.0 for l, h in zip(self.action_low, self.action_high))
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "TD3Config":
+        """Raise ConfigError with a one-line reason if any value is out of range."""
+        if self.obs_dim <= 0 or self.act_dim <= 0:
+            raise ConfigError(f"obs_dim and act_dim must be positive, got {self.obs_dim}, {self.act_dim}")
+        if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
+            raise ConfigError(
+                f"action box has {len(self.action_low)}/{len(self.action_high)} bounds for act_dim {self.act_dim}")
+        for lo, hi in zip(self.action_low, self.action_high):
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ConfigError(f"action box bounds must be finite with low < high, got [{lo}, {hi}]")
+        for name, sizes in (("hidden", self.hidden), ("critic_hidden", self.critic_hidden_sizes)):
+            if not sizes or any((not isinstance(h, int)) or h <= 0 for h in sizes):
+                raise ConfigError(f"{name} must be positive integers, got {sizes}")
+        if self.critic_arch in ("ddpg", "seed") and len(self.critic_hidden_sizes) != 2:
+            raise ConfigError(f"{self.algo} critic needs exactly two hidden sizes, got {self.critic_hidden_sizes}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
+        if self.policy_freq < 1:
+            raise ConfigError(f"policy_freq must be >= 1, got {self.policy_freq}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.policy_noise < 0 or self.noise_clip < 0:
+            raise ConfigError("policy_noise and noise_clip must be >= 0")
+        for name in ("actor_lr", "critic_lr", "adam_eps"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("adam_b1", "adam_b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.critic_weight_decay < 0:
+            raise ConfigError(f"critic_weight_decay must be >= 0, got {self.critic_weight_decay}")
+        if self.init not in ("torch", "flax"):
+            raise ConfigError(f"init must be 'torch' or 'flax', got {self.init!r}")
+        return self
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OurDDPGConfig(TD3Config):
+    """Fujimoto's re-tuned DDPG: TD3's networks and rates, one critic, no target noise, no delay."""
+
+    algo: ClassVar[str] = "ourddpg"
+    num_critics: ClassVar[int] = 1
+    target_policy_smoothing: ClassVar[bool] = False
+
+    policy_freq: int = static(1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DDPGConfig(TD3Config):
+    """DDPG with Lillicrap et al.'s settings: action enters the critic's second layer, critic L2 1e-2."""
+
+    algo: ClassVar[str] = "ddpg"
+    num_critics: ClassVar[int] = 1
+    target_policy_smoothing: ClassVar[bool] = False
+    critic_arch: ClassVar[str] = "ddpg"
+
+    hidden: tuple[int, ...] = static((400, 300))
+    policy_freq: int = static(1)
+    batch_size: int = static(64)
+    tau: float = 0.001
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    critic_weight_decay: float = 1e-2
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SeedDDPGConfig(TD3Config):
+    """The DDPG of the seed notebook (Pendulum): branch critic, Huber loss, rewards / 100."""
+
+    algo: ClassVar[str] = "seed-ddpg"
+    num_critics: ClassVar[int] = 1
+    target_policy_smoothing: ClassVar[bool] = False
+    critic_arch: ClassVar[str] = "seed"
+    critic_loss: ClassVar[str] = "huber"
+
+    action_low: tuple[float, ...] = static((-2.0,))
+    action_high: tuple[float, ...] = static((2.0,))
+    hidden: tuple[int, ...] = static((128, 64))
+    critic_hidden: tuple[int, ...] | None = static((64, 32))
+    """(branch width for state and action, width after concatenation)."""
+    policy_freq: int = static(1)
+    batch_size: int = static(32)
+    actor_lr: float = 5e-4
+    critic_lr: float = 1e-3
+    adam_b2: float = 0.99
+    reward_scale: float = 0.01
+
+
+CONFIGS: dict[str, type[TD3Config]] = {
+    c.algo: c for c in (TD3Config, OurDDPGConfig, DDPGConfig, SeedDDPGConfig)
+}
+ALGOS = tuple(CONFIGS)
+
+for _cls in CONFIGS.values():
+    jax.tree_util.register_dataclass(_cls)
+
+
+def make_config(algo: str, **overrides) -> TD3Config:
+    """The config of ``algo`` with its defaults, then ``overrides`` (None values are ignored).
+
+    ``max_action`` is accepted as a shorthand for the symmetric box [-max_action, max_action].
+    """
+    if algo not in CONFIGS:
+        raise ConfigError(f"unknown algo {algo!r}; choose from {', '.join(ALGOS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    cls = CONFIGS[algo]
+    act_dim = overrides.get("act_dim", cls().act_dim)
+    max_action = overrides.pop("max_action", None)
+    if max_action is not None:
+        overrides["action_low"] = (-float(max_action),) * act_dim
+        overrides["action_high"] = (float(max_action),) * act_dim
+    else:
+        default = cls()
+        for key in ("action_low", "action_high"):
+            if key not in overrides and len(getattr(default, key)) != act_dim:
+                # A default box of the wrong length is broadcast from its first entry.
+                overrides[key] = (getattr(default, key)[0],) * act_dim
+    for key in ("action_low", "action_high", "hidden", "critic_hidden"):
+        if key in overrides and overrides[key] is not None:
+            overrides[key] = tuple(overrides[key])
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown {algo} setting(s): {', '.join(sorted(unknown))}")
+    return cls(**overrides).validate()

@@ -1,0 +1,56 @@
+"""Pure pieces of one update: target action, TD target, critic loss, actor loss.
+
+Each function mirrors one step of the seed notebook's outline; ``update.py`` calls
+them in order. Expressions are written in the same order as in ``torch_ref`` so
+that float64 results agree to the last few bits.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jax_td3.config import TD3Config
+from jax_td3.networks import actor_action, critic_values, first_critic_value
+
+
+def target_action(config: TD3Config, actor_target_params, next_obs, target_noise):
+    """Steps 5-6: a' = clip(mu_target(s') + eps, low, high), eps = clip(z * policy_noise, +-noise_clip).
+
+    ``target_noise`` holds standard normal draws z of the action's shape; both noise
+    scales are in units of the action scale. Algorithms without target-policy
+    smoothing ignore it.
+    """
+    next_action = actor_action(config, actor_target_params, next_obs)
+    if not config.target_policy_smoothing:
+        return next_action
+    scale = jnp.asarray(config.action_scale, next_action.dtype)
+    clip = config.noise_clip * scale
+    eps = jnp.clip(target_noise * (config.policy_noise * scale), -clip, clip)
+    low = jnp.asarray(config.action_low, next_action.dtype)
+    high = jnp.asarray(config.action_high, next_action.dtype)
+    return jnp.clip(next_action + eps, low, high)
+
+
+def td_target(config: TD3Config, critic_target_params, batch, next_action):
+    """Steps 7-9: y = r * reward_scale + not_done * gamma * min_i Q_target_i(s', a'); no gradient."""
+    target_qs = critic_values(config, critic_target_params, batch.next_obs, next_action)
+    target_q = jnp.min(target_qs, axis=0)
+    y = batch.reward * config.reward_scale + batch.not_done * config.gamma * target_q
+    return jax.lax.stop_gradient(y)
+
+
+def critic_loss(config: TD3Config, critic_params, batch, y):
+    """Steps 10-11: sum over critics of mean (Q_i(s, a) - y)^2 (Huber for seed-ddpg)."""
+    current_qs = critic_values(config, critic_params, batch.obs, batch.action)
+    if config.critic_loss == "huber":
+        per_critic = jnp.mean(optax.huber_loss(current_qs, y[None], delta=1.0), axis=(1, 2))
+    else:
+        per_critic = jnp.mean((current_qs - y[None]) ** 2, axis=(1, 2))
+    return jnp.sum(per_critic), current_qs
+
+
+def actor_loss(config: TD3Config, actor_params, critic_params, obs):
+    """Step 13: -mean Q1(s, mu(s)) with the critic just updated."""
+    return -jnp.mean(first_critic_value(config, critic_params, obs, actor_action(config, actor_params, obs)))

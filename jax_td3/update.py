@@ -1,0 +1,165 @@
+"""The train state and the one update shared by TD3, OurDDPG, DDPG and seed-ddpg.
+
+``update(config, state, batch, target_noise) -> (state, metrics)`` is pure and
+jittable. Everything fast wraps it (``jax.jit`` for one step, ``lax.scan`` for K,
+``jax.vmap`` for many agents, the compiled loop for whole runs); nothing
+re-implements it. The algorithms differ only through their config's class traits
+(number of critics, target smoothing, critic architecture and loss) and numbers.
+
+The delayed actor/target update of TD3 happens inside the compiled function
+(``lax.cond`` on the update counter): no Python branching, no recompilation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jax_td3 import losses
+from jax_td3.config import TD3Config
+from jax_td3.networks import init_actor_params, init_critic_params
+
+
+class Batch(NamedTuple):
+    """A batch of transitions, in Fujimoto's order. reward and not_done are (B, 1)."""
+
+    obs: jax.Array
+    action: jax.Array
+    next_obs: jax.Array
+    reward: jax.Array
+    not_done: jax.Array
+
+
+class TrainState(NamedTuple):
+    actor_params: dict
+    critic_params: dict          # leading axis: one slice per critic
+    actor_target_params: dict
+    critic_target_params: dict
+    actor_opt_state: optax.OptState
+    critic_opt_state: optax.OptState
+    step: jax.Array              # updates done so far (int32); the next update is number step + 1
+
+
+def adam(learning_rate, b1, b2, eps, weight_decay=0.0) -> optax.GradientTransformation:
+    """PyTorch's Adam: L2 ``weight_decay * p`` is added to the gradient before the moments.
+
+    The weight-decay stage is always present (a no-op at 0) so that the optimizer state
+    has one structure whatever the numbers: ``(decay, ScaleByAdamState, scale)``.
+    """
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=0.0),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+ADAM_STATE_INDEX = 1  # position of ScaleByAdamState in the chain above
+
+
+def actor_optimizer(config: TD3Config) -> optax.GradientTransformation:
+    return adam(config.actor_lr, config.adam_b1, config.adam_b2, config.adam_eps)
+
+
+def critic_optimizer(config: TD3Config) -> optax.GradientTransformation:
+    return adam(config.critic_lr, config.adam_b1, config.adam_b2, config.adam_eps, config.critic_weight_decay)
+
+
+def init_train_state(config: TD3Config, key, dtype=jnp.float32) -> TrainState:
+    """Fresh networks (targets are exact copies) and zeroed Adam states, in ``dtype``."""
+    actor_key, critic_key = jax.random.split(key)
+    cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)
+    actor_params = cast(init_actor_params(config, actor_key))
+    critic_params = cast(init_critic_params(config, critic_key))
+    return TrainState(
+        actor_params=actor_params,
+        critic_params=critic_params,
+        actor_target_params=actor_params,
+        critic_target_params=critic_params,
+        actor_opt_state=actor_optimizer(config).init(actor_params),
+        critic_opt_state=critic_optimizer(config).init(critic_params),
+        step=jnp.zeros((), jnp.int32),
+    )
+
+
+def polyak(online, target, tau):
+    """theta_target <- tau * theta + (1 - tau) * theta_target."""
+    return jax.tree_util.tree_map(lambda p, t: tau * p + (1 - tau) * t, online, target)
+
+
+def sample_target_noise(key, action):
+    """Standard normal draws for target-policy smoothing, of the shape and dtype of ``action``."""
+    return jax.random.normal(key, action.shape, action.dtype)
+
+
+def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, target_noise):
+    """One update; also returns every intermediate quantity (for the parity checks).
+
+    Returns ``(state, metrics, internals)``. Under ``jit``, internals that the caller
+    drops are removed by XLA, so ``update`` below costs nothing extra.
+    """
+    it = state.step + 1
+    # Steps 5-9: target action (with smoothing noise), twin target, min, TD target.
+    next_action = losses.target_action(config, state.actor_target_params, batch.next_obs, target_noise)
+    y = losses.td_target(config, state.critic_target_params, batch, next_action)
+
+    # Steps 10-12: current Q, critic loss, one Adam step on all critics together.
+    (critic_loss, current_qs), critic_grads = jax.value_and_grad(losses.critic_loss, argnums=1, has_aux=True)(
+        config, state.critic_params, batch, y)
+    critic_updates, critic_opt_state = critic_optimizer(config).update(
+        critic_grads, state.critic_opt_state, state.critic_params)
+    critic_params = optax.apply_updates(state.critic_params, critic_updates)
+
+    # Steps 13-15, every policy_freq-th update: actor step on Q1, then Polyak on all targets.
+    def actor_and_targets(_):
+        loss, grads = jax.value_and_grad(losses.actor_loss, argnums=1)(
+            config, state.actor_params, critic_params, batch.obs)
+        updates, opt_state = actor_optimizer(config).update(grads, state.actor_opt_state, state.actor_params)
+        actor_params = optax.apply_updates(state.actor_params, updates)
+        return (actor_params, opt_state,
+                polyak(actor_params, state.actor_target_params, config.tau),
+                polyak(critic_params, state.critic_target_params, config.tau),
+                loss, grads)
+
+    def unchanged(_):
+        zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.actor_params)
+        return (state.actor_params, state.actor_opt_state, state.actor_target_params,
+                state.critic_target_params, jnp.zeros((), critic_loss.dtype), zero_grads)
+
+    if config.policy_freq == 1:
+        actor_updated = jnp.ones((), bool)
+        outputs = actor_and_targets(None)
+    else:
+        actor_updated = it % config.policy_freq == 0
+        outputs = jax.lax.cond(actor_updated, actor_and_targets, unchanged, None)
+    actor_params, actor_opt_state, actor_target_params, critic_target_params, actor_loss, actor_grads = outputs
+
+    new_state = TrainState(actor_params, critic_params, actor_target_params, critic_target_params,
+                           actor_opt_state, critic_opt_state, it)
+    metrics = {
+        "critic_loss": critic_loss,
+        "actor_loss": actor_loss,           # 0 where the actor was not updated
+        "actor_updated": actor_updated,
+        "q_mean": jnp.mean(current_qs[0]),
+    }
+    internals = {
+        "target_action": next_action,
+        "target_q": y,
+        "current_q": current_qs,
+        "critic_grads": critic_grads,
+        "actor_grads": actor_grads,
+    }
+    return new_state, metrics, internals
+
+
+def update(config: TD3Config, state: TrainState, batch: Batch, target_noise):
+    """One TD3/DDPG update: ``(state, batch, N(0,1) noise) -> (state, metrics)``."""
+    new_state, metrics, _ = update_with_internals(config, state, batch, target_noise)
+    return new_state, metrics
+
+
+def update_from_key(config: TD3Config, state: TrainState, batch: Batch, key):
+    """``update`` drawing its target-policy noise from ``key``."""
+    return update(config, state, batch, sample_target_noise(key, batch.action))

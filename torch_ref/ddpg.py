@@ -1,0 +1,112 @@
+"""The DDPG variants in plain PyTorch: DDPG (Lillicrap settings), OurDDPG, and the seed notebook's.
+
+All three share one ``train``: target from the target actor and target critic (no
+noise), one critic step, then every ``policy_freq``-th iteration (every iteration by
+default) one actor step on the new critic and Polyak on both targets. They differ in
+the critic network, its loss, reward scaling and Adam settings.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from torch_ref.networks import Actor, DDPGCritic, SeedCritic, SingleCritic, soft_update
+from torch_ref.td3 import Batch, TD3, grads_of
+
+
+class DDPG:
+    critic_cls = DDPGCritic
+
+    def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(400, 300), critic_hidden=None,
+                 discount=0.99, tau=0.001, policy_freq=1, actor_lr=1e-4, critic_lr=1e-3, critic_weight_decay=1e-2,
+                 adam_betas=(0.9, 0.999), adam_eps=1e-8, reward_scale=1.0, loss="mse",
+                 device="cpu", dtype=torch.float32):
+        self.actor = Actor(obs_dim, act_dim, action_low, action_high, hidden).to(device, dtype)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, betas=adam_betas, eps=adam_eps)
+
+        self.critic = self.critic_cls(obs_dim, act_dim, critic_hidden or hidden).to(device, dtype)
+        self.critic_target = copy.deepcopy(self.critic)
+        # PyTorch's Adam weight_decay adds wd * p to the gradient before the moments (L2, not AdamW).
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, betas=adam_betas,
+                                                 eps=adam_eps, weight_decay=critic_weight_decay)
+
+        self.discount = discount
+        self.tau = tau
+        self.policy_freq = policy_freq
+        self.reward_scale = reward_scale
+        self.loss = F.smooth_l1_loss if loss == "huber" else F.mse_loss
+        self.device, self.dtype = device, dtype
+        self.total_it = 0
+
+    select_action = TD3.select_action
+
+    def train(self, batch: Batch, noise=None, record=False):
+        """One update (``noise`` is accepted for a uniform interface and unused: no target smoothing)."""
+        self.total_it += 1
+        state, action, next_state, reward, not_done = batch
+        info = {}
+
+        # Compute the target Q value.
+        with torch.no_grad():
+            next_action = self.actor_target(next_state)
+            target_Q = self.critic_target(next_state, next_action)
+            target_Q = reward * self.reward_scale + not_done * self.discount * target_Q
+
+        # Get current Q estimate and the critic loss.
+        current_Q = self.critic(state, action)
+        critic_loss = self.loss(current_Q, target_Q)
+
+        # Optimize the critic.
+        self.critic_optimizer.zero_grad()
+        critic_loss.backward()
+        info["critic_loss"] = critic_loss.detach()
+        if record:
+            info.update(target_action=next_action, target_q=target_Q, current_q=current_Q.detach()[None],
+                        critic_grads=grads_of(self.critic))
+        self.critic_optimizer.step()
+
+        if self.total_it % self.policy_freq == 0:
+            # Compute actor loss with the critic just updated.
+            actor_loss = -self.critic(state, self.actor(state)).mean()
+
+            # Optimize the actor.
+            self.actor_optimizer.zero_grad()
+            actor_loss.backward()
+            info["actor_loss"] = actor_loss.detach()
+            if record:
+                info["actor_grads"] = grads_of(self.actor)
+            self.actor_optimizer.step()
+
+            # Update the frozen target models.
+            soft_update(self.critic, self.critic_target, self.tau)
+            soft_update(self.actor, self.actor_target, self.tau)
+        return info
+
+
+class OurDDPG(DDPG):
+    """Fujimoto's re-tuned DDPG: TD3's networks and rates with a single critic."""
+
+    critic_cls = SingleCritic
+
+    def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(256, 256), critic_hidden=None,
+                 discount=0.99, tau=0.005, policy_freq=1, actor_lr=3e-4, critic_lr=3e-4, critic_weight_decay=0.0,
+                 **kwargs):
+        super().__init__(obs_dim, act_dim, action_low, action_high, hidden, critic_hidden, discount, tau,
+                         policy_freq, actor_lr, critic_lr, critic_weight_decay, **kwargs)
+
+
+class SeedDDPG(DDPG):
+    """The seed notebook's DDPG: branch critic, Huber loss, rewards / 100, betas (0.9, 0.99)."""
+
+    critic_cls = SeedCritic
+
+    def __init__(self, obs_dim=3, act_dim=1, action_low=(-2.0,), action_high=(2.0,), hidden=(128, 64),
+                 critic_hidden=(64, 32), discount=0.99, tau=0.005, policy_freq=1, actor_lr=5e-4, critic_lr=1e-3,
+                 critic_weight_decay=0.0, adam_betas=(0.9, 0.99), reward_scale=0.01, loss="huber", **kwargs):
+        super().__init__(obs_dim, act_dim, action_low, action_high, hidden, critic_hidden, discount, tau,
+                         policy_freq, actor_lr, critic_lr, critic_weight_decay, adam_betas=adam_betas,
+                         reward_scale=reward_scale, loss=loss, **kwargs)

@@ -1,0 +1,116 @@
+"""TD3 in plain PyTorch, as Fujimoto's TD3.py writes it.
+
+Differences from TD3.py, all for cross-checking: the target-policy noise can be
+passed in (standard normal draws, shape of the action), the action box may be
+asymmetric, and ``train(..., record=True)`` returns the intermediate quantities.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torch_ref.networks import Actor, Critic, soft_update
+
+
+class Batch(NamedTuple):
+    """(state, action, next_state, reward, not_done); reward and not_done are (B, 1)."""
+
+    state: torch.Tensor
+    action: torch.Tensor
+    next_state: torch.Tensor
+    reward: torch.Tensor
+    not_done: torch.Tensor
+
+
+def grads_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.grad.detach().clone() for name, p in module.named_parameters()}
+
+
+class TD3:
+    def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(256, 256), critic_hidden=None,
+                 discount=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2,
+                 actor_lr=3e-4, critic_lr=3e-4, adam_betas=(0.9, 0.999), adam_eps=1e-8,
+                 device="cpu", dtype=torch.float32):
+        self.actor = Actor(obs_dim, act_dim, action_low, action_high, hidden).to(device, dtype)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, betas=adam_betas, eps=adam_eps)
+
+        self.critic = Critic(obs_dim, act_dim, critic_hidden or hidden).to(device, dtype)
+        self.critic_target = copy.deepcopy(self.critic)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, betas=adam_betas,
+                                                 eps=adam_eps)
+
+        self.low = torch.as_tensor(action_low, device=device, dtype=dtype)
+        self.high = torch.as_tensor(action_high, device=device, dtype=dtype)
+        self.action_scale = (self.high - self.low) / 2
+        self.discount = discount
+        self.tau = tau
+        self.policy_noise = policy_noise  # in units of the action scale, like noise_clip
+        self.noise_clip = noise_clip
+        self.policy_freq = policy_freq
+        self.device, self.dtype = device, dtype
+        self.total_it = 0
+
+    def select_action(self, state):
+        state = torch.as_tensor(np.asarray(state).reshape(1, -1), device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            return self.actor(state).cpu().numpy().flatten()
+
+    def train(self, batch: Batch, noise=None, record=False):
+        """One update. Returns detached losses; with ``record``, also the target action, target Q,
+        current Qs and gradients (cloned right after each backward)."""
+        self.total_it += 1
+        state, action, next_state, reward, not_done = batch
+        info = {}
+
+        with torch.no_grad():
+            # Select action according to the target policy and add clipped noise.
+            if noise is None:
+                noise = torch.randn_like(action)
+            clip = self.noise_clip * self.action_scale
+            noise = (noise * (self.policy_noise * self.action_scale)).clamp(-clip, clip)
+            next_action = (self.actor_target(next_state) + noise).clamp(self.low, self.high)
+
+            # Compute the target Q value.
+            target_Q1, target_Q2 = self.critic_target(next_state, next_action)
+            target_Q = torch.min(target_Q1, target_Q2)
+            target_Q = reward + not_done * self.discount * target_Q
+
+        # Get current Q estimates.
+        current_Q1, current_Q2 = self.critic(state, action)
+
+        # Compute critic loss.
+        critic_loss = F.mse_loss(current_Q1, target_Q) + F.mse_loss(current_Q2, target_Q)
+
+        # Optimize the critic.
+        self.critic_optimizer.zero_grad()
+        critic_loss.backward()
+        info["critic_loss"] = critic_loss.detach()
+        if record:
+            info.update(target_action=next_action, target_q=target_Q,
+                        current_q=torch.stack([current_Q1.detach(), current_Q2.detach()]),
+                        critic_grads=grads_of(self.critic))
+        self.critic_optimizer.step()
+
+        # Delayed policy updates.
+        if self.total_it % self.policy_freq == 0:
+            # Compute actor loss.
+            actor_loss = -self.critic.Q1(state, self.actor(state)).mean()
+
+            # Optimize the actor.
+            self.actor_optimizer.zero_grad()
+            actor_loss.backward()
+            info["actor_loss"] = actor_loss.detach()
+            if record:
+                info["actor_grads"] = grads_of(self.actor)
+            self.actor_optimizer.step()
+
+            # Update the frozen target models.
+            soft_update(self.critic, self.critic_target, self.tau)
+            soft_update(self.actor, self.actor_target, self.tau)
+        return info
