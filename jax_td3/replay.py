@@ -1,0 +1,71 @@
+"""A replay buffer that lives on the device, and K updates fused into one compiled call.
+
+The buffer is a ring of fixed-shape arrays with a write position and a size, so
+``add`` and ``sample`` are jittable and can sit inside ``lax.scan``. ``multi_update``
+samples and updates K times in one program, calling the one ``update`` function.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jax_td3.config import TD3Config
+from jax_td3.update import Batch, TrainState, sample_target_noise, update
+
+
+class ReplayState(NamedTuple):
+    obs: jax.Array        # (capacity, obs_dim)
+    action: jax.Array     # (capacity, act_dim)
+    next_obs: jax.Array   # (capacity, obs_dim)
+    reward: jax.Array     # (capacity, 1)
+    not_done: jax.Array   # (capacity, 1)
+    position: jax.Array   # int32: where the next transition is written
+    size: jax.Array       # int32: how many slots are filled
+
+    @property
+    def capacity(self) -> int:
+        return self.obs.shape[0]
+
+
+def replay_init(capacity: int, obs_dim: int, act_dim: int, dtype=jnp.float32) -> ReplayState:
+    zeros = lambda width: jnp.zeros((capacity, width), dtype)
+    return ReplayState(zeros(obs_dim), zeros(act_dim), zeros(obs_dim), zeros(1), zeros(1),
+                       jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def replay_add(replay: ReplayState, transitions: Batch) -> ReplayState:
+    """Write N transitions (leading axis N; reward/not_done (N, 1)) at the ring position."""
+    n = transitions.obs.shape[0]
+    slots = (replay.position + jnp.arange(n, dtype=jnp.int32)) % replay.capacity
+    fields = {name: getattr(replay, name).at[slots].set(getattr(transitions, name).astype(getattr(replay, name).dtype))
+              for name in Batch._fields}
+    return replay._replace(**fields, position=(replay.position + n) % replay.capacity,
+                           size=jnp.minimum(replay.size + n, replay.capacity))
+
+
+def replay_gather(replay: ReplayState, indices) -> Batch:
+    """The batch at the given slots (indices can be injected for cross-framework runs)."""
+    return Batch(*(getattr(replay, name)[indices] for name in Batch._fields))
+
+
+def replay_sample_indices(replay: ReplayState, key, batch_size: int):
+    """Uniform with replacement over the filled part."""
+    return jax.random.randint(key, (batch_size,), 0, jnp.maximum(replay.size, 1))
+
+
+def replay_sample(replay: ReplayState, key, batch_size: int) -> Batch:
+    return replay_gather(replay, replay_sample_indices(replay, key, batch_size))
+
+
+def multi_update(config: TD3Config, state: TrainState, replay: ReplayState, key, num_updates: int):
+    """``num_updates`` (sample, update) steps in one ``lax.scan``; metrics are stacked per update."""
+
+    def one(state, step_key):
+        index_key, noise_key = jax.random.split(step_key)
+        batch = replay_sample(replay, index_key, config.batch_size)
+        return update(config, state, batch, sample_target_noise(noise_key, batch.action))
+
+    return jax.lax.scan(one, state, jax.random.split(key, num_updates))
