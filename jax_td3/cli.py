@@ -16,6 +16,9 @@ from jax_td3.config import ConfigError
 
 COMMANDS = {
     "parity": ("jax_td3.parity_cli", "compare the JAX update with the PyTorch reference, update by update"),
+    "train": ("jax_td3.train", "train an agent on a Gymnasium/PyBullet environment (either backend)"),
+    "eval": ("jax_td3.evaluate", "evaluate a saved checkpoint with the noiseless policy"),
+    "plot": ("jax_td3.plot", "overlay the learning curves of several runs"),
 }
 
 

@@ -1,0 +1,52 @@
+"""The PyTorch backend: the ``torch_ref`` agent, loaded from and saved to the JAX-layout train state.
+
+The loop hands it the same host batches and target-policy noise as the JAX backend;
+in float64 the two give the same run (the parity suite holds them to ~1e-9).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import torch
+
+import torch_ref
+from jax_td3.backends.base import enable_dtype
+from jax_td3.convert import make_torch_agent, state_from_torch, state_to_torch
+from jax_td3.update import Batch, TrainState
+
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, config, initial_state: TrainState, dtype: str = "float32"):
+        enable_dtype(dtype)
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.torch_dtype = TORCH_DTYPES[self.dtype.name]
+        self.agent = make_torch_agent(config, self.torch_dtype)
+        # The JAX-layout tree structure, for state(); its values are never used.
+        self._template = jax.tree_util.tree_map(np.asarray, initial_state)
+        self.load_state(initial_state)
+
+    def _tensor(self, x) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=self.torch_dtype)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.agent.select_action(np.asarray(obs, self.dtype)), np.float64)
+
+    def update(self, batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
+        info = self.agent.train(torch_ref.Batch(*(self._tensor(x) for x in batch)), noise=self._tensor(target_noise))
+        actor_updated = "actor_loss" in info
+        return {"critic_loss": float(info["critic_loss"]),
+                "actor_loss": float(info["actor_loss"]) if actor_updated else 0.0,
+                "actor_updated": float(actor_updated)}
+
+    def state(self) -> TrainState:
+        state = state_from_torch(self.config, self.agent, self._template)
+        return jax.tree_util.tree_map(lambda x: np.array(x), jax.device_get(state))
+
+    def load_state(self, state: TrainState) -> None:
+        state_to_torch(self.config, state, self.agent)

@@ -1,0 +1,237 @@
+"""Checkpoints: one framework-neutral, versioned, checksummed file per save, written atomically.
+
+A checkpoint holds the train state in the JAX layout (its leaves in
+``jax.tree_util`` order, rebuilt against the structure ``init_train_state`` gives
+for the stored config), so a JAX run's checkpoint loads into the PyTorch backend
+and the other way round. What else goes in is up to the caller (the training loop
+stores its config, counters, RNG states, exploration-noise state and, optionally,
+the replay buffer).
+
+File layout (``DIR/checkpoints/ckpt-<env steps, 10 digits>.jtd3``)::
+
+    b"JAXTD3-CHECKPOINT\\n"
+    one line of JSON: format_version, payload_bytes, payload_sha256, and metadata
+    payload: an ``.npz`` archive (no pickle): every array, plus the JSON of the
+             nested contents in which arrays are replaced by {"__array__": name}
+
+Saving writes a temporary file in the same directory, fsyncs it, renames it into
+place and fsyncs the directory, so a crash leaves either the old set of files or
+the new one; then it deletes all but the newest ``keep``. Loading checks the
+magic line, the version, the payload length (truncation) and the checksum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jax_td3.cli import UsageError
+
+FORMAT_VERSION = 1
+MAGIC = b"JAXTD3-CHECKPOINT\n"
+CHECKPOINT_DIR = "checkpoints"
+SUFFIX = ".jtd3"
+_NAME = re.compile(r"ckpt-(\d+)\.jtd3$")
+_JSON_KEY = "__json__"
+
+
+class CheckpointError(UsageError):
+    """A checkpoint is missing, truncated, corrupted, of another format version or does not fit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    metadata: dict
+    contents: dict
+
+
+# -- nested contents <-> (JSON, arrays) --------------------------------------------------
+
+def _split(tree: Any, arrays: dict[str, np.ndarray], path: str) -> Any:
+    if isinstance(tree, np.ndarray) or (hasattr(tree, "__array__") and not np.isscalar(tree)):
+        name = f"a{len(arrays):05d}"
+        arrays[name] = np.asarray(tree)
+        return {"__array__": name}
+    if isinstance(tree, dict):
+        return {str(k): _split(v, arrays, f"{path}/{k}") for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_split(v, arrays, f"{path}/{i}") for i, v in enumerate(tree)]
+    if isinstance(tree, np.generic):
+        return tree.item()
+    if tree is None or isinstance(tree, (bool, int, float, str)):
+        return tree
+    raise TypeError(f"cannot store {type(tree).__name__} at {path or '/'} in a checkpoint")
+
+
+def _join(tree: Any, arrays) -> Any:
+    if isinstance(tree, dict):
+        if set(tree) == {"__array__"}:
+            return arrays[tree["__array__"]]
+        return {k: _join(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_join(v, arrays) for v in tree]
+    return tree
+
+
+def encode(contents: dict, metadata: dict) -> bytes:
+    arrays: dict[str, np.ndarray] = {}
+    structure = _split(contents, arrays, "")
+    arrays[_JSON_KEY] = np.frombuffer(json.dumps(structure).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    payload = buffer.getvalue()
+    header = dict(metadata, format_version=FORMAT_VERSION, payload_bytes=len(payload),
+                  payload_sha256=hashlib.sha256(payload).hexdigest())
+    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+
+def decode(data: bytes, source: str = "checkpoint") -> tuple[dict, dict]:
+    """(metadata, contents) of a checkpoint's bytes; CheckpointError if anything is off."""
+    if not data.startswith(MAGIC):
+        raise CheckpointError(f"{source} is not a jax-td3 checkpoint (bad magic bytes)")
+    end = data.find(b"\n", len(MAGIC))
+    if end < 0:
+        raise CheckpointError(f"{source} is truncated (no complete header)")
+    try:
+        header = json.loads(data[len(MAGIC):end])
+    except ValueError:
+        raise CheckpointError(f"{source} has a corrupted header") from None
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{source} has format version {version}; this jax-td3 reads version {FORMAT_VERSION}")
+    payload = data[end + 1:]
+    if len(payload) != header.get("payload_bytes"):
+        raise CheckpointError(f"{source} is truncated or padded: payload has {len(payload)} bytes, "
+                              f"header says {header.get('payload_bytes')}")
+    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+        raise CheckpointError(f"{source} is corrupted (sha256 checksum mismatch)")
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        structure = json.loads(arrays.pop(_JSON_KEY).tobytes())
+    except (ValueError, KeyError, OSError) as err:
+        raise CheckpointError(f"{source} has an unreadable payload ({err})") from None
+    metadata = {k: v for k, v in header.items() if k not in ("payload_bytes",)}
+    return metadata, _join(structure, arrays)
+
+
+# -- files -------------------------------------------------------------------------------
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-{step:010d}{SUFFIX}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # platforms without directory fds (Windows)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, contents: dict, metadata: dict,
+                    keep: int | None = 3) -> Path:
+    """Write ``DIR/checkpoints/ckpt-<step>.jtd3`` atomically and keep only the newest ``keep``."""
+    directory = checkpoint_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = encode(contents, dict(metadata, step=int(step)))
+    path = directory / checkpoint_name(step)
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+    if keep is not None:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and verify one checkpoint file (CheckpointError if missing, truncated or corrupted)."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest_valid_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"no valid checkpoint in {path}")
+        return found
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    metadata, contents = decode(data, source=str(path))
+    return Checkpoint(path, metadata, contents)
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoint files of a run (``DIR`` or ``DIR/checkpoints``), oldest first by step."""
+    run_dir = Path(run_dir)
+    directory = run_dir if run_dir.name == CHECKPOINT_DIR else checkpoint_dir(run_dir)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_valid_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
+    """The newest checkpoint that loads and verifies; bad ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            warnings.warn(f"skipping checkpoint: {err}", stacklevel=2)
+    return None
+
+
+# -- the train state in the JAX layout ---------------------------------------------------
+
+def pack_train_state(state) -> list[np.ndarray]:
+    """The leaves of a JAX-layout train state, in ``jax.tree_util`` order, as numpy arrays."""
+    import jax
+
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+
+
+def unpack_train_state(config, dtype: str, leaves: list[np.ndarray]):
+    """Rebuild a train state (numpy leaves) for ``config``; CheckpointError if the leaves do not fit."""
+    import jax
+
+    from jax_td3.backends.base import enable_dtype
+    from jax_td3.update import init_train_state
+
+    enable_dtype(dtype)
+    template = jax.eval_shape(lambda: init_train_state(config, jax.random.PRNGKey(0), np.dtype(dtype)))
+    expected = jax.tree_util.tree_leaves(template)
+    if len(leaves) != len(expected):
+        raise CheckpointError(f"checkpoint train state has {len(leaves)} arrays; {config.algo} with hidden "
+                              f"{config.hidden} needs {len(expected)} (another algorithm or network?)")
+    for i, (have, want) in enumerate(zip(leaves, expected)):
+        if tuple(np.shape(have)) != tuple(want.shape):
+            raise CheckpointError(f"checkpoint train state array {i} has shape {tuple(np.shape(have))}, "
+                                  f"expected {tuple(want.shape)} (other network shapes?)")
+    treedef = jax.tree_util.tree_structure(template)
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(x, w.dtype) for x, w in zip(leaves, expected)])

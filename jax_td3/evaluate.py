@@ -1,0 +1,74 @@
+"""``jax-td3 eval CHECKPOINT --episodes N``: the noiseless policy of a saved agent, mean/std return.
+
+CHECKPOINT is a checkpoint file or a run directory (its newest valid checkpoint).
+A checkpoint of either backend loads into either backend (they share the JAX layout).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jax_td3.cli import nonnegative_int, positive_int
+
+
+def evaluate_checkpoint(path, episodes: int = 10, env_id: str | None = None, seed: int | None = None,
+                        backend: str = "jax") -> dict:
+    """Load ``path`` into ``backend`` and run ``episodes`` noiseless episodes; returns mean/std/returns."""
+    from jax_td3.backends import enable_dtype, make_backend
+    from jax_td3.checkpoint import CheckpointError, load_checkpoint, unpack_train_state
+    from jax_td3.envs import env_spec, make_env
+    from jax_td3.train import EVAL_SEED_OFFSET, config_from_checkpoint, evaluate_policy
+
+    checkpoint = load_checkpoint(path)
+    contents = checkpoint.contents
+    try:
+        config = config_from_checkpoint(contents)
+        settings = contents["settings"]
+        dtype = settings["dtype"]
+        leaves = contents["trainer"]["train_state"]
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{checkpoint.path} lacks the training-loop contents ({err})") from None
+    enable_dtype(dtype)
+    state = unpack_train_state(config, dtype, leaves)
+    env = make_env(env_id or settings["env"])
+    spec = env_spec(env)
+    if (spec.obs_dim, spec.act_dim) != (config.obs_dim, config.act_dim):
+        env.close()
+        raise CheckpointError(f"{spec.env_id} has obs/act dims {spec.obs_dim}/{spec.act_dim}; the checkpoint's "
+                              f"agent was trained for {config.obs_dim}/{config.act_dim}")
+    learner = make_backend(backend, config, state, dtype)
+    seed = settings["seed"] + EVAL_SEED_OFFSET if seed is None else seed
+    try:
+        returns = evaluate_policy(learner.act, env, episodes, seed, np.dtype(dtype))
+    finally:
+        env.close()
+    return {"checkpoint": str(checkpoint.path), "env": spec.env_id, "episodes": episodes, "seed": seed,
+            "step": checkpoint.metadata.get("step"), "trained_with": checkpoint.metadata.get("backend"),
+            "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
+            "returns": returns}
+
+
+def add_arguments(parser) -> None:
+    from jax_td3.backends import BACKENDS
+
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="a checkpoint file, or a run directory (its newest valid checkpoint)")
+    parser.add_argument("--episodes", type=positive_int, default=10, help="evaluation episodes")
+    parser.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
+    parser.add_argument("--seed", type=nonnegative_int, default=None,
+                        help="seed of the first reset (default: the run's evaluation seed)")
+    parser.add_argument("--backend", choices=BACKENDS, default="jax",
+                        help="framework that runs the policy (either loads either backend's checkpoint)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args) -> int:
+    result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend)
+    if args.json:
+        import json
+        print(json.dumps(result))
+    else:
+        print(f"{result['env']}: return {result['eval_return_mean']:.2f} +- {result['eval_return_std']:.2f} "
+              f"over {result['episodes']} episodes (checkpoint {result['checkpoint']}, step {result['step']}, "
+              f"trained with {result['trained_with']}, run by {args.backend})")
+    return 0
