@@ -60,12 +60,17 @@ def replay_sample(replay: ReplayState, key, batch_size: int) -> Batch:
     return replay_gather(replay, replay_sample_indices(replay, key, batch_size))
 
 
+def sample_and_update(config: TD3Config, state: TrainState, replay: ReplayState, key):
+    """One update on a uniform batch from ``replay``; ``key`` draws the indices and the target noise."""
+    index_key, noise_key = jax.random.split(key)
+    batch = replay_sample(replay, index_key, config.batch_size)
+    return update(config, state, batch, sample_target_noise(noise_key, batch.action))
+
+
 def multi_update(config: TD3Config, state: TrainState, replay: ReplayState, key, num_updates: int):
     """``num_updates`` (sample, update) steps in one ``lax.scan``; metrics are stacked per update."""
 
     def one(state, step_key):
-        index_key, noise_key = jax.random.split(step_key)
-        batch = replay_sample(replay, index_key, config.batch_size)
-        return update(config, state, batch, sample_target_noise(noise_key, batch.action))
+        return sample_and_update(config, state, replay, step_key)
 
     return jax.lax.scan(one, state, jax.random.split(key, num_updates))
