@@ -169,7 +169,8 @@ class Trainer:
         self.update_rng = np.random.Generator(np.random.PCG64(update_seed))
         init_key, self.fast_key = jax.random.split(jax.random.PRNGKey(settings.seed))
 
-        initial_state = init_train_state(config, init_key, self.dtype)
+        # One compiled init instead of dozens of eagerly compiled small ops.
+        initial_state = jax.jit(init_train_state, static_argnums=(0, 2))(config, init_key, self.dtype)
         self.backend = make_backend(settings.backend, config, initial_state, settings.dtype)
         self.buffer = ReplayBuffer(settings.buffer_size, self.spec.obs_dim, self.spec.act_dim, self.dtype)
         self.noise = make_noise(settings, self.spec.action_scale, self.spec.act_dim)

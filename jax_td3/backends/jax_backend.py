@@ -15,9 +15,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_td3 import replay
-from jax_td3.backends.base import enable_dtype
+from jax_td3.backends.base import UPDATE_METRICS, enable_dtype
 from jax_td3.networks import actor_action
 from jax_td3.update import Batch, TrainState, update
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_functions(config):
+    """Jitted (update, act, multi_update) for one config, shared by every backend of that config
+    (jit caches by function object, so two trainers with the same config compile once)."""
+    update_fn = jax.jit(functools.partial(update, config), donate_argnums=0)
+    act_fn = jax.jit(lambda params, obs: actor_action(config, params, obs[None])[0])
+    multi_update_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3, donate_argnums=0)
+    return update_fn, act_fn, multi_update_fn
 
 
 class JaxBackend:
@@ -27,12 +37,9 @@ class JaxBackend:
         enable_dtype(dtype)
         self.config = config
         self.dtype = np.dtype(dtype)
-        # Own copies: the update donates its input state, and a fresh state's targets alias its params.
-        self._state = jax.tree_util.tree_map(jnp.array, initial_state)
-        self._update = jax.jit(functools.partial(update, config), donate_argnums=0)
-        self._act = jax.jit(lambda params, obs: actor_action(config, params, obs[None])[0])
-        self._multi_update = jax.jit(functools.partial(replay.multi_update, config),
-                                     static_argnums=2, donate_argnums=0)
+        self._state = None
+        self.load_state(initial_state)
+        self._update, self._act, self._multi_update = compiled_functions(config)
         self._add = jax.jit(replay.replay_add, donate_argnums=0)
         self._replay: replay.ReplayState | None = None
 
@@ -43,8 +50,8 @@ class JaxBackend:
     def update(self, batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
         batch = Batch(*(jnp.asarray(x, self.dtype) for x in batch))
         self._state, metrics = self._update(self._state, batch, jnp.asarray(target_noise, self.dtype))
-        return {"critic_loss": float(metrics["critic_loss"]), "actor_loss": float(metrics["actor_loss"]),
-                "actor_updated": float(metrics["actor_updated"])}
+        metrics = jax.device_get(metrics)  # one transfer for all scalars
+        return {name: float(metrics[name]) for name in UPDATE_METRICS}
 
     # -- fast path: device replay + K fused updates ---------------------------------------
     def sync_replay(self, capacity: int, new_transitions: Batch) -> None:
@@ -58,8 +65,7 @@ class JaxBackend:
         """``num_updates`` updates in one compiled call, sampling the device replay with ``key``."""
         self._state, metrics = self._multi_update(self._state, self._replay, key, num_updates)
         metrics = jax.device_get(metrics)
-        return [{"critic_loss": float(metrics["critic_loss"][i]), "actor_loss": float(metrics["actor_loss"][i]),
-                 "actor_updated": float(metrics["actor_updated"][i])} for i in range(num_updates)]
+        return [{name: float(metrics[name][i]) for name in UPDATE_METRICS} for i in range(num_updates)]
 
     def drop_replay(self) -> None:
         """Forget the device copy (it is rebuilt from the host buffer, e.g. after loading a checkpoint)."""
@@ -70,5 +76,9 @@ class JaxBackend:
         return jax.tree_util.tree_map(lambda x: np.array(x), jax.device_get(self._state))
 
     def load_state(self, state: TrainState) -> None:
-        template = self._state
-        self._state = jax.tree_util.tree_map(lambda t, x: jnp.array(x, t.dtype), template, state)
+        # Own copies, one device buffer per leaf: the update donates its input state, and a fresh
+        # state's targets alias its params. Going through numpy avoids compiling a copy per shape.
+        host = jax.tree_util.tree_map(np.array, jax.device_get(state))
+        if self._state is not None:
+            host = jax.tree_util.tree_map(lambda t, x: x.astype(t.dtype), self._state, host)
+        self._state = jax.device_put(host)
