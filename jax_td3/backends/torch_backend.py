@@ -21,7 +21,11 @@ TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, config, initial_state: TrainState, dtype: str = "float32"):
+    def __init__(self, config, initial_state: TrainState, dtype: str = "float32", num_threads: int | None = 1):
+        """``num_threads``: torch's intra-op threads (process-wide). The loop's small MLPs run fastest on
+        one; more threads mostly add synchronisation, and on a busy machine they are many times slower."""
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
         enable_dtype(dtype)
         self.config = config
         self.dtype = np.dtype(dtype)
