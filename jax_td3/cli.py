@@ -19,6 +19,7 @@ COMMANDS = {
     "train": ("jax_td3.train", "train an agent on a Gymnasium/PyBullet environment (either backend)"),
     "eval": ("jax_td3.evaluate", "evaluate a saved checkpoint with the noiseless policy"),
     "plot": ("jax_td3.plot", "overlay the learning curves of several runs"),
+    "bench": ("jax_td3.bench_cli", "time the update (JAX vs PyTorch) against the compute floor; tables, plots"),
 }
 
 

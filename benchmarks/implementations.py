@@ -1,0 +1,264 @@
+"""The update implementations the suite times, each behind one small interface.
+
+``build(name, config, setup)`` returns a ``Runner``: ``call()`` performs
+``updates_per_call`` updates (sampling from a replay buffer included, as in
+training), ``sync(result)`` waits for them. An implementation that cannot run
+here raises ``Unavailable`` with the reason, which goes into the results.
+
+Every JAX runner calls the project's one update (``jax_td3.update.update`` or
+``jax_td3.replay.multi_update``); the PyTorch ones are ``torch_ref`` as written
+and ``benchmarks.torch_tuned``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+import torch_ref
+from benchmarks.torch_tuned import CudaGraphUpdate, TunedAgent
+from jax_td3.config import TD3Config
+from jax_td3.convert import make_torch_agent
+from jax_td3.replay import ReplayState, multi_update, replay_sample
+from jax_td3.update import Batch, TrainState, init_train_state, sample_target_noise, update
+
+
+class Unavailable(RuntimeError):
+    """This implementation cannot run on this machine; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What every implementation of one run shares."""
+
+    torch_device: str = "cpu"
+    replay_size: int = 100_000        # transitions in the buffer (filled with random data)
+    scan_updates: int = 100           # K for the scan-fused runner
+    vmap_agents: int = 8              # N for the vmapped runner
+    bf16: bool = False                # bf16 matmuls (float32 storage); GPU rows only
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class Runner:
+    call: Callable[[], object]
+    sync: Callable[[object], None]
+    updates_per_call: int           # counting every agent's update
+    agents: int = 1
+    notes: str = ""
+
+
+IMPLEMENTATIONS = {
+    "torch_ref": "torch_ref as written (Fujimoto's TD3.py style), numpy replay sampled on the host",
+    "torch_tuned": "PyTorch eager, tuned: stacked twin critic, fused Adam, foreach-lerp Polyak, device replay",
+    "torch_compile": "the tuned update with both losses under torch.compile (forward and backward compiled)",
+    "torch_cudagraph": "the tuned update (sampling included) captured in a CUDA graph, one replay per actor cycle",
+    "jax_jit": "jax.jit(update, static_argnums=0), state donated, one update per call (+ one sampling call)",
+    "jax_scan": "jax.jit(replay.multi_update): K (sample, update) steps per call in one lax.scan",
+    "jax_vmap": "jax.jit(jax.vmap(sample + update)) over N agents, one update each per call",
+}
+
+
+def random_transitions(config: TD3Config, count: int, seed: int) -> dict[str, np.ndarray]:
+    """Random float32 transitions (the update's cost does not depend on the values)."""
+    rng = np.random.default_rng(seed)
+    low, high = np.asarray(config.action_low), np.asarray(config.action_high)
+    return {
+        "obs": rng.standard_normal((count, config.obs_dim), np.float32),
+        "action": rng.uniform(low, high, (count, config.act_dim)).astype(np.float32),
+        "next_obs": rng.standard_normal((count, config.obs_dim), np.float32),
+        "reward": rng.standard_normal((count, 1), np.float32),
+        "not_done": (rng.uniform(size=(count, 1)) > 0.005).astype(np.float32),
+    }
+
+
+# -- PyTorch --------------------------------------------------------------------------------
+
+def _torch_sync(device: str) -> Callable[[object], None]:
+    if torch.device(device).type == "cuda":
+        return lambda _: torch.cuda.synchronize()
+    return lambda _: None
+
+
+def _torch_ref(config: TD3Config, setup: Setup, data) -> Runner:
+    if setup.bf16:
+        raise Unavailable("torch_ref is timed in float32 only")
+    torch.manual_seed(setup.seed)
+    agent = make_torch_agent(config, torch.float32, setup.torch_device)
+    rng = np.random.default_rng(setup.seed)
+    device = setup.torch_device
+
+    def call():
+        # Fujimoto's ReplayBuffer.sample: numpy indices, then one host->device tensor per field.
+        index = rng.integers(0, setup.replay_size, size=config.batch_size)
+        batch = torch_ref.Batch(*(torch.FloatTensor(data[name][index]).to(device)
+                                  for name in ("obs", "action", "next_obs", "reward", "not_done")))
+        return agent.train(batch)
+    return Runner(call, _torch_sync(device), 1)
+
+
+def _tuned_agent(config: TD3Config, setup: Setup, data) -> TunedAgent:
+    torch.manual_seed(setup.seed)
+    agent = TunedAgent(config, setup.torch_device, torch.float32, replay_capacity=setup.replay_size)
+    agent.add(*(data[name] for name in ("obs", "action", "next_obs", "reward", "not_done")))
+    return agent
+
+
+def _autocast(setup: Setup):
+    if setup.bf16:
+        return torch.autocast(torch.device(setup.torch_device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _torch_tuned(config: TD3Config, setup: Setup, data, compiled: bool = False) -> Runner:
+    agent = _tuned_agent(config, setup, data)
+    if compiled:
+        agent.compile()
+
+    def call():
+        with _autocast(setup):
+            batch, noise = agent.sample()
+            agent.update(batch, noise)
+    return Runner(call, _torch_sync(setup.torch_device), 1)
+
+
+def _torch_cudagraph(config: TD3Config, setup: Setup, data) -> Runner:
+    if not (torch.cuda.is_available() and torch.device(setup.torch_device).type == "cuda"):
+        raise Unavailable("CUDA graphs need a CUDA device; this run has none")
+    agent = _tuned_agent(config, setup, data)
+    with _autocast(setup):
+        graph = CudaGraphUpdate(agent)
+    return Runner(graph.replay, _torch_sync(setup.torch_device), graph.updates_per_replay)
+
+
+# -- JAX ------------------------------------------------------------------------------------
+
+def _jax_precision(setup: Setup):
+    # float32 rows use full float32 matmuls (on NVIDIA GPUs JAX's default would be TF32).
+    return jax.default_matmul_precision("bfloat16" if setup.bf16 else "float32")
+
+
+def _jax_replay(config: TD3Config, setup: Setup, data) -> ReplayState:
+    """A full device buffer holding ``data`` (built directly: no per-op compilation)."""
+    return ReplayState(*(jax.device_put(np.asarray(data[name], np.float32)) for name in Batch._fields),
+                       position=jax.device_put(np.int32(0)), size=jax.device_put(np.int32(setup.replay_size)))
+
+
+def _fresh_state(config: TD3Config, seed: int, agents: int | None = None) -> TrainState:
+    """A train state of ``init_train_state``'s structure with random weights and zeroed Adam states;
+    ``agents`` of them stacked on a leading axis (sharing one step counter) when given.
+
+    The update's cost does not depend on the values, and filling the structure from numpy
+    avoids compiling the initializers, which costs seconds on a small CPU. Targets get
+    buffers of their own: a donated argument cannot hold one buffer twice.
+    """
+    shapes = jax.eval_shape(lambda key: init_train_state(config, key), jax.random.PRNGKey(0))
+    lead = () if agents is None else (agents,)
+    rng = np.random.default_rng(seed)
+    weights = lambda x: jax.device_put(rng.uniform(-0.1, 0.1, lead + x.shape).astype(x.dtype))
+    zeros = lambda x: jax.device_put(np.zeros(lead + x.shape, x.dtype))
+    actor = jax.tree_util.tree_map(weights, shapes.actor_params)
+    critic = jax.tree_util.tree_map(weights, shapes.critic_params)
+    copy = lambda tree: jax.tree_util.tree_map(lambda x: jax.device_put(np.array(x)), tree)
+    return TrainState(actor, critic, copy(actor), copy(critic),
+                      jax.tree_util.tree_map(zeros, shapes.actor_opt_state),
+                      jax.tree_util.tree_map(zeros, shapes.critic_opt_state),
+                      jax.device_put(np.zeros((), np.int32)))
+
+
+def _jax_sync(result):
+    jax.block_until_ready(result)
+
+
+class _Holder:
+    """Mutable home of a donated JAX state between calls."""
+
+    def __init__(self, state, key):
+        self.state, self.key = state, key
+
+
+def _jax_jit(config: TD3Config, setup: Setup, data) -> Runner:
+    replay = _jax_replay(config, setup, data)
+    jit_update = jax.jit(update, static_argnums=0, donate_argnums=1)
+
+    @jax.jit
+    def sample(replay, key):
+        key, index_key, noise_key = jax.random.split(key, 3)
+        batch = replay_sample(replay, index_key, config.batch_size)
+        return key, batch, sample_target_noise(noise_key, batch.action)
+
+    holder = _Holder(_fresh_state(config, setup.seed), jax.random.PRNGKey(setup.seed + 1))
+
+    def call():
+        with _jax_precision(setup):
+            holder.key, batch, noise = sample(replay, holder.key)
+            holder.state, metrics = jit_update(config, holder.state, batch, noise)
+        return metrics
+    return Runner(call, _jax_sync, 1)
+
+
+def _jax_scan(config: TD3Config, setup: Setup, data) -> Runner:
+    replay = _jax_replay(config, setup, data)
+    k = setup.scan_updates
+
+    def fused(state, replay, key):
+        key, step_key = jax.random.split(key)
+        state, metrics = multi_update(config, state, replay, step_key, k)
+        return state, key, metrics
+    fused = jax.jit(fused, donate_argnums=0)
+    holder = _Holder(_fresh_state(config, setup.seed), jax.random.PRNGKey(setup.seed + 1))
+
+    def call():
+        with _jax_precision(setup):
+            holder.state, holder.key, metrics = fused(holder.state, replay, holder.key)
+        return metrics
+    return Runner(call, _jax_sync, k, notes=f"K={k} updates per call")
+
+
+def _jax_vmap(config: TD3Config, setup: Setup, data) -> Runner:
+    replay = _jax_replay(config, setup, data)
+    n = setup.vmap_agents
+    # Agents step in lockstep: one shared update counter (not vmapped) keeps TD3's delayed actor
+    # update a real branch; a per-agent counter would turn lax.cond into computing both branches.
+    state_axes = TrainState(0, 0, 0, 0, 0, 0, None)
+
+    def one_agent(state, replay, key):
+        index_key, noise_key = jax.random.split(key)
+        batch = replay_sample(replay, index_key, config.batch_size)
+        return update(config, state, batch, sample_target_noise(noise_key, batch.action))
+
+    def step(states, replay, key):
+        key, *agent_keys = jax.random.split(key, n + 1)
+        states, metrics = jax.vmap(one_agent, in_axes=(state_axes, None, 0), out_axes=(state_axes, 0))(
+            states, replay, jnp.stack(agent_keys))
+        return states, key, metrics
+    step = jax.jit(step, donate_argnums=0)
+
+    holder = _Holder(_fresh_state(config, setup.seed, agents=n), jax.random.PRNGKey(setup.seed + 1))
+
+    def call():
+        with _jax_precision(setup):
+            holder.state, holder.key, metrics = step(holder.state, replay, holder.key)
+        return metrics
+    return Runner(call, _jax_sync, n, agents=n, notes=f"N={n} agents")
+
+
+_BUILDERS = {
+    "torch_ref": _torch_ref,
+    "torch_tuned": _torch_tuned,
+    "torch_compile": lambda config, setup, data: _torch_tuned(config, setup, data, compiled=True),
+    "torch_cudagraph": _torch_cudagraph,
+    "jax_jit": _jax_jit,
+    "jax_scan": _jax_scan,
+    "jax_vmap": _jax_vmap,
+}
+
+
+def build(name: str, config: TD3Config, setup: Setup, data) -> Runner:
+    return _BUILDERS[name](config, setup, data)

@@ -1,0 +1,62 @@
+"""What the numbers were measured on: processor, accelerator, threads, library versions, load."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import jax
+import torch
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(torch_device: str) -> dict:
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = {"name": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
+               "memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
+                       if k in os.environ},
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "torch_device": torch_device,
+        "gpu": gpu,
+        "versions": {name: _version(name) for name in
+                     ("jax", "jaxlib", "flax", "optax", "torch", "numpy", "jax-td3")},
+        "git_commit": _git_commit(),
+    }

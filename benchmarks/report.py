@@ -1,0 +1,120 @@
+"""Results on disk: one JSON per run, a Markdown table, PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HEADLINE = {"hidden": [256, 256], "batch": 256}
+
+
+def write_json(results: dict, path: Path) -> None:
+    """Written to a temporary name and renamed, so an interrupted run never leaves half a file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _hidden(row) -> str:
+    return "-".join(str(h) for h in row["hidden"])
+
+
+def _find(rows, algo, impl, hidden, batch):
+    for row in rows:
+        if (row["algo"], row["impl"], row["hidden"], row["batch"]) == (algo, impl, hidden, batch) \
+                and row["status"] == "ok":
+            return row
+    return None
+
+
+def headline_ratios(results: dict) -> list[str]:
+    """JAX scan-fused against each PyTorch path at 256-256 / batch 256, per algorithm."""
+    lines = []
+    rows = results["rows"]
+    for algo in results["settings"]["algos"]:
+        scan = _find(rows, algo, "jax_scan", HEADLINE["hidden"], HEADLINE["batch"])
+        if scan is None:
+            continue
+        parts = []
+        for other in ("torch_ref", "torch_tuned", "torch_compile", "torch_cudagraph", "jax_jit"):
+            row = _find(rows, algo, other, HEADLINE["hidden"], HEADLINE["batch"])
+            if row is not None:
+                parts.append(f"{scan['updates_per_s'] / row['updates_per_s']:.2f}x {other}")
+        floor = f"{100 * scan['floor_fraction']:.0f}% of the compute floor"
+        lines.append(f"- {algo}, 256-256 / batch 256: jax_scan {scan['updates_per_s']:.0f} updates/s "
+                     f"({floor}); " + ", ".join(parts))
+    return lines
+
+
+def markdown(results: dict) -> str:
+    machine = results["machine"]
+    settings = results["settings"]
+    out = [f"# Update throughput: {results['run_name']}", "",
+           f"{machine['cpu_model']} ({machine['cpu_count']} cores, torch threads {machine['torch_threads']}), "
+           f"JAX backend {machine['jax_backend']}, torch device {machine['torch_device']}"
+           + (f", GPU {machine['gpu']['name']}" if machine.get("gpu") else "") + ".",
+           "Versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v) + ".",
+           f"Load average before/after: {results['loadavg_before']} / {results['loadavg_after']}. "
+           f"float32; obs_dim {settings['obs_dim']}, act_dim {settings['act_dim']}; "
+           f"{settings['repetitions']} repetitions of >= {settings['min_rep_s']} s each; "
+           f"jax_scan K={settings['scan_updates']}, jax_vmap N={settings['vmap_agents']}.", ""]
+    ratios = headline_ratios(results)
+    if ratios:
+        out += ["Headline (jax_scan vs the others, higher is faster for jax_scan):", "", *ratios, ""]
+    out += ["ms/update is the median over repetitions with [min, max]; for jax_vmap it is per agent-update. "
+            "floor = the update's matmuls at this machine's best measured speed for each shape "
+            "(benchmarks/README.md).", "",
+            "| algo | hidden | batch | implementation | ms/update [min, max] | updates/s | compile s "
+            "| GFLOP/s | % of floor |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for row in results["rows"]:
+        head = f"| {row['algo']} | {_hidden(row)} | {row['batch']} | {row['impl']} |"
+        if row["status"] != "ok":
+            out.append(f"{head} {row['status']}: {row['reason']} | | | | |")
+            continue
+        t = row["per_update_s"]
+        out.append(f"{head} {1e3 * t['median']:.3f} [{1e3 * t['min']:.3f}, {1e3 * t['max']:.3f}] | "
+                   f"{row['updates_per_s']:.0f} | {row['compile_s']:.2f} | "
+                   f"{row['achieved_flops_per_s'] / 1e9:.1f} | {100 * row['floor_fraction']:.1f} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def plot(results: dict, stem: Path) -> list[Path]:
+    """Two PNGs: updates/s vs batch size, and fraction of the compute floor vs batch size."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["rows"] if r["status"] == "ok"]
+    algos = results["settings"]["algos"]
+    hiddens = [list(h) for h in results["settings"]["hidden"]]
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    paths = []
+    for key, label, suffix, log in (("updates_per_s", "updates / s", "updates", True),
+                                    ("floor_fraction", "fraction of compute floor", "floor", False)):
+        fig, axes = plt.subplots(len(algos), len(hiddens), figsize=(4 * len(hiddens), 3.4 * len(algos)),
+                                 squeeze=False, sharex=True)
+        for i, algo in enumerate(algos):
+            for j, hidden in enumerate(hiddens):
+                ax = axes[i][j]
+                for impl in impls:
+                    points = sorted((r["batch"], r[key]) for r in rows
+                                    if r["algo"] == algo and r["impl"] == impl and r["hidden"] == hidden)
+                    if points:
+                        ax.plot(*zip(*points), marker="o", label=impl)
+                ax.set_xscale("log")
+                if log:
+                    ax.set_yscale("log")
+                ax.set_title(f"{algo} {'-'.join(map(str, hidden))}", fontsize=9)
+                ax.set_xlabel("batch size")
+                ax.set_ylabel(label)
+                ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{results['run_name']}: {label}", fontsize=10)
+        fig.tight_layout()
+        path = stem.parent / f"{stem.name}-{suffix}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
