@@ -12,8 +12,11 @@ from jax_td3.cli import nonnegative_int, positive_int
 
 
 def evaluate_checkpoint(path, episodes: int = 10, env_id: str | None = None, seed: int | None = None,
-                        backend: str = "jax") -> dict:
-    """Load ``path`` into ``backend`` and run ``episodes`` noiseless episodes; returns mean/std/returns."""
+                        backend: str = "jax", agent: int = 0) -> dict:
+    """Load ``path`` into ``backend`` and run ``episodes`` noiseless episodes; returns mean/std/returns.
+
+    ``agent`` picks one of the agents of a compiled multi-seed run's checkpoint.
+    """
     from jax_td3.backends import enable_dtype, make_backend
     from jax_td3.checkpoint import CheckpointError, load_checkpoint, unpack_train_state
     from jax_td3.envs import env_spec, make_env
@@ -23,11 +26,19 @@ def evaluate_checkpoint(path, episodes: int = 10, env_id: str | None = None, see
     contents = checkpoint.contents
     try:
         config = config_from_checkpoint(contents)
-        settings = contents["settings"]
+        if "train_states" in contents:  # a compiled run: one train state per seed
+            if not 0 <= agent < len(contents["train_states"]):
+                raise CheckpointError(f"--agent {agent} is out of range: the checkpoint holds "
+                                      f"{len(contents['train_states'])} agents")
+            settings = {"env": checkpoint.metadata["env"], "dtype": checkpoint.metadata["dtype"],
+                        "seed": contents["compiled"]["seeds"][agent]}
+            leaves = contents["train_states"][agent]
+        else:
+            settings = contents["settings"]
+            leaves = contents["trainer"]["train_state"]
         dtype = settings["dtype"]
-        leaves = contents["trainer"]["train_state"]
     except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{checkpoint.path} lacks the training-loop contents ({err})") from None
+        raise CheckpointError(f"{checkpoint.path} lacks the contents of a training run ({err})") from None
     enable_dtype(dtype)
     state = unpack_train_state(config, dtype, leaves)
     env = make_env(env_id or settings["env"])
@@ -59,11 +70,13 @@ def add_arguments(parser) -> None:
                         help="seed of the first reset (default: the run's evaluation seed)")
     parser.add_argument("--backend", choices=BACKENDS, default="jax",
                         help="framework that runs the policy (either loads either backend's checkpoint)")
+    parser.add_argument("--agent", type=nonnegative_int, default=0,
+                        help="which agent of a compiled multi-seed checkpoint (default 0)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args) -> int:
-    result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend)
+    result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend, args.agent)
     if args.json:
         import json
         print(json.dumps(result))

@@ -142,11 +142,11 @@ def test_same_seed_same_run_and_other_seed_differs():
     assert not np.array_equal(records[0][-1].action, records[2][-1].action)
 
 
-@pytest.mark.parametrize("algo", ["td3", "seed-ddpg"])
-def test_jax_and_torch_backends_give_the_same_run_in_float64(algo):
-    config = pendulum_config(algo)
-    extra = dict(exploration="ou") if algo == "seed-ddpg" else {}
-    jax_run, torch_run = (Trainer(config, pendulum_settings(b, **extra)) for b in ("jax", "torch"))
+def test_jax_and_torch_backends_give_the_same_run_in_float64():
+    """Same seed, same loop-owned randomness: actions, losses, evaluations and parameters agree to ~1e-9
+    through warm-up, the start of learning, an episode boundary (step 200) and two evaluations."""
+    config = pendulum_config("td3")
+    jax_run, torch_run = (Trainer(config, pendulum_settings(b)) for b in ("jax", "torch"))
     worst = 0.0
     while not jax_run.done:
         a, b = jax_run.step(), torch_run.step()
