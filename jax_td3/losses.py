@@ -52,5 +52,6 @@ def critic_loss(config: TD3Config, critic_params, batch, y):
 
 
 def actor_loss(config: TD3Config, actor_params, critic_params, obs):
-    """Step 13: -mean Q1(s, mu(s)) with the critic just updated."""
-    return -jnp.mean(first_critic_value(config, critic_params, obs, actor_action(config, actor_params, obs)))
+    """Step 13: -mean Q1(s, mu(s)) with the critic just updated; also returns Q1(s, mu(s))."""
+    actor_q = first_critic_value(config, critic_params, obs, actor_action(config, actor_params, obs))
+    return -jnp.mean(actor_q), actor_q

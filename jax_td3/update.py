@@ -114,19 +114,20 @@ def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, ta
 
     # Steps 13-15, every policy_freq-th update: actor step on Q1, then Polyak on all targets.
     def actor_and_targets(_):
-        loss, grads = jax.value_and_grad(losses.actor_loss, argnums=1)(
+        (loss, actor_q), grads = jax.value_and_grad(losses.actor_loss, argnums=1, has_aux=True)(
             config, state.actor_params, critic_params, batch.obs)
         updates, opt_state = actor_optimizer(config).update(grads, state.actor_opt_state, state.actor_params)
         actor_params = optax.apply_updates(state.actor_params, updates)
         return (actor_params, opt_state,
                 polyak(actor_params, state.actor_target_params, config.tau),
                 polyak(critic_params, state.critic_target_params, config.tau),
-                loss, grads)
+                loss, actor_q, grads)
 
     def unchanged(_):
         zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.actor_params)
         return (state.actor_params, state.actor_opt_state, state.actor_target_params,
-                state.critic_target_params, jnp.zeros((), critic_loss.dtype), zero_grads)
+                state.critic_target_params, jnp.zeros((), critic_loss.dtype), jnp.zeros_like(current_qs[0]),
+                zero_grads)
 
     if config.policy_freq == 1:
         actor_updated = jnp.ones((), bool)
@@ -134,7 +135,8 @@ def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, ta
     else:
         actor_updated = it % config.policy_freq == 0
         outputs = jax.lax.cond(actor_updated, actor_and_targets, unchanged, None)
-    actor_params, actor_opt_state, actor_target_params, critic_target_params, actor_loss, actor_grads = outputs
+    (actor_params, actor_opt_state, actor_target_params, critic_target_params,
+     actor_loss, actor_q, actor_grads) = outputs
 
     new_state = TrainState(actor_params, critic_params, actor_target_params, critic_target_params,
                            actor_opt_state, critic_opt_state, it)
@@ -149,6 +151,7 @@ def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, ta
         "target_q": y,
         "current_q": current_qs,
         "critic_grads": critic_grads,
+        "actor_q": actor_q,                 # Q1(s, mu(s)) of the actor step (zeros where skipped)
         "actor_grads": actor_grads,
     }
     return new_state, metrics, internals

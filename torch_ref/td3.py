@@ -100,14 +100,15 @@ class TD3:
         # Delayed policy updates.
         if self.total_it % self.policy_freq == 0:
             # Compute actor loss.
-            actor_loss = -self.critic.Q1(state, self.actor(state)).mean()
+            actor_Q = self.critic.Q1(state, self.actor(state))
+            actor_loss = -actor_Q.mean()
 
             # Optimize the actor.
             self.actor_optimizer.zero_grad()
             actor_loss.backward()
             info["actor_loss"] = actor_loss.detach()
             if record:
-                info["actor_grads"] = grads_of(self.actor)
+                info.update(actor_q=actor_Q.detach(), actor_grads=grads_of(self.actor))
             self.actor_optimizer.step()
 
             # Update the frozen target models.

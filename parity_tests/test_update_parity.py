@@ -1,0 +1,135 @@
+"""JAX update vs the PyTorch reference: every quantity, update after update."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jax_td3 import convert
+from jax_td3.config import ALGOS, make_config
+from jax_td3.parity import FLOAT64_TOLERANCE, default_tolerance, run_parity
+
+
+def expected_quantity_count(config) -> int:
+    """Forward values, and per parameter tensor: grad, Adam m, Adam v, value, target value."""
+    n_actor = 2 * (len(config.actor_hidden) + 1)
+    layers = 4 if config.critic_arch == "seed" else len(config.critic_hidden_sizes) + 1
+    n_critic = 2 * layers * config.num_critics
+    forward = 4 + 2  # target_action, target_q, current_q, critic_loss, actor_q, actor_loss
+    return forward + 5 * (n_actor + n_critic) + 1  # + schedule
+
+
+def assert_passed(report, config):
+    assert len(report.quantities) == expected_quantity_count(config)
+    worst = max(report.quantities.items(), key=lambda kv: kv[1].max_rel / kv[1].tol if kv[1].tol else 0)
+    assert report.passed, report.table()
+    for name, stats in report.quantities.items():
+        assert stats.max_rel <= stats.tol, (name, stats)
+    return worst
+
+
+def small_config(algo, **overrides):
+    sizes = {} if algo == "seed-ddpg" else dict(hidden=(64, 64))
+    return make_config(algo, obs_dim=3, act_dim=1, max_action=2.0, batch_size=32, **{**sizes, **overrides})
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("algo", ALGOS)
+def test_thousand_updates_agree(algo, dtype):
+    config = small_config(algo)
+    report = run_parity(config, dtype=dtype, updates=1000, seed=1)
+    assert_passed(report, config)
+    if dtype == "float64":
+        assert max(s.max_rel for s in report.quantities.values()) < FLOAT64_TOLERANCE
+
+
+@pytest.mark.parametrize("algo", ["td3", "ddpg"])
+def test_default_network_sizes_agree(algo):
+    """The algorithms' own default sizes (256-256 / 400-300), on fewer updates."""
+    config = make_config(algo, obs_dim=17, act_dim=6, max_action=1.0)
+    report = run_parity(config, dtype="float64", updates=30, seed=2)
+    assert_passed(report, config)
+
+
+@pytest.mark.parametrize("box", [dict(max_action=2.0), dict(action_low=(-1.0, 0.0), action_high=(3.0, 0.5))],
+                         ids=["symmetric-2", "asymmetric"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_non_default_settings_agree(box, dtype):
+    config = make_config("td3", obs_dim=5, act_dim=2, hidden=(64, 32), batch_size=7, gamma=0.95, tau=0.02,
+                         policy_freq=3, policy_noise=0.3, noise_clip=0.4, **box)
+    report = run_parity(config, dtype=dtype, updates=300, seed=3)
+    assert_passed(report, config)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    algo=st.sampled_from(ALGOS),
+    hidden=st.lists(st.integers(1, 24), min_size=1, max_size=3),
+    batch_size=st.integers(1, 20),
+    obs_dim=st.integers(1, 6),
+    act_dim=st.integers(1, 3),
+    gamma=st.floats(0.0, 1.0),
+    tau=st.floats(1e-3, 1.0),
+    policy_freq=st.integers(1, 4),
+    low=st.floats(-3.0, 0.5),
+    width=st.floats(0.1, 4.0),
+    seed=st.integers(0, 2**16),
+)
+def test_random_configurations_agree(algo, hidden, batch_size, obs_dim, act_dim, gamma, tau, policy_freq, low,
+                                     width, seed):
+    if algo in ("ddpg", "seed-ddpg"):
+        hidden = (hidden + [8, 8])[:2]   # these critics have exactly two layers
+    config = make_config(algo, obs_dim=obs_dim, act_dim=act_dim, hidden=tuple(hidden), critic_hidden=tuple(hidden),
+                         batch_size=batch_size, gamma=gamma, tau=tau, policy_freq=policy_freq,
+                         action_low=(low,) * act_dim, action_high=(low + width,) * act_dim)
+    report = run_parity(config, dtype="float64", updates=12, seed=seed)
+    assert_passed(report, config)
+
+
+def test_actor_and_targets_move_only_on_policy_freq_iterations():
+    """Checked directly on the JAX side (the report's 'schedule' row checks both sides every update)."""
+    config = small_config("td3", policy_freq=3, batch_size=8)
+    from jax_td3.update import Batch, init_train_state, update
+
+    state = init_train_state(config, jax.random.PRNGKey(0), jnp.float64)
+    step = jax.jit(update, static_argnums=0)
+    rng = np.random.default_rng(0)
+    moved = []
+    for it in range(1, 10):
+        batch = Batch(rng.standard_normal((8, 3)), rng.uniform(-2, 2, (8, 1)), rng.standard_normal((8, 3)),
+                      rng.standard_normal((8, 1)), np.ones((8, 1)))
+        new_state, metrics = step(config, state, batch, rng.standard_normal((8, 1)))
+        changed = lambda a, b: not all(np.array_equal(x, y) for x, y in
+                                       zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+        moved.append((changed(state.actor_params, new_state.actor_params),
+                      changed(state.actor_target_params, new_state.actor_target_params),
+                      changed(state.critic_target_params, new_state.critic_target_params),
+                      bool(metrics["actor_updated"])))
+        assert changed(state.critic_params, new_state.critic_params)
+        assert int(new_state.step) == it
+        state = new_state
+    assert moved == [(it % 3 == 0,) * 4 for it in range(1, 10)]
+
+
+def test_float32_tolerance_classes():
+    assert default_tolerance("float32", "target_q") < default_tolerance("float32", "critic_grad.l1.weight")
+    assert default_tolerance("float64", "critic_grad.l1.weight") == FLOAT64_TOLERANCE
+
+
+@pytest.mark.parametrize("plant, quantity, update", [
+    ("tau", "critic_target.l1.weight", 2),          # targets first move on the first actor iteration
+    ("noise_clip", "target_action", 1),
+    ("discount", "target_q", 1),
+])
+def test_a_planted_difference_is_found_where_it_is(plant, quantity, update):
+    config = small_config("td3", batch_size=16)
+    agent = convert.make_torch_agent(config, dtype=__import__("torch").float64)
+    setattr(agent, plant, getattr(agent, plant) * 0.9)
+    report = run_parity(config, dtype="float64", updates=6, seed=0, agent=agent)
+    assert not report.passed
+    assert report.first_divergence.quantity == quantity
+    assert report.first_divergence.update == update
