@@ -119,6 +119,9 @@ def _autocast(setup: Setup):
 def _torch_tuned(config: TD3Config, setup: Setup, data, compiled: bool = False) -> Runner:
     agent = _tuned_agent(config, setup, data)
     if compiled:
+        # Fresh compiler caches per cell: dynamo's per-function recompile limit would otherwise turn
+        # later cells of a long grid back into eager code. Inductor's on-disk cache stays on.
+        torch._dynamo.reset()
         agent.compile()
 
     def call():

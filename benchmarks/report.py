@@ -57,23 +57,25 @@ def markdown(results: dict) -> str:
            f"Load average before/after: {results['loadavg_before']} / {results['loadavg_after']}. "
            f"float32; obs_dim {settings['obs_dim']}, act_dim {settings['act_dim']}; "
            f"{settings['repetitions']} repetitions of >= {settings['min_rep_s']} s each; "
-           f"jax_scan K={settings['scan_updates']}, jax_vmap N={settings['vmap_agents']}.", ""]
+           f"jax_scan K <= {settings['scan_updates']} updates per call, jax_vmap N <= {settings['vmap_agents']} "
+           f"agents (fewer in big cells: about one second per call; column 'per call').", ""]
     ratios = headline_ratios(results)
     if ratios:
         out += ["Headline (jax_scan vs the others, higher is faster for jax_scan):", "", *ratios, ""]
     out += ["ms/update is the median over repetitions with [min, max]; for jax_vmap it is per agent-update. "
             "floor = the update's matmuls at this machine's best measured speed for each shape "
             "(benchmarks/README.md).", "",
-            "| algo | hidden | batch | implementation | ms/update [min, max] | updates/s | compile s "
+            "| algo | hidden | batch | implementation | per call | ms/update [min, max] | updates/s | compile s "
             "| GFLOP/s | % of floor |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
         head = f"| {row['algo']} | {_hidden(row)} | {row['batch']} | {row['impl']} |"
         if row["status"] != "ok":
-            out.append(f"{head} {row['status']}: {row['reason']} | | | | |")
+            out.append(f"{head} | {row['status']}: {row['reason']} | | | | |")
             continue
         t = row["per_update_s"]
-        out.append(f"{head} {1e3 * t['median']:.3f} [{1e3 * t['min']:.3f}, {1e3 * t['max']:.3f}] | "
+        out.append(f"{head} {row['updates_per_call']} | "
+                   f"{1e3 * t['median']:.3f} [{1e3 * t['min']:.3f}, {1e3 * t['max']:.3f}] | "
                    f"{row['updates_per_s']:.0f} | {row['compile_s']:.2f} | "
                    f"{row['achieved_flops_per_s'] / 1e9:.1f} | {100 * row['floor_fraction']:.1f} |")
     out.append("")

@@ -13,10 +13,11 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ALGOS = ("td3", "ourddpg")           # OurDDPG is the DDPG the suite times (TD3's networks, one critic)
 FULL_HIDDEN = ((64, 64), (256, 256), (400, 300), (1024, 1024))
 FULL_BATCH = (100, 256, 1024, 4096)
-QUICK_HIDDEN = ((256, 256),)
-QUICK_BATCH = (100, 256)
+DEFAULT_HIDDEN = ((256, 256),)    # the default and --quick grids
+DEFAULT_BATCH = (100, 256)
 # HalfCheetahBulletEnv-v0's observation and action sizes.
 OBS_DIM, ACT_DIM = 26, 6
+CALL_BUDGET_S = 1.0
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -33,13 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jax_td3.cli import positive_int
     from benchmarks.implementations import IMPLEMENTATIONS
 
-    grid = parser.add_argument_group("grid (default: the quick grid, 256-256 x batch 100, 256)")
+    grid = parser.add_argument_group("grid (default: td3 and ourddpg, 256-256 x batch 100, 256, 5 repetitions)")
     size = grid.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="the quick grid with 3 repetitions (< 2 min on 2 CPU cores)")
+    size.add_argument("--quick", action="store_true",
+                      help="td3 only, 256-256 x batch 100, 256, 3 short repetitions (about 2 min on 2 CPU cores)")
     size.add_argument("--full", action="store_true",
                       help="hidden 64-64, 256-256, 400-300, 1024-1024 x batch 100, 256, 1024, 4096 (long on a CPU)")
-    grid.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS),
-                      help="algorithms (ourddpg is the DDPG variant timed; default both)")
+    grid.add_argument("--algos", nargs="+", choices=ALGOS,
+                      help="algorithms (ourddpg is the DDPG variant timed; default both, --quick td3)")
     grid.add_argument("--hidden", nargs="+", type=_hidden, help="hidden sizes to time, e.g. 256-256 400-300")
     grid.add_argument("--batch", nargs="+", type=positive_int, help="batch sizes to time, e.g. 100 256")
     grid.add_argument("--impls", nargs="+", choices=list(IMPLEMENTATIONS), default=list(IMPLEMENTATIONS),
@@ -53,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--vmap-agents", type=positive_int, default=8, help="N of jax_vmap (default 8)")
     timing.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="PyTorch device (auto: cuda when available); JAX uses its default backend")
+    timing.add_argument("--torch-threads", type=positive_int,
+                        help="PyTorch intra-op threads (default: PyTorch's, one per core; XLA uses every core)")
     timing.add_argument("--seed", type=int, default=0, help="seed of the random replay data and networks")
 
     out = parser.add_argument_group("output and end-to-end")
@@ -62,22 +66,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--e2e", action="store_true",
                      help="also time end-to-end training (jax-td3 train in subprocesses; needs the envs extra)")
     out.add_argument("--e2e-only", action="store_true", help="only the end-to-end part")
-    out.add_argument("--e2e-steps", type=positive_int, default=3000,
-                     help="environment steps per end-to-end run (default 3,000)")
+    out.add_argument("--e2e-steps", type=positive_int, default=5000,
+                     help="environment steps per end-to-end run (default 5,000; updates start after 1,000)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _settings(args) -> dict:
-    quick = not args.full
+    quick = args.quick
     torch_device = args.device
     if torch_device == "auto":
         import torch
         torch_device = "cuda" if torch.cuda.is_available() else "cpu"
     return {
-        "grid": "full" if args.full else "quick",
-        "algos": list(args.algos),
-        "hidden": [list(h) for h in (args.hidden or (QUICK_HIDDEN if quick else FULL_HIDDEN))],
-        "batch": list(args.batch or (QUICK_BATCH if quick else FULL_BATCH)),
+        "grid": "full" if args.full else "quick" if quick else "default",
+        "algos": list(args.algos or (("td3",) if quick else ALGOS)),
+        "hidden": [list(h) for h in (args.hidden or (FULL_HIDDEN if args.full else DEFAULT_HIDDEN))],
+        "batch": list(args.batch or (FULL_BATCH if args.full else DEFAULT_BATCH)),
         "impls": list(args.impls),
         "repetitions": args.repetitions or (3 if quick else 5),
         "min_rep_s": args.min_rep_time or (0.1 if quick else 0.3),
@@ -96,15 +100,15 @@ def _one_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], list[dict]]:
-    """Time every (algo, hidden, batch, impl); returns (rows, matmul table)."""
+def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], list[dict], float]:
+    """Time every (algo, hidden, batch, impl); returns (rows, matmul table, square-1024 matmul FLOP/s)."""
     import jax
     import torch
     from tqdm import tqdm
 
     from benchmarks import flops
     from benchmarks.implementations import Setup, Unavailable, build, random_transitions
-    from benchmarks.matmul_rate import MatmulRates
+    from benchmarks.matmul_rate import MatmulRates, peak_rate
     from benchmarks.timing import time_calls
     from jax_td3.config import make_config
 
@@ -114,6 +118,7 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     rates = MatmulRates(settings["torch_device"], target_s=min(0.02, settings["min_rep_s"] / 5))
+    peak = peak_rate()
     on_gpu = settings["torch_device"] == "cuda" or jax.default_backend() == "gpu"
     variants = [False, True] if on_gpu else [False]   # bf16 matmul rows only on GPU
     cells = [(algo, tuple(hidden), batch, impl, bf16)
@@ -127,8 +132,12 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
         bar.set_postfix_str(f"{algo} {'-'.join(map(str, hidden))} b{batch} {impl}{' bf16' if bf16 else ''}")
         config = make_config(algo, obs_dim=OBS_DIM, act_dim=ACT_DIM, max_action=1.0, hidden=hidden,
                              batch_size=batch)
-        setup = Setup(torch_device=settings["torch_device"], scan_updates=settings["scan_updates"],
-                      vmap_agents=settings["vmap_agents"], bf16=bf16, seed=settings["seed"])
+        # K and N shrink for big cells so that one call stays around CALL_BUDGET_S at the peak rate.
+        updates_in_budget = int(CALL_BUDGET_S * peak / flops.update_flops(config, batch))
+        setup = Setup(torch_device=settings["torch_device"],
+                      scan_updates=max(2, min(settings["scan_updates"], updates_in_budget)),
+                      vmap_agents=max(2, min(settings["vmap_agents"], updates_in_budget)),
+                      bf16=bf16, seed=settings["seed"])
         if algo not in data_cache:
             data_cache[algo] = random_transitions(config, setup.replay_size, settings["seed"])
         row = {"algo": algo, "hidden": list(hidden), "batch": batch, "impl": impl,
@@ -157,8 +166,8 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
                        floor_fraction=floor["floor_s"] / median)
         rows.append(row)
         if on_row is not None:
-            on_row(rows, rates.table())
-    return rows, rates.table()
+            on_row(rows, rates.table(), peak)
+    return rows, rates.table(), peak
 
 
 def run(args) -> int:
@@ -166,6 +175,9 @@ def run(args) -> int:
 
     if args.min_rep_time is not None and args.min_rep_time <= 0:
         raise UsageError("--min-rep-time must be > 0")
+    if args.torch_threads:
+        import torch
+        torch.set_num_threads(args.torch_threads)
     settings = _settings(args)
     if settings["torch_device"] == "cuda":
         import torch
@@ -189,33 +201,45 @@ def run(args) -> int:
         "loadavg_after": None,
         "rows": [],
         "matmul_shapes": [],
+        "peak_matmul_flops_per_s": None,
         "e2e": [],
     }
     start = time.perf_counter()
 
-    def save(rows, matmul_table):
+    def save(rows, matmul_table, peak):
         # Saved after every cell: an interrupted run keeps everything measured so far.
         results["rows"], results["matmul_shapes"] = rows, matmul_table
+        results["peak_matmul_flops_per_s"] = peak  # square 1024 float32, for reference
         results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         results["wall_s"] = round(time.perf_counter() - start, 1)
         report.write_json(results, stem.with_suffix(".json"))
 
-    if not args.e2e_only:
-        from benchmarks.matmul_rate import peak_rate
-        run_grid(settings, not args.no_progress, on_row=save)
-        results["peak_matmul_flops_per_s"] = peak_rate()  # square 1024 float32, for reference
-    if args.e2e or args.e2e_only:
-        from benchmarks import e2e
+    interrupted = False
+    try:
+        if not args.e2e_only:
+            run_grid(settings, not args.no_progress, on_row=save)
+        if args.e2e or args.e2e_only:
+            from benchmarks import e2e
 
-        def save_e2e(e2e_rows):
-            results["e2e"] = e2e_rows
-            save(results["rows"], results["matmul_shapes"])
-        e2e.run_all(args.e2e_steps, args.seed, progress=not args.no_progress, on_row=save_e2e)
-    save(results["rows"], results["matmul_shapes"])
-    stem.with_suffix(".md").write_text(report.markdown(results))
+            def save_e2e(e2e_rows):
+                results["e2e"] = e2e_rows
+                save(results["rows"], results["matmul_shapes"], results["peak_matmul_flops_per_s"])
+            e2e.run_all(args.e2e_steps, args.seed, progress=not args.no_progress, on_row=save_e2e)
+    except KeyboardInterrupt:
+        interrupted = True  # write the table and plots of what was measured, then exit 130
+    results["interrupted"] = interrupted
+    save(results["rows"], results["matmul_shapes"], results["peak_matmul_flops_per_s"])
+    text = report.markdown(results)
+    if results["e2e"]:
+        from benchmarks import e2e
+        text += "\n" + e2e.markdown(results["e2e"])
+    stem.with_suffix(".md").write_text(text)
     written = [stem.with_suffix(".json"), stem.with_suffix(".md")]
     if not args.no_plots and results["rows"]:
         written += report.plot(results, stem)
     print("\n".join(report.headline_ratios(results)))
     print("wrote " + ", ".join(str(p) for p in written))
+    if interrupted:
+        print("jax-td3 bench: interrupted; the files hold every cell measured so far", file=sys.stderr)
+        return 130
     return 0
