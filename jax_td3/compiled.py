@@ -31,6 +31,7 @@ once for all agents):
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from typing import Callable, NamedTuple
 
@@ -181,11 +182,11 @@ def evaluate(config: TD3Config, settings: LoopSettings, actor_params, key, dtype
 # -- many agents, one program -----------------------------------------------------------
 
 def progress_block(eval_every: int) -> int:
-    """Steps between progress callbacks: the largest divisor of eval_every <= max(eval_every // 10, 1)
-    (capped at MAX_PROGRESS_BLOCK), or eval_every itself if that divisor would be tiny."""
+    """Steps between progress callbacks: the largest divisor of ``eval_every`` up to a tenth of it
+    (at most MAX_PROGRESS_BLOCK); ``eval_every`` itself when that divisor is too small to be worth it."""
     target = min(max(eval_every // 10, 1), MAX_PROGRESS_BLOCK)
     block = max(d for d in range(1, target + 1) if eval_every % d == 0)
-    return block if block * 100 >= target else eval_every
+    return block if block >= max(target // 10, 1) else eval_every
 
 
 def batch_hyperparameters(config: TD3Config, settings: LoopSettings, num_agents: int, dtype):
@@ -365,43 +366,53 @@ def _loop_settings_from(settings, num_seeds: int) -> LoopSettings:
 
 
 class _Reporter:
-    """Host side of the callbacks: a tqdm bar and one metrics.csv row per evaluation."""
+    """Host side of the callbacks: a tqdm bar and one metrics.csv row per evaluation.
+
+    The bar opens at the first callback, i.e. when the compiled program starts running,
+    so that its rate and wall_time exclude compilation.
+    """
 
     def __init__(self, logger, total_steps: int, num_seeds: int, progress: bool):
-        from tqdm import tqdm
-
         self.logger = logger
+        self.total_steps = total_steps
         self.num_seeds = num_seeds
-        self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, disable=not progress, mininterval=0.5,
-                        desc=f"compiled x{num_seeds}" if num_seeds > 1 else "compiled")
-        self.start = None  # set by the first callback: the program has started running
-        self.rows: list[dict] = []
+        self.progress = progress
+        self.bar = None
+        self.start = None
+
+    def _started(self) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.start = time.perf_counter()
+            self.bar = tqdm(total=self.total_steps, unit="step", dynamic_ncols=True, disable=not self.progress,
+                            mininterval=0.5, desc=f"compiled x{self.num_seeds}" if self.num_seeds > 1 else "compiled")
 
     def on_progress(self, step) -> None:
         if jax.process_index() == 0:
+            self._started()
             self.bar.update(int(step) - self.bar.n)
 
     def on_eval(self, step, returns, critic_loss, actor_loss, updates) -> None:
         if jax.process_index() != 0:
             return
-        if self.start is None:
-            self.start = time.perf_counter()
+        self._started()
         returns = np.asarray(returns, np.float64)
         per_seed = returns.mean(axis=1)
-        elapsed = time.perf_counter() - self.start
-        row = {"step": int(step), "wall_time": round(elapsed, 3),
+        trained = int(np.max(updates)) > 0
+        row = {"step": int(step), "wall_time": round(time.perf_counter() - self.start, 3),
                "eval_return_mean": float(per_seed.mean()), "eval_return_std": float(returns.std()),
-               "critic_loss": float(np.mean(critic_loss)) if int(np.max(updates)) > 0 else None,
-               "actor_loss": float(np.mean(actor_loss)) if int(np.max(updates)) > 0 else None,
+               "critic_loss": float(np.mean(critic_loss)) if trained else None,
+               "actor_loss": float(np.mean(actor_loss)) if trained else None,
                "updates": int(np.max(updates))}
         if self.num_seeds > 1:
             row.update({f"eval_return_seed{i}": float(r) for i, r in enumerate(per_seed)})
-        self.rows.append(row)
         self.logger.log_eval(row)
         self.bar.set_postfix(eval_return=f"{row['eval_return_mean']:.1f}")
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _save_final_checkpoint(out_dir, config, settings: LoopSettings, dtype: str, seeds, agents) -> str | None:
@@ -443,6 +454,9 @@ def train_compiled_from_args(args) -> int:
     logger = RunLogger(out_dir, run_config)
     reporter = _Reporter(logger, loop.total_steps, num_seeds, progress=not getattr(args, "no_progress", False))
     start = time.perf_counter()
+    if reporter.progress:
+        print(f"compiling the training program for {num_seeds} agent(s) on {len(jax.devices())} device(s) ...",
+              file=sys.stderr, flush=True)
     try:
         result = train_compiled(config, loop, seeds, dtype=np.dtype(settings.dtype),
                                 on_progress=reporter.on_progress, on_eval=reporter.on_eval)

@@ -55,9 +55,27 @@ def single():
     return Runner(1)
 
 
+class Recorder:
+    """Host-callback sink: what the program reported while it ran."""
+
+    def __init__(self):
+        self.progress, self.rows = [], []
+
+    def on_progress(self, step):
+        self.progress.append(int(step))
+
+    def on_eval(self, step, returns, critic_loss, actor_loss, updates):
+        self.rows.append((int(step), np.asarray(returns), np.asarray(updates)))
+
+
 @pytest.fixture(scope="module")
-def triple():
-    return Runner(3)
+def recorder():
+    return Recorder()
+
+
+@pytest.fixture(scope="module")
+def triple(recorder):
+    return Runner(3, recorder.on_progress, recorder.on_eval)
 
 
 def to_numpy(x):
@@ -127,21 +145,21 @@ def test_hyperparameter_sweep_equals_separate_runs(single, triple):
     assert np.abs(finals[0] - finals[1]).max() > 1e-3 and np.abs(finals[1] - finals[2]).max() > 1e-3
 
 
-def test_callbacks_report_progress_and_every_evaluation():
-    progress, rows = [], []
-    runner = Runner(2, on_progress=lambda step: progress.append(int(step)),
-                    on_eval=lambda step, returns, critic, actor, updates: rows.append(
-                        (int(step), np.asarray(returns), np.asarray(updates))))
-    _, returns = runner([0, 1])
+def test_callbacks_report_progress_and_every_evaluation(triple, recorder):
+    recorder.progress.clear()
+    recorder.rows.clear()
+    _, returns = triple([0, 1, 2])
     block = compiled.progress_block(SETTINGS.eval_every)
-    assert progress == list(range(block, SETTINGS.total_steps + 1, block))
-    assert [r[0] for r in rows] == [0, 100, 200, 300]
-    for (_, reported, updates), step_returns, step in zip(rows, np.swapaxes(returns, 0, 1), [0, 100, 200, 300]):
+    assert recorder.progress == list(range(block, SETTINGS.total_steps + 1, block))
+    steps = [0, 100, 200, 300]
+    assert [row[0] for row in recorder.rows] == steps
+    for (_, reported, updates), step_returns, step in zip(recorder.rows, np.swapaxes(returns, 0, 1), steps):
         # Host callbacks run outside this thread's float64 context, so they see float32 copies.
         np.testing.assert_array_equal(reported, step_returns.astype(reported.dtype))
-        np.testing.assert_array_equal(updates, [max(step - SETTINGS.learning_starts, 0)] * 2)
+        np.testing.assert_array_equal(updates, [max(step - SETTINGS.learning_starts, 0)] * 3)
 
 
 def test_uneven_eval_period_adds_a_final_evaluation():
     assert list(compiled.eval_steps(SETTINGS.replace(total_steps=250))) == [0, 100, 200, 250]
-    assert compiled.progress_block(1000) == 100 and compiled.progress_block(7) == 7
+    assert compiled.progress_block(1000) == 100 and compiled.progress_block(100_000) == 1000
+    assert compiled.progress_block(1009) == 1009  # a prime: no divisor near 100, no intermediate ticks
