@@ -1,7 +1,7 @@
 """Whole training runs as one compiled program: many agents at once, split across devices.
 
 Environment steps (the JAX-native Pendulum), exploration, replay writes, updates
-(``replay.sample_and_update``, i.e. the one shared ``update``), target updates and
+(the one shared ``update.update``), target updates and
 periodic evaluation all run inside one jitted ``lax.scan`` nest. ``jax.vmap`` runs K
 independent agents in the same program: different seeds, and, because a config's
 numbers are pytree leaves, different learning rates, tau, noise scales ... (a sweep).
@@ -43,8 +43,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jax_td3.config import TD3Config, static
 from jax_td3.envs import pendulum
 from jax_td3.networks import actor_action
-from jax_td3.replay import ReplayState, replay_add, replay_init, sample_and_update
-from jax_td3.update import Batch, TrainState, init_train_state
+from jax_td3.replay import ReplayState, replay_add, replay_gather, replay_init
+from jax_td3.update import Batch, TrainState, init_train_state, update
 
 AGENT_AXIS = "agents"
 EVAL_SEED_OFFSET = 100        # evaluation environments are seeded with seed + 100, as in the Gymnasium loop
@@ -118,34 +118,57 @@ def init_agent(config: TD3Config, settings: LoopSettings, seed, dtype) -> AgentS
         actor_updates=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32))
 
 
-def explore(config: TD3Config, settings: LoopSettings, actor_params, obs, step, key):
+class StepDraws(NamedTuple):
+    """The random numbers of one env step. They are drawn for a whole block of steps at once: one
+    vectorised draw per block instead of a handful of small ones per step (each a loop on XLA:CPU)."""
+
+    uniform_action: jax.Array   # (act_dim,) U(0, 1): the warm-up action
+    action_noise: jax.Array     # (act_dim,) N(0, 1): exploration noise
+    reset: jax.Array            # (2,) U(0, 1): the next episode's start, used when this step ends one
+    replay_bits: jax.Array      # (batch,) uint32: replay indices (bits mod the buffer's size)
+    target_noise: jax.Array     # (batch, act_dim) N(0, 1): target-policy smoothing
+
+
+def draw_block(config: TD3Config, key, num_steps: int, dtype) -> StepDraws:
+    keys = jax.random.split(key, 5)
+    act, batch = config.act_dim, config.batch_size
+    return StepDraws(
+        uniform_action=jax.random.uniform(keys[0], (num_steps, act), dtype),
+        action_noise=jax.random.normal(keys[1], (num_steps, act), dtype),
+        reset=jax.random.uniform(keys[2], (num_steps, 2), dtype),
+        replay_bits=jax.random.bits(keys[3], (num_steps, batch), jnp.uint32),
+        target_noise=jax.random.normal(keys[4], (num_steps, batch, act), dtype))
+
+
+def explore(config: TD3Config, settings: LoopSettings, actor_params, obs, step, draws: StepDraws):
     """Uniform over the box before ``learning_starts``; then mu(s) + N(0, expl_noise * scale), clipped."""
-    uniform_key, noise_key = jax.random.split(key)
     low = jnp.asarray(config.action_low, obs.dtype)
     high = jnp.asarray(config.action_high, obs.dtype)
     scale = jnp.asarray(config.action_scale, obs.dtype)
-    uniform = jax.random.uniform(uniform_key, (config.act_dim,), obs.dtype, low, high)
-    noise = jax.random.normal(noise_key, (config.act_dim,), obs.dtype) * (settings.expl_noise * scale)
+    uniform = low + (high - low) * draws.uniform_action
+    noise = draws.action_noise * (settings.expl_noise * scale)
     policy = jnp.clip(actor_action(config, actor_params, obs[None])[0] + noise, low, high)
     return jnp.where(step < settings.learning_starts, uniform, policy)
 
 
-def env_step(config: TD3Config, settings: LoopSettings, agent: AgentState, step) -> AgentState:
+def env_step(config: TD3Config, settings: LoopSettings, agent: AgentState, step, draws: StepDraws) -> AgentState:
     """Env step number ``step`` (0-based, the same for all agents): act, store, reset if done, update."""
-    key, action_key, reset_key, update_key = jax.random.split(agent.key, 4)
-    action = explore(config, settings, agent.train_state.actor_params, agent.obs, step, action_key)
+    action = explore(config, settings, agent.train_state.actor_params, agent.obs, step, draws)
     env_state, next_obs, reward, terminated, truncated = pendulum.step(agent.env_state, action)
     transition = Batch(agent.obs[None], action[None], next_obs[None], reward.reshape(1, 1),
                        (1 - terminated.astype(reward.dtype)).reshape(1, 1))
     replay = replay_add(agent.replay, transition)
 
     done = terminated | truncated
-    fresh_state, fresh_obs = pendulum.reset(reset_key, agent.obs.dtype)
+    fresh_state, fresh_obs = pendulum.reset_from_uniform(draws.reset)
     env_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh_state, env_state)
     obs = jnp.where(done, fresh_obs, next_obs)
 
     def train(agent):
-        train_state, metrics = sample_and_update(config, agent.train_state, replay, update_key)
+        # Uniform with replacement over the filled part; the modulo bias is below size / 2^32.
+        indices = (draws.replay_bits % replay.size.astype(jnp.uint32)).astype(jnp.int32)
+        batch = replay_gather(replay, indices)
+        train_state, metrics = update(config, agent.train_state, batch, draws.target_noise)
         return agent._replace(
             train_state=train_state,
             critic_loss_sum=agent.critic_loss_sum + metrics["critic_loss"],
@@ -153,15 +176,17 @@ def env_step(config: TD3Config, settings: LoopSettings, agent: AgentState, step)
             actor_updates=agent.actor_updates + metrics["actor_updated"].astype(jnp.int32),
             updates=agent.updates + 1)
 
-    agent = agent._replace(replay=replay, env_state=env_state, obs=obs, key=key)
+    agent = agent._replace(replay=replay, env_state=env_state, obs=obs)
     # ``step`` is not batched over agents, so under vmap this stays a real branch (no wasted update).
     return jax.lax.cond(step >= settings.learning_starts, train, lambda a: a, agent)
 
 
 def run_steps(config: TD3Config, settings: LoopSettings, agent: AgentState, first_step, num_steps: int):
+    key, block_key = jax.random.split(agent.key)
+    draws = draw_block(config, block_key, num_steps, agent.obs.dtype)
     steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
-    agent, _ = jax.lax.scan(lambda a, t: (env_step(config, settings, a, t), None), agent, steps)
-    return agent
+    agent, _ = jax.lax.scan(lambda a, x: (env_step(config, settings, a, *x), None), agent, (steps, draws))
+    return agent._replace(key=key)
 
 
 def evaluate(config: TD3Config, settings: LoopSettings, actor_params, key, dtype):

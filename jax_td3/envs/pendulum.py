@@ -50,8 +50,13 @@ def observation(state: PendulumState) -> jax.Array:
 
 def reset(key, dtype=jnp.float32) -> tuple[PendulumState, jax.Array]:
     """A fresh episode: (theta, theta_dot) uniform in [-pi, pi] x [-1, 1]."""
-    high = jnp.asarray(RESET_HIGH, dtype)
-    theta, theta_dot = jax.random.uniform(key, (2,), dtype, minval=-high, maxval=high)
+    return reset_from_uniform(jax.random.uniform(key, (2,), dtype))
+
+
+def reset_from_uniform(u) -> tuple[PendulumState, jax.Array]:
+    """``reset`` with its two U(0, 1) draws given (for callers that draw many at once)."""
+    high = jnp.asarray(RESET_HIGH, u.dtype)
+    theta, theta_dot = high * (2 * u - 1)
     state = PendulumState(theta, theta_dot, jnp.zeros((), jnp.int32))
     return state, observation(state)
 
