@@ -163,3 +163,39 @@ def test_uneven_eval_period_adds_a_final_evaluation():
     assert list(compiled.eval_steps(SETTINGS.replace(total_steps=250))) == [0, 100, 200, 250]
     assert compiled.progress_block(1000) == 100 and compiled.progress_block(100_000) == 1000
     assert compiled.progress_block(1009) == 1009  # a prime: no divisor near 100, no intermediate ticks
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--env", "HalfCheetahBulletEnv-v0"], "--compiled supports Pendulum-v1"),
+    (["--exploration", "ou"], "--compiled does not support --exploration ou"),
+    (["--backend", "torch"], "--compiled does not support --backend torch"),
+])
+def test_cli_rejects_what_the_compiled_path_cannot_run(flags, message, capsys, tmp_path):
+    from jax_td3.cli import main
+
+    assert main(["train", "--compiled", "--out", str(tmp_path / "run"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_cli_writes_every_output_with_one_value_per_seed(tmp_path):
+    import json
+
+    from jax_td3.cli import main
+    from jax_td3.logger import read_metrics
+
+    out = tmp_path / "run"
+    assert main(["train", "--compiled", "--num-seeds", "2", "--total-steps", "300", "--learning-starts", "100",
+                 "--eval-every", "100", "--eval-episodes", "2", "--hidden", "8,8", "--batch-size", "16",
+                 "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["final_eval_return"]) == 2
+    assert summary["final_eval_return_mean"] == pytest.approx(np.mean(summary["final_eval_return"]))
+    assert summary["compile_seconds"] > 0 and summary["wall_seconds"] >= summary["run_seconds"]
+    assert summary["env_steps"] == 300 and summary["updates"] == 200
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["step"] for r in rows] == [0, 100, 200, 300]
+    assert rows[-1]["eval_return_seed0"] == pytest.approx(summary["final_eval_return"][0], rel=1e-6)
+    assert (out / "learning_curve.png").exists() and (out / "config.json").exists()
+    assert summary["last_checkpoint"] and (out / "checkpoints").is_dir()
