@@ -50,6 +50,7 @@ def machine_info(torch_device: str) -> dict:
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),  # scheduling priority of the benchmark process
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
                        if k in os.environ},
         "jax_backend": jax.default_backend(),

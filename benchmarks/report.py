@@ -106,6 +106,9 @@ def plot(results: dict, stem: Path) -> list[Path]:
                     if points:
                         ax.plot(*zip(*points), marker="o", label=impl)
                 ax.set_xscale("log")
+                batches = sorted({r["batch"] for r in rows})
+                ax.set_xticks(batches, [str(b) for b in batches])
+                ax.minorticks_off()
                 if log:
                     ax.set_yscale("log")
                 ax.set_title(f"{algo} {'-'.join(map(str, hidden))}", fontsize=9)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import time
@@ -69,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--e2e-steps", type=positive_int, default=5000,
                      help="environment steps per end-to-end run (default 5,000; updates start after 1,000)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--report-only", type=Path, metavar="JSON",
+                     help="measure nothing: rewrite the Markdown table and plots of an earlier run's JSON")
 
 
 def _settings(args) -> dict:
@@ -170,6 +173,20 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
     return rows, rates.table(), peak
 
 
+def write_report(results: dict, stem: Path, plots: bool = True) -> list[Path]:
+    """STEM.md (update table, end-to-end table) and, with ``plots``, the two PNGs."""
+    from benchmarks import e2e, report
+
+    text = report.markdown(results)
+    if results.get("e2e"):
+        text += "\n" + e2e.markdown(results["e2e"])
+    stem.with_suffix(".md").write_text(text)
+    written = [stem.with_suffix(".md")]
+    if plots and results["rows"]:
+        written += report.plot(results, stem)
+    return written
+
+
 def run(args) -> int:
     from jax_td3.cli import UsageError
 
@@ -185,6 +202,15 @@ def run(args) -> int:
             raise UsageError("--device cuda but PyTorch sees no CUDA device")
     from benchmarks import report
     from benchmarks.machine import machine_info
+
+    if args.report_only:
+        try:
+            results = json.loads(args.report_only.read_text())
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot read {args.report_only}: {err}") from None
+        print("wrote " + ", ".join(str(p) for p in write_report(results, args.report_only.with_suffix(""),
+                                                                   plots=not args.no_plots)))
+        return 0
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     device_name = "gpu" if settings["torch_device"] == "cuda" else "cpu"
@@ -229,14 +255,7 @@ def run(args) -> int:
         interrupted = True  # write the table and plots of what was measured, then exit 130
     results["interrupted"] = interrupted
     save(results["rows"], results["matmul_shapes"], results["peak_matmul_flops_per_s"])
-    text = report.markdown(results)
-    if results["e2e"]:
-        from benchmarks import e2e
-        text += "\n" + e2e.markdown(results["e2e"])
-    stem.with_suffix(".md").write_text(text)
-    written = [stem.with_suffix(".json"), stem.with_suffix(".md")]
-    if not args.no_plots and results["rows"]:
-        written += report.plot(results, stem)
+    written = [stem.with_suffix(".json"), *write_report(results, stem, plots=not args.no_plots)]
     print("\n".join(report.headline_ratios(results)))
     print("wrote " + ", ".join(str(p) for p in written))
     if interrupted:

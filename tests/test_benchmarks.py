@@ -93,6 +93,26 @@ def test_tuned_update_equals_torch_ref_in_float64(algo):
     assert not torch.equal(tuned.actor.weights[0][0], tuned.actor_target.weights[0][0])
 
 
+@pytest.mark.slow
+def test_compiled_tuned_update_equals_eager_in_float64():
+    config = make_config("td3", obs_dim=5, act_dim=2, hidden=(16, 8), batch_size=32)
+    reference = make_torch_agent(config, torch.float64)
+    eager, compiled = (TunedAgent(config, dtype=torch.float64) for _ in range(2))
+    for agent in (eager, compiled):
+        agent.load_reference(reference)
+    torch._dynamo.reset()
+    compiled.compile()
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(4):
+        batch = _random_batch(generator, 32, 5, 2)
+        noise = torch.randn(32, 2, generator=generator, dtype=torch.float64)
+        eager.update(batch, noise)
+        compiled.update(batch, noise)
+    for mine, theirs in ((compiled.actor, eager.actor), (compiled.critic_target, eager.critic_target)):
+        for a, b in zip(mine.parameters(), theirs.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_tuned_sample_draws_whole_rows_of_the_device_buffer():
     config = make_config("td3", obs_dim=3, act_dim=1, batch_size=64)
     agent = TunedAgent(config, replay_capacity=10)
