@@ -11,8 +11,8 @@ Same mathematics as ``torch_ref`` (checked against it in float64 by
   parameters on actor steps (no wasted critic weight gradients);
 - the replay buffer is one tensor on the device and a batch is one ``index_select``.
 
-``TunedAgent.update`` is the eager path; ``compiled_update_fns`` wraps the same
-step functions with ``torch.compile``; ``CudaGraphUpdate`` captures them in a CUDA
+``TunedAgent.update`` is the eager path; ``TunedAgent.compile`` routes it through
+``torch.compile``d losses; ``CudaGraphUpdate`` captures whole updates in a CUDA
 graph. Only the plain MLP critic (TD3, OurDDPG) is implemented: that is what the
 benchmark times.
 """
@@ -99,7 +99,12 @@ class TunedAgent:
 
     # -- replay ----------------------------------------------------------------------------
     def add(self, obs, action, next_obs, reward, not_done):
-        """Append N transitions (each argument has a leading axis N; reward/not_done (N, 1))."""
+        """Append N transitions (each argument has a leading axis N; reward/not_done (N, 1)).
+
+        No wrap-around: the benchmark fills the buffer once.
+        """
+        if self.replay_size + len(obs) > self.replay.shape[0]:
+            raise ValueError(f"replay holds {self.replay.shape[0]} transitions; cannot add {len(obs)} more")
         rows = torch.cat([torch.as_tensor(x, device=self.device, dtype=self.dtype)
                           for x in (obs, action, next_obs, reward, not_done)], dim=1)
         n = rows.shape[0]
