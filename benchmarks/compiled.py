@@ -184,20 +184,24 @@ def run_update_speed(args) -> None:
     if args.worker:
         print(json.dumps(time_updates(args.num_updates, args.repeats, args.donate)))
         return
-    rows = {}
-    for name in args.flag_sets:
-        env = dict(os.environ, XLA_FLAGS=UPDATE_FLAG_SETS[name])
-        command = [sys.executable, __file__, "update-speed", "--worker", "--num-updates", str(args.num_updates),
-                   "--repeats", str(args.repeats)] + (["--donate"] if args.donate else [])
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        rows[name] = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
-                      else {"error": done.stderr[-1500:]})
-        rows[name]["xla_flags"] = UPDATE_FLAG_SETS[name]
-        print(name, rows[name], flush=True)
+    rows = []  # flag sets alternate (A, B, A, B ...) so that a change of machine load hits all of them
+    for _ in range(args.rounds):
+        for name in args.flag_sets:
+            env = dict(os.environ, XLA_FLAGS=UPDATE_FLAG_SETS[name])
+            command = [sys.executable, __file__, "update-speed", "--worker", "--num-updates", str(args.num_updates),
+                       "--repeats", str(args.repeats)] + (["--donate"] if args.donate else [])
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            row = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
+                   else {"error": done.stderr[-1500:]})
+            row.update(flag_set=name, xla_flags=UPDATE_FLAG_SETS[name], load_average=os.getloadavg())
+            rows.append(row)
+            print(row, flush=True)
+    best = {name: min(r["seconds"] for r in rows if r["flag_set"] == name and "seconds" in r)
+            for name in args.flag_sets}
     floor = args.num_updates * UPDATE_GFLOP / 150.0
     save("update_speed", {"benchmark": "TD3 256-256 batch 256: updates in one multi_update scan (sample + update)",
-                          "compute_floor_seconds_at_150_gflops": round(floor, 1), "by_flags": rows,
-                          "machine": machine()})
+                          "compute_floor_seconds_at_150_gflops": round(floor, 1),
+                          "best_seconds_by_flag_set": best, "runs": rows, "machine": machine()})
 
 
 # -- gymnasium: the training loop on Gymnasium's Pendulum --------------------------------
@@ -224,10 +228,10 @@ def run_gymnasium(args) -> None:
                         "speedup_vs_cleanrl_67s": round(67.0 / seconds, 2)}
         trainer.close()
         print(k, rows[str(k)], flush=True)
-    save("gymnasium", {"benchmark": "TD3 on Gymnasium Pendulum-v1, 256-256, batch 256, 12,000 steps, 10,000 updates",
+    save("gymnasium" + (f"_{args.label}" if args.label else ""), {"benchmark": "TD3 on Gymnasium Pendulum-v1, 256-256, batch 256, 12,000 steps, 10,000 updates",
                        "note": "wall seconds of Trainer.step() over the run (includes compilation of the update), "
                                "final evaluation (10 episodes) excluded; CleanRL's td3_continuous_action_jax took 67 s",
-                       "by_updates_per_call": rows, "machine": machine()})
+                       "by_updates_per_call": rows, "machine": machine(), "machine_after": os.getloadavg()})
 
 
 def main() -> None:
@@ -250,11 +254,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--donate", action="store_true", help="donate the train state to the jitted call")
     p.add_argument("--flag-sets", type=lambda s: s.split(","), default=list(UPDATE_FLAG_SETS))
+    p.add_argument("--rounds", type=int, default=2, help="times to go through the flag sets, alternating")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p = sub.add_parser("gymnasium")
     p.add_argument("--total-steps", type=int, default=12_000)
     p.add_argument("--learning-starts", type=int, default=2_000)
     p.add_argument("--updates-per-call", type=int_list, default=[1, 1000])
+    p.add_argument("--label", default="", help="suffix of the results file (e.g. the XLA flags used)")
     p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     {"native": run_native, "seeds": run_seeds, "update-speed": run_update_speed,
