@@ -17,6 +17,12 @@ buffer holds more than ``learning_starts`` transitions; truncation bootstraps
 every ``eval_every`` steps (and at step 0) as the mean return of ``eval_episodes``
 noiseless episodes that start from the same states every time (their own keys).
 
+A sweep from Python (each agent gets one value; seeds may repeat)::
+
+    config = make_config("td3", max_action=2.0).replace(actor_lr=np.array([1e-3, 3e-4, 1e-4]))
+    result = train_compiled(config, LoopSettings(total_steps=10_000), seeds=[0, 0, 0])
+    result.eval_returns          # (3, evaluations, eval_episodes)
+
 Structure of the program (the host callbacks sit outside ``vmap``, so each fires
 once for all agents):
 
