@@ -20,6 +20,7 @@ COMMANDS = {
     "eval": ("jax_td3.evaluate", "evaluate a saved checkpoint with the noiseless policy"),
     "plot": ("jax_td3.plot", "overlay the learning curves of several runs"),
     "bench": ("jax_td3.bench_cli", "time the update (JAX vs PyTorch) against the compute floor; tables, plots"),
+    "export": ("jax_td3.export", "write a checkpoint's networks as plain PyTorch state_dicts (torch_ref modules)"),
 }
 
 

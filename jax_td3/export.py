@@ -1,0 +1,130 @@
+"""``jax-td3 export CHECKPOINT --to torch OUT.pt``: a checkpoint's networks as plain PyTorch state_dicts.
+
+The file is one ``torch.save``d dict (loadable with ``torch.load(path, weights_only=True)``)::
+
+    {
+      "format": "jax-td3-torch-export", "format_version": 1,
+      "actor": state_dict, "actor_target": state_dict,
+      "critic": state_dict, "critic_target": state_dict,
+      "config": {"algo", "obs_dim", "act_dim", "action_low", "action_high", "hidden", "critic_hidden",
+                 "actor_class", "critic_class", "dtype", "step", and every field of the algorithm's config},
+    }
+
+The state_dicts are those of ``torch_ref.networks`` modules (``actor_class`` is
+``Actor``; ``critic_class`` is ``Critic`` for TD3's twin critic, ``SingleCritic``,
+``DDPGCritic`` or ``SeedCritic``), so they load with ``load_state_dict`` (strict)
+into modules built from the config, with no JAX installed::
+
+    import torch
+    from torch_ref.networks import Actor
+
+    blob = torch.load("agent.pt", weights_only=True)
+    c = blob["config"]
+    dtype = getattr(torch, c["dtype"])
+    actor = Actor(c["obs_dim"], c["act_dim"], c["action_low"], c["action_high"], c["hidden"]).to(dtype)
+    actor.load_state_dict(blob["actor"])
+    action = actor(torch.as_tensor(obs, dtype=dtype)[None])[0]
+
+The weights keep the checkpoint's dtype unless ``--dtype`` casts them. Move the
+modules to that dtype before ``load_state_dict``: loading copies into the module's
+existing tensors, so float64 weights loaded into a float32 module are rounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from jax_td3.cli import UsageError, nonnegative_int
+
+FORMAT = "jax-td3-torch-export"
+FORMAT_VERSION = 1
+TARGETS = ("torch",)
+NETWORKS = ("actor", "actor_target", "critic", "critic_target")
+
+
+def train_state_from_checkpoint(path, agent: int = 0):
+    """(config, dtype, JAX-layout train state with numpy leaves, Checkpoint) of a saved run.
+
+    ``agent`` picks one agent of a compiled multi-seed checkpoint.
+    """
+    from jax_td3.checkpoint import CheckpointError, load_checkpoint, unpack_train_state
+    from jax_td3.train import config_from_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    contents = checkpoint.contents
+    try:
+        config = config_from_checkpoint(contents)
+        if "train_states" in contents:  # a compiled run: one train state per seed
+            if not 0 <= agent < len(contents["train_states"]):
+                raise CheckpointError(f"--agent {agent} is out of range: the checkpoint holds "
+                                      f"{len(contents['train_states'])} agents")
+            dtype, leaves = checkpoint.metadata["dtype"], contents["train_states"][agent]
+        else:
+            dtype, leaves = contents["settings"]["dtype"], contents["trainer"]["train_state"]
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{checkpoint.path} lacks the contents of a training run ({err})") from None
+    return config, dtype, unpack_train_state(config, dtype, leaves), checkpoint
+
+
+def torch_export(config, state, dtype: str, step: int | None = None) -> dict:
+    """The export dict (see the module docstring) of a JAX-layout train state."""
+    import torch
+
+    from jax_td3.convert import make_torch_agent, state_to_torch
+
+    torch_dtype = getattr(torch, dtype)
+    agent = make_torch_agent(config, torch_dtype)
+    state_to_torch(config, state, agent)
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    description = dict(
+        fields, algo=config.algo, obs_dim=config.obs_dim, act_dim=config.act_dim,
+        action_low=[float(x) for x in config.action_low], action_high=[float(x) for x in config.action_high],
+        hidden=list(config.actor_hidden), critic_hidden=list(config.critic_hidden_sizes),
+        actor_class=type(agent.actor).__name__, critic_class=type(agent.critic).__name__,
+        dtype=dtype, step=step)
+    blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": description}
+    for name in NETWORKS:
+        # Own, contiguous copies: a state_dict shares storage with the agent's modules.
+        blob[name] = {k: v.detach().clone().contiguous() for k, v in getattr(agent, name).state_dict().items()}
+    return blob
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="a checkpoint file, or a run directory (its newest valid checkpoint)")
+    parser.add_argument("out", metavar="OUT", help="output file, e.g. agent.pt")
+    parser.add_argument("--to", default="torch", metavar="FORMAT",
+                        help=f"export format: {', '.join(TARGETS)} (a torch.save'd dict of torch_ref state_dicts)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                        help="cast the weights (default: the checkpoint's dtype)")
+    parser.add_argument("--agent", type=nonnegative_int, default=0,
+                        help="which agent of a compiled multi-seed checkpoint (default 0)")
+
+
+def run(args) -> int:
+    if args.to not in TARGETS:
+        raise UsageError(f"unknown export format --to {args.to!r}; choose from {', '.join(TARGETS)}")
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"output {out} is a directory; give a file name such as {out / 'agent.pt'}")
+    if not out.resolve().parent.is_dir():
+        raise UsageError(f"cannot write {out}: directory {out.resolve().parent} does not exist")
+    config, dtype, state, checkpoint = train_state_from_checkpoint(args.checkpoint, args.agent)
+    import torch
+
+    blob = torch_export(config, state, args.dtype or dtype, step=checkpoint.metadata.get("step"))
+    # Written next to the target and renamed into place: an interrupted export leaves no partial file.
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {out}: {err.strerror or err}") from None
+    c = blob["config"]
+    print(f"wrote {out}: {c['algo']} {c['actor_class']} {tuple(c['hidden'])} and {c['critic_class']} "
+          f"{tuple(c['critic_hidden'])}, {c['dtype']}, from {checkpoint.path} (step {c['step']}); "
+          f"keys: {', '.join(NETWORKS)}, config")
+    return 0
