@@ -1,5 +1,12 @@
 """``jax-td3 parity``: run the JAX update and the PyTorch reference in lockstep and compare.
 
+Two modes:
+- update level (default): ``--updates`` consecutive updates on synthetic batches, every
+  intermediate quantity compared (``jax_td3.parity``);
+- whole run (``--run``): two training runs on a Gymnasium environment, JAX and PyTorch
+  backends, stepped in lockstep; actions, transitions, losses, every parameter and
+  evaluations compared at every step (``jax_td3.run_parity``).
+
 Exit status: 0 when every quantity is within tolerance, 1 when not, 2 on bad arguments.
 """
 
@@ -8,8 +15,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jax_td3.cli import UsageError, int_list, positive_int
+from jax_td3.cli import UsageError, int_list, nonnegative_int, positive_int
 from jax_td3.config import ALGOS, CONFIGS, make_config
+
+BACKENDS = ("jax", "torch")
+DEFAULT_UPDATES = 1000
+# A short run that still crosses everything a loop does: warm-up, the start of learning, episode ends
+# (Pendulum truncates every 200 steps) and evaluations.
+RUN_DEFAULTS = dict(env="Pendulum-v1", total_steps=5_000, learning_starts=1_000, buffer_size=1_000_000,
+                    expl_noise=0.1, eval_every=1_000, eval_episodes=5, backend_a="jax", backend_b="torch",
+                    params_every=1)
+# Flags of one mode that the other does not take.
+UPDATE_ONLY_FLAGS = ("updates", "obs_dim", "act_dim", "max_action", "action_low", "action_high")
+RUN_ONLY_FLAGS = tuple(RUN_DEFAULTS) + ("plot",)
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -23,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", choices=ALGOS, default="td3", help="algorithm to compare")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="float64: tolerance 1e-10; float32: per-update comparison with justified tolerances")
-    parser.add_argument("--updates", type=positive_int, default=1000, help="consecutive updates to compare")
+    parser.add_argument("--updates", type=positive_int, default=None,
+                        help=f"consecutive updates to compare (default {DEFAULT_UPDATES})")
     parser.add_argument("--hidden", type=int_list, help="actor (and critic) hidden sizes, e.g. 256,256")
     parser.add_argument("--critic-hidden", type=int_list, help="critic hidden sizes if different from --hidden")
     parser.add_argument("--batch-size", type=positive_int, help="batch size of each update")
@@ -44,6 +63,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resync", choices=("auto", "on", "off"), default="auto",
                         help="copy the JAX state into torch before each update (auto: on for float32 only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+    whole = parser.add_argument_group("whole-run mode (--run)")
+    whole.add_argument("--run", action="store_true",
+                       help="train with both backends in lockstep on --env and compare every step")
+    whole.add_argument("--env", default=None, help=f"environment id (default {RUN_DEFAULTS['env']})")
+    whole.add_argument("--total-steps", type=positive_int, default=None,
+                       help=f"environment steps (default {RUN_DEFAULTS['total_steps']:,})")
+    whole.add_argument("--learning-starts", type=nonnegative_int, default=None,
+                       help=f"updates start once the buffer holds more than this many transitions "
+                            f"(default {RUN_DEFAULTS['learning_starts']:,}); the steps before are uniformly random")
+    whole.add_argument("--buffer-size", type=positive_int, default=None,
+                       help=f"replay capacity (default {RUN_DEFAULTS['buffer_size']:,})")
+    whole.add_argument("--expl-noise", type=float, default=None,
+                       help=f"Gaussian exploration std, in units of the action scale "
+                            f"(default {RUN_DEFAULTS['expl_noise']})")
+    whole.add_argument("--eval-every", type=positive_int, default=None,
+                       help=f"evaluate both policies every this many steps (default {RUN_DEFAULTS['eval_every']:,})")
+    whole.add_argument("--eval-episodes", type=positive_int, default=None,
+                       help=f"episodes per evaluation (default {RUN_DEFAULTS['eval_episodes']})")
+    whole.add_argument("--backend-a", choices=BACKENDS, default=None, help="first backend (default jax)")
+    whole.add_argument("--backend-b", choices=BACKENDS, default=None, help="second backend (default torch)")
+    whole.add_argument("--params-every", type=positive_int, default=None,
+                       help="compare the whole train state every this many steps (default 1: every step)")
+    whole.add_argument("--plot", metavar="FILE", default=None,
+                       help="write a PNG of the max relative difference per step (log scale)")
 
 
 def config_from_args(args):
@@ -66,7 +110,15 @@ def config_from_args(args):
         action_high=args.action_high)
 
 
+def _given(args, names) -> list[str]:
+    return ["--" + name.replace("_", "-") for name in names if getattr(args, name) is not None]
+
+
 def run(args) -> int:
+    if args.run:
+        return run_whole(args)
+    if extra := _given(args, RUN_ONLY_FLAGS):
+        raise UsageError(f"{', '.join(extra)} only apply with --run")
     config = config_from_args(args)
     import torch
 
@@ -75,7 +127,61 @@ def run(args) -> int:
     from jax_td3.parity import run_parity
 
     resync = {"auto": None, "on": True, "off": False}[args.resync]
-    report = run_parity(config, dtype=args.dtype, updates=args.updates, seed=args.seed, tol=args.tol,
+    report = run_parity(config, dtype=args.dtype, updates=args.updates or DEFAULT_UPDATES, seed=args.seed, tol=args.tol,
                         resync=resync, progress=not args.json and sys.stderr.isatty())
     print(report.to_json() if args.json else report.table())
     return 0 if report.passed else 1
+
+
+def run_whole(args) -> int:
+    """``--run``: both backends train on the environment in lockstep (``jax_td3.run_parity``)."""
+    if extra := _given(args, UPDATE_ONLY_FLAGS):
+        raise UsageError(f"{', '.join(extra)} do not apply with --run (the environment sets the sizes and box)")
+    if args.resync != "auto":
+        raise UsageError("--resync applies to the update-level mode only (a whole run cannot be re-synchronised)")
+    if args.critic_hidden and CONFIGS[args.algo].critic_arch == "seed" and len(args.critic_hidden) != 2:
+        raise UsageError("seed-ddpg's critic takes two sizes: branch width, width after concatenation")
+    opts = {name: getattr(args, name) if getattr(args, name) is not None else default
+            for name, default in RUN_DEFAULTS.items()}
+    if args.plot:
+        _check_writable(args.plot)
+    import torch
+
+    torch.set_num_threads(1)
+    from jax_td3.envs import env_spec, make_env
+    from jax_td3.run_parity import plot_drift, run_whole_parity
+    from jax_td3.train import TrainSettings, config_for_env
+
+    env = make_env(opts["env"])
+    try:
+        spec = env_spec(env)
+    finally:
+        env.close()
+    config = config_for_env(
+        args.algo, spec, hidden=args.hidden, critic_hidden=args.critic_hidden, batch_size=args.batch_size,
+        gamma=args.gamma, tau=args.tau, policy_freq=args.policy_freq, policy_noise=args.policy_noise,
+        noise_clip=args.noise_clip, actor_lr=args.actor_lr, critic_lr=args.critic_lr)
+    settings = TrainSettings(
+        env=opts["env"], total_steps=opts["total_steps"], seed=args.seed, dtype=args.dtype,
+        buffer_size=opts["buffer_size"], learning_starts=opts["learning_starts"], expl_noise=opts["expl_noise"],
+        eval_every=opts["eval_every"], eval_episodes=opts["eval_episodes"],
+        exploration="ou" if args.algo == "seed-ddpg" else "gaussian").validate()
+    report = run_whole_parity(config, settings, backends=(opts["backend_a"], opts["backend_b"]), tol=args.tol,
+                              params_every=opts["params_every"], progress=not args.json and sys.stderr.isatty())
+    print(report.to_json() if args.json else report.table())
+    if args.plot:
+        plot_drift(report, args.plot)
+        if not args.json:
+            print(f"plot: {args.plot}")
+    if report.interrupted:
+        return 130
+    return 0 if report.passed else 1
+
+
+def _check_writable(path: str) -> None:
+    """Fail before a long run, not after it, when the plot cannot be written."""
+    from pathlib import Path
+
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write --plot {path}: directory {parent} does not exist")
