@@ -202,30 +202,43 @@ class _Tracker:
             self.series[group].append(value if group in had or group == "all" else float("nan"))
 
 
-def _compare_records(tracker: _Tracker, a, b, step: int, updates: int) -> set[str]:
-    """Compare two ``StepRecord``s; returns the groups measured."""
+def _difference(a, b, floor: float = 0.0) -> tuple[float, float]:
+    """(max_abs, ||a - b|| / max(||a||, ||b||, floor)) of two arrays."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    delta = a - b
+    max_abs = float(np.max(np.abs(delta))) if delta.size else 0.0
+    if not np.isfinite(max_abs):
+        return float("inf"), float("inf")
+    scale = max(float(np.linalg.norm(a)), float(np.linalg.norm(b)), floor)
+    return max_abs, float(np.linalg.norm(delta)) / scale if scale > 0 else max_abs
+
+
+def _compare_records(tracker: _Tracker, a, b, step: int, updates: int, action_half_width: float) -> set[str]:
+    """Compare two ``StepRecord``s; returns the groups measured.
+
+    An action is measured against the action box's half-width at least, and an observation or a
+    reward against 1 at least: an action or reward that happens to be near zero (the pendulum held
+    upright) would otherwise turn a tiny absolute difference into a large relative one.
+    """
     measured = {"transitions"}
-    pairs = [("action", a.action, b.action), ("obs", a.obs, b.obs),
-             ("reward", np.array([a.reward]), np.array([b.reward])),
-             ("next_obs", a.next_obs, b.next_obs),
-             ("not_done", np.array([a.not_done]), np.array([b.not_done]))]
+    pairs = [("action", a.action, b.action, action_half_width), ("obs", a.obs, b.obs, 1.0),
+             ("reward", a.reward, b.reward, 1.0), ("next_obs", a.next_obs, b.next_obs, 1.0),
+             ("not_done", a.not_done, b.not_done, 1.0)]
     tracker.record_exact("updates_per_step", len(a.updates) == len(b.updates), step, updates)
+    # Several updates per step (episode schedule) give several losses of one name: each is compared.
     for ma, mb in zip(a.updates, b.updates):
         measured.add("losses")
         tracker.record_exact("actor_updated", ma["actor_updated"] == mb["actor_updated"], step, updates)
-        pairs.append(("critic_loss", np.array([ma["critic_loss"]]), np.array([mb["critic_loss"]])))
+        pairs.append(("critic_loss", ma["critic_loss"], mb["critic_loss"], 0.0))
         if ma["actor_updated"] and mb["actor_updated"]:
-            pairs.append(("actor_loss", np.array([ma["actor_loss"]]), np.array([mb["actor_loss"]])))
+            pairs.append(("actor_loss", ma["actor_loss"], mb["actor_loss"], 0.0))
     if (a.evaluation is None) != (b.evaluation is None):
         tracker.record_exact("evaluation_schedule", False, step, updates)
     elif a.evaluation is not None:
         measured.add("evaluations")
-        pairs.append(("eval_return", np.asarray(a.evaluation["eval_returns"]),
-                      np.asarray(b.evaluation["eval_returns"])))
-    # Several updates per step (episode schedule) give several losses of one name: compare each.
-    for name, a_value, b_value in pairs:
-        max_abs, max_rel = compare([(name, a_value, b_value)])[name]
-        tracker.record(name, max_abs, max_rel, step, updates)
+        pairs.append(("eval_return", a.evaluation["eval_returns"], b.evaluation["eval_returns"], 0.0))
+    for name, a_value, b_value, floor in pairs:
+        tracker.record(name, *_difference(a_value, b_value, floor), step, updates)
     return measured
 
 
@@ -266,13 +279,14 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
         bar = tqdm(total=settings.total_steps, desc=f"run parity {config.algo} {settings.dtype}", unit="step",
                    dynamic_ncols=True, mininterval=0.5)
     first, second = trainers
+    action_half_width = float(np.linalg.norm(first.spec.action_scale))
     try:
         with jax.default_matmul_precision("highest"):
             while not first.done:
                 tracker.begin_step()
                 a, b = first.step(), second.step()
                 step, updates = a.step, first.updates
-                measured = _compare_records(tracker, a, b, step, updates)
+                measured = _compare_records(tracker, a, b, step, updates, action_half_width)
                 if a.truncated or a.terminated:
                     episode_ends.append(step)
                 if a.evaluation is not None:
@@ -313,15 +327,14 @@ def plot_drift(report: RunParityReport, path) -> None:
     import matplotlib.pyplot as plt
 
     steps = np.arange(1, report.steps + 1)
-    floor = 1e-18   # exact equality (0) has no place on a log axis; drawn at the floor
+    floor = 1e-18   # exact equality (0) has no place on a log axis; it is drawn at this floor
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for group in ("parameters", "losses", "transitions", "evaluations"):
+    for group, style in (("parameters", "-"), ("losses", "-"), ("transitions", "-"), ("evaluations", "o")):
         values = np.asarray(report.series[group][:report.steps], np.float64)
-        if np.all(np.isnan(values)):
+        measured = ~np.isnan(values)   # steps at which the group was compared
+        if not measured.any():
             continue
-        marker = "o" if group == "evaluations" else None
-        ax.plot(steps, np.maximum(values, floor), label=group, lw=0.9, marker=marker, ms=4,
-                ls="none" if marker else "-")
+        ax.plot(steps[measured], np.maximum(values[measured], floor), style, label=group, lw=0.9, ms=4)
     tol = max((s.tol for s in report.quantities.values()), default=0.0)
     if tol:
         ax.axhline(tol, color="k", ls="--", lw=0.8, label=f"tolerance {tol:.0e}")
@@ -332,7 +345,7 @@ def plot_drift(report: RunParityReport, path) -> None:
                    label=f"first divergence (step {report.first_divergence.step})")
     ax.set_yscale("log")
     ax.set_xlabel("environment step")
-    ax.set_ylabel("max relative difference (normwise)")
+    ax.set_ylabel(f"max relative difference (0 drawn at {floor:.0e})")
     ax.set_title(f"{report.algo} on {report.env}, {report.dtype}: {' vs '.join(report.backends)} in lockstep")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
