@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jax_td3.backends import BACKENDS
 from jax_td3.cli import UsageError, int_list, nonnegative_int, positive_int
 from jax_td3.config import ALGOS, CONFIGS, make_config
 
-BACKENDS = ("jax", "torch")
 DEFAULT_UPDATES = 1000
 # A short run that still crosses everything a loop does: warm-up, the start of learning, episode ends
 # (Pendulum truncates every 200 steps) and evaluations.
@@ -40,7 +40,8 @@ def float_list(text: str) -> tuple[float, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", choices=ALGOS, default="td3", help="algorithm to compare")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                        help="float64: tolerance 1e-10; float32: per-update comparison with justified tolerances")
+                        help="float64: tolerance 1e-10; float32: per-update comparison with justified tolerances "
+                             "(--run: 1e-9 and 1e-3, see jax_td3.run_parity)")
     parser.add_argument("--updates", type=positive_int, default=None,
                         help=f"consecutive updates to compare (default {DEFAULT_UPDATES})")
     parser.add_argument("--hidden", type=int_list, help="actor (and critic) hidden sizes, e.g. 256,256")
