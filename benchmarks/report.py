@@ -49,7 +49,7 @@ def headline_ratios(results: dict) -> list[str]:
 def markdown(results: dict) -> str:
     machine = results["machine"]
     settings = results["settings"]
-    out = [f"# Update throughput: {results['run_name']}", "",
+    out = [f"# jax-td3 bench: {results['run_name']}", "",
            f"{machine['cpu_model']} ({machine['cpu_count']} cores, torch threads {machine['torch_threads']}), "
            f"JAX backend {machine['jax_backend']}, torch device {machine['torch_device']}"
            + (f", GPU {machine['gpu']['name']}" if machine.get("gpu") else "") + ".",
@@ -59,6 +59,8 @@ def markdown(results: dict) -> str:
            f"{settings['repetitions']} repetitions of >= {settings['min_rep_s']} s each; "
            f"jax_scan K <= {settings['scan_updates']} updates per call, jax_vmap N <= {settings['vmap_agents']} "
            f"agents (fewer in big cells: about one second per call; column 'per call').", ""]
+    if not results["rows"]:  # an end-to-end-only run
+        return "\n".join(out)
     ratios = headline_ratios(results)
     if ratios:
         out += ["Headline (jax_scan vs the others, higher is faster for jax_scan):", "", *ratios, ""]
