@@ -11,6 +11,7 @@ speed this machine showed for that shape.
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -75,7 +76,13 @@ def torch_gemm_seconds(shape: Shape, device="cpu", target_s: float = 0.02, dtype
         for _ in range(iterations):
             product(a, b, out=out)
         sync()
-    return _best_per_iteration(run, target_s)
+    # The floor is the machine's: every core, whatever thread count the timed PyTorch rows use.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or threads)
+    try:
+        return _best_per_iteration(run, target_s)
+    finally:
+        torch.set_num_threads(threads)
 
 
 class MatmulRates:
