@@ -1,6 +1,6 @@
 """The update implementations the suite times, each behind one small interface.
 
-``build(name, config, setup)`` returns a ``Runner``: ``call()`` performs
+``build(name, config, setup, data)`` returns a ``Runner``: ``call()`` performs
 ``updates_per_call`` updates (sampling from a replay buffer included, as in
 training), ``sync(result)`` waits for them. An implementation that cannot run
 here raises ``Unavailable`` with the reason, which goes into the results.

@@ -201,6 +201,7 @@ def run(args) -> int:
         if not torch.cuda.is_available():
             raise UsageError("--device cuda but PyTorch sees no CUDA device")
     from benchmarks import report
+    from benchmarks.implementations import IMPLEMENTATIONS
     from benchmarks.machine import machine_info
 
     if args.report_only:
@@ -223,6 +224,7 @@ def run(args) -> int:
         "command": " ".join(sys.argv),
         "machine": machine_info(settings["torch_device"]),
         "settings": settings,
+        "implementations": {name: IMPLEMENTATIONS[name] for name in settings["impls"]},
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "loadavg_after": None,
         "rows": [],
