@@ -183,7 +183,10 @@ def write_report(results: dict, stem: Path, plots: bool = True) -> list[Path]:
     stem.with_suffix(".md").write_text(text)
     written = [stem.with_suffix(".md")]
     if plots and results["rows"]:
-        written += report.plot(results, stem)
+        try:
+            written += report.plot(results, stem)
+        except ImportError:
+            print("no plots: matplotlib is not installed (pip install 'jax-td3[logging]')", file=sys.stderr)
     return written
 
 
