@@ -15,7 +15,7 @@ import sys
 from jax_td3.config import ConfigError
 
 COMMANDS = {
-    "parity": ("jax_td3.parity_cli", "compare the JAX update with the PyTorch reference, update by update"),
+    "parity": ("jax_td3.parity_cli", "compare JAX with the PyTorch reference: update by update, or whole training runs (--run)"),
     "train": ("jax_td3.train", "train an agent on a Gymnasium/PyBullet environment (either backend)"),
     "eval": ("jax_td3.evaluate", "evaluate a saved checkpoint with the noiseless policy"),
     "plot": ("jax_td3.plot", "overlay the learning curves of several runs"),
