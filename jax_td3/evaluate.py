@@ -18,29 +18,21 @@ def evaluate_checkpoint(path, episodes: int = 10, env_id: str | None = None, see
     ``agent`` picks one of the agents of a compiled multi-seed run's checkpoint.
     """
     from jax_td3.backends import enable_dtype, make_backend
-    from jax_td3.checkpoint import CheckpointError, load_checkpoint, unpack_train_state
+    from jax_td3.checkpoint import CheckpointError
     from jax_td3.envs import env_spec, make_env
-    from jax_td3.train import EVAL_SEED_OFFSET, config_from_checkpoint, evaluate_policy
+    from jax_td3.export import train_state_from_checkpoint
+    from jax_td3.train import EVAL_SEED_OFFSET, evaluate_policy
 
-    checkpoint = load_checkpoint(path)
+    config, dtype, state, checkpoint = train_state_from_checkpoint(path, agent)
     contents = checkpoint.contents
     try:
-        config = config_from_checkpoint(contents)
         if "train_states" in contents:  # a compiled run: one train state per seed
-            if not 0 <= agent < len(contents["train_states"]):
-                raise CheckpointError(f"--agent {agent} is out of range: the checkpoint holds "
-                                      f"{len(contents['train_states'])} agents")
-            settings = {"env": checkpoint.metadata["env"], "dtype": checkpoint.metadata["dtype"],
-                        "seed": contents["compiled"]["seeds"][agent]}
-            leaves = contents["train_states"][agent]
+            settings = {"env": checkpoint.metadata["env"], "seed": contents["compiled"]["seeds"][agent]}
         else:
             settings = contents["settings"]
-            leaves = contents["trainer"]["train_state"]
-        dtype = settings["dtype"]
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{checkpoint.path} lacks the contents of a training run ({err})") from None
     enable_dtype(dtype)
-    state = unpack_train_state(config, dtype, leaves)
     env = make_env(env_id or settings["env"])
     spec = env_spec(env)
     if (spec.obs_dim, spec.act_dim) != (config.obs_dim, config.act_dim):
