@@ -251,25 +251,23 @@ def build_quantities(config: TD3Config, template: TrainState):
         ("current_q", lambda c: np.asarray(c.internals["current_q"]), lambda c: _t(c.info["current_q"])),
         ("critic_loss", lambda c: np.asarray(c.metrics["critic_loss"]), lambda c: _t(c.info["critic_loss"])),
     ]
-    cp = template.critic_params
-    critic += _param_quantities(config, "critic", "critic_grad", lambda c: c.internals["critic_grads"],
-                                lambda c, n: _t(c.info["critic_grads"][n]), cp)
-    critic += _param_quantities(config, "critic", "critic_adam_m", lambda c: _adam(c.state.critic_opt_state, "mu"),
-                                lambda c, n: opt_state(c.agent, "critic", n, "exp_avg"), cp)
-    critic += _param_quantities(config, "critic", "critic_adam_v", lambda c: _adam(c.state.critic_opt_state, "nu"),
-                                lambda c, n: opt_state(c.agent, "critic", n, "exp_avg_sq"), cp)
+    def gradient_and_adam(net: str, template_params):
+        """Gradient, Adam m and Adam v of every parameter of ``net`` ("critic" or "actor")."""
+        opt = f"{net}_opt_state"
+        return [*_param_quantities(config, net, f"{net}_grad", lambda c: c.internals[f"{net}_grads"],
+                                   lambda c, n: _t(c.info[f"{net}_grads"][n]), template_params),
+                *_param_quantities(config, net, f"{net}_adam_m", lambda c: _adam(getattr(c.state, opt), "mu"),
+                                   lambda c, n: opt_state(c.agent, net, n, "exp_avg"), template_params),
+                *_param_quantities(config, net, f"{net}_adam_v", lambda c: _adam(getattr(c.state, opt), "nu"),
+                                   lambda c, n: opt_state(c.agent, net, n, "exp_avg_sq"), template_params)]
+
+    cp, ap = template.critic_params, template.actor_params
+    critic += gradient_and_adam("critic", cp)
     critic += _param_quantities(config, "critic", "critic", lambda c: c.state.critic_params,
                                 lambda c, n: _t(c.critic[n]), cp)
-
-    ap = template.actor_params
     actor = [("actor_q", lambda c: np.asarray(c.internals["actor_q"]), lambda c: _t(c.info["actor_q"])),
              ("actor_loss", lambda c: np.asarray(c.metrics["actor_loss"]), lambda c: _t(c.info["actor_loss"]))]
-    actor += _param_quantities(config, "actor", "actor_grad", lambda c: c.internals["actor_grads"],
-                               lambda c, n: _t(c.info["actor_grads"][n]), ap)
-    actor += _param_quantities(config, "actor", "actor_adam_m", lambda c: _adam(c.state.actor_opt_state, "mu"),
-                               lambda c, n: opt_state(c.agent, "actor", n, "exp_avg"), ap)
-    actor += _param_quantities(config, "actor", "actor_adam_v", lambda c: _adam(c.state.actor_opt_state, "nu"),
-                               lambda c, n: opt_state(c.agent, "actor", n, "exp_avg_sq"), ap)
+    actor += gradient_and_adam("actor", ap)
 
     # Checked every update: between actor iterations both sides must hold them unchanged.
     every = []
