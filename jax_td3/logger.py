@@ -119,6 +119,10 @@ class RunLogger:
                 self._tb.add_scalar(name, value, step)
         self._tb.flush()
 
+    def write_summary(self, summary: dict) -> Path:
+        write_json(self.summary_path, summary)
+        return self.summary_path
+
     def finish(self, summary: dict) -> Path:
         """Write summary.json and learning_curve.png; close TensorBoard. Returns summary.json's path."""
         write_json(self.summary_path, summary)

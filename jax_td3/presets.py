@@ -42,7 +42,8 @@ DEFAULTS = dict(
     updates_per_call=1,
     checkpoint_every=None,      # None: at every evaluation
     keep_checkpoints=3,
-    save_buffer=False,
+    save_buffer=True,           # exact resume needs the replay buffer
+    skip_nonfinite=False,
 )
 
 PRESETS: dict[str, dict] = {

@@ -27,9 +27,12 @@ so it is statistically, not bitwise, equal to the per-step path.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,7 @@ class TrainSettings:
     eval_every: int = 1_000
     eval_episodes: int = 10
     updates_per_call: int = 1
+    skip_nonfinite: bool = False
 
     @property
     def warmup_steps(self) -> int:
@@ -118,6 +122,25 @@ class StepRecord:
     episode_return: float | None = None   # set when an episode ended at this step
     episode_length: int | None = None
     evaluation: dict | None = None        # set when an evaluation ran after this step
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or infinity appeared in an observation, reward, loss or parameter; the message says where."""
+
+
+def first_nonfinite_leaf(tree) -> str | None:
+    """Path of the first parameter array holding a NaN or infinity, or None if all are finite."""
+    import jax
+
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            return jax.tree_util.keystr(path)
+    return None
+
+
+def env_rng_state(env) -> dict | None:
+    rng = getattr(env.unwrapped, "np_random", None)
+    return rng.bit_generator.state if rng is not None else None
 
 
 def make_noise(settings: TrainSettings, action_scale, act_dim: int):
@@ -183,9 +206,16 @@ class Trainer:
         self.episode_length = 0
         self.pending_updates = 0      # fast mode: updates owed but not yet run
         self.device_synced = 0        # fast mode: env steps already copied to the device replay
+        self.device_replay_stale = False  # fast mode: rebuild the device replay from the host ring
+        self.skipped_transitions = 0  # non-finite transitions dropped (skip_nonfinite)
         self.episode_returns: list[float] = []
         self.last_evaluation: dict | None = None
-        self.obs, _ = self.env.reset(seed=settings.seed)
+        # An environment's internal state cannot be saved in general; a checkpoint instead keeps
+        # how the current episode began (the env RNG just before its reset) and the actions sent
+        # since, and ``restore`` replays them. Deterministic environments then resume exactly.
+        self.env_rng_at_reset: dict | None = None   # None: the first, seeded reset
+        self.episode_actions: list[np.ndarray] = []
+        self.obs = self._reset_env(first=True)
         self.env.action_space.seed(settings.seed)
 
     @property
@@ -201,35 +231,79 @@ class Trainer:
         noise, self.noise_state = self.noise.sample(self.noise_state, self.explore_rng)
         return np.clip(policy_action + noise, self.low, self.high), False
 
+    def _reset_env(self, first: bool = False) -> np.ndarray:
+        if first:
+            obs, _ = self.env.reset(seed=self.settings.seed)
+        else:
+            self.env_rng_at_reset = env_rng_state(self.env)
+            obs, _ = self.env.reset()
+        self.episode_actions = []
+        self._check_finite("observation", obs, f"{self.settings.env}'s reset", skippable=False)
+        return obs
+
+    def _check_finite(self, what: str, value, where: str, skippable: bool = True) -> bool:
+        """False if ``value`` has a NaN/inf and non-finite transitions are skipped; raises otherwise."""
+        if np.all(np.isfinite(value)):
+            return True
+        if self.settings.skip_nonfinite and skippable:
+            return False
+        raise NonFiniteError(f"non-finite {what} ({np.asarray(value).ravel()[:4]}) from {where} at env step "
+                             f"{self.env_steps}")
+
     def step(self) -> StepRecord:
         settings = self.settings
         obs = np.asarray(self.obs)
         action, was_random = self.choose_action(obs)
-        next_obs, reward, terminated, truncated, _ = self.env.step(action.astype(self.env_action_dtype))
+        env_action = action.astype(self.env_action_dtype)
+        next_obs, reward, terminated, truncated, _ = self.env.step(env_action)
+        self.episode_actions.append(env_action)
         terminated, truncated, reward = bool(terminated), bool(truncated), float(reward)
         self.env_steps += 1
         ends_bootstrap = terminated or (truncated and not settings.bootstrap_truncation)
         not_done = 0.0 if ends_bootstrap else 1.0
-        self.buffer.add(obs, action, next_obs, reward, not_done)
-        self.episode_return += reward
+        where = f"{settings.env}'s step"
+        obs_finite = self._check_finite("observation", next_obs, where)
+        if obs_finite and self._check_finite("reward", reward, where):
+            self.buffer.add(obs, action, next_obs, reward, not_done)
+            self.episode_return += reward
+        else:
+            self.skipped_transitions += 1
         self.episode_length += 1
         record = StepRecord(self.env_steps, obs, action, reward, np.asarray(next_obs), terminated, truncated,
                             not_done, was_random)
 
-        episode_ended = terminated or truncated
+        # A non-finite observation cannot be continued from: that episode ends here.
+        episode_ended = terminated or truncated or not obs_finite
         if episode_ended:
             record.episode_return, record.episode_length = self.episode_return, self.episode_length
             self.episode_returns.append(self.episode_return)
             self.episodes += 1
             self.episode_return, self.episode_length = 0.0, 0
-            self.obs, _ = self.env.reset()
+            self.obs = self._reset_env()
         else:
             self.obs = next_obs
 
         record.updates = self._train(episode_ended)
+        for metrics in record.updates:
+            for name in ("critic_loss", "actor_loss"):
+                if not math.isfinite(metrics[name]):
+                    self._raise_nonfinite_update(name.replace("_", " "))
         if self.env_steps % settings.eval_every == 0 or self.done:
             record.evaluation = self.evaluate()
         return record
+
+    def _raise_nonfinite_update(self, what: str):
+        state = self.backend.state()
+        bad = first_nonfinite_leaf(state)
+        detail = f"; first non-finite parameter: {bad}" if bad else ""
+        raise NonFiniteError(f"non-finite {what} in update {self.updates} (env step {self.env_steps}){detail}")
+
+    def check_parameters(self) -> None:
+        """Raise NonFiniteError if any parameter, target or optimizer moment holds a NaN or infinity."""
+        bad = first_nonfinite_leaf(self.backend.state())
+        if bad is not None:
+            raise NonFiniteError(f"non-finite parameter {bad} after update {self.updates} "
+                                 f"(env step {self.env_steps})")
 
     def _train(self, episode_ended: bool) -> list[dict[str, float]]:
         settings = self.settings
@@ -260,6 +334,12 @@ class Trainer:
     def _update_fused(self) -> list[dict[str, float]]:
         import jax
 
+        if self.device_replay_stale:
+            # The host ring as it is (slots, position, size), so sampled indices mean the same as in
+            # a run that was never interrupted.
+            self.backend.load_replay(self.buffer.state_dict())
+            self.device_replay_stale = False
+            self.device_synced = self.env_steps
         fresh = min(self.env_steps - self.device_synced, self.buffer.capacity)
         if fresh:
             self.backend.sync_replay(self.buffer.capacity, self.buffer.last(fresh))
@@ -275,6 +355,8 @@ class Trainer:
         """Mean/std undiscounted return of the noiseless policy on the evaluation env."""
         returns = evaluate_policy(self.backend.act, self.eval_env, episodes or self.settings.eval_episodes,
                                   self.settings.seed + EVAL_SEED_OFFSET, self.dtype)
+        if not np.all(np.isfinite(returns)):
+            raise NonFiniteError(f"non-finite evaluation return {returns} at env step {self.env_steps}")
         self.last_evaluation = {"step": self.env_steps, "eval_return_mean": float(np.mean(returns)),
                                 "eval_return_std": float(np.std(returns)), "eval_returns": returns}
         return self.last_evaluation
@@ -284,15 +366,15 @@ class Trainer:
         """Everything needed to continue this run, as numpy arrays and plain values."""
         from jax_td3.checkpoint import pack_train_state
 
-        env_rng = getattr(self.env.unwrapped, "np_random", None)
         return {
             "train_state": pack_train_state(self.backend.state()),
             "counters": {"env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
                          "episode_return": self.episode_return, "episode_length": self.episode_length,
-                         "pending_updates": self.pending_updates},
+                         "pending_updates": self.pending_updates, "skipped_transitions": self.skipped_transitions},
             "rng": {"explore": self.explore_rng.bit_generator.state, "update": self.update_rng.bit_generator.state,
-                    "fast_key": np.asarray(jax_key_data(self.fast_key)),
-                    "env": env_rng.bit_generator.state if env_rng is not None else None},
+                    "fast_key": np.asarray(jax_key_data(self.fast_key)), "env_at_reset": self.env_rng_at_reset},
+            "episode_actions": np.asarray(self.episode_actions, self.env_action_dtype).reshape(
+                len(self.episode_actions), self.spec.act_dim),
             "noise_state": np.asarray(self.noise_state),
             "obs": np.asarray(self.obs),
             "episode_returns": list(self.episode_returns),
@@ -301,10 +383,11 @@ class Trainer:
         }
 
     def restore(self, snapshot: dict) -> None:
-        """Load a ``snapshot()``: learner, counters, RNGs, noise and (if stored) the replay buffer.
+        """Load a ``snapshot()``: learner, counters, RNGs, noise, (if stored) the replay buffer, and
+        the environment, rebuilt by replaying the current episode from its reset.
 
-        The environment's internal state cannot be restored mid-episode; the caller decides
-        how to handle that (e.g. by checkpointing at episode boundaries).
+        Returns nothing; warns if the rebuilt observation differs from the saved one (an
+        environment that is not deterministic given its RNG and actions).
         """
         import jax.numpy as jnp
 
@@ -316,18 +399,46 @@ class Trainer:
         self.episode_return = float(counters["episode_return"])
         self.episode_length = int(counters["episode_length"])
         self.pending_updates = int(counters["pending_updates"])
+        self.skipped_transitions = int(counters.get("skipped_transitions", 0))
         self.explore_rng.bit_generator.state = snapshot["rng"]["explore"]
         self.update_rng.bit_generator.state = snapshot["rng"]["update"]
         self.fast_key = jnp.asarray(snapshot["rng"]["fast_key"], jnp.uint32)
         self.noise_state = np.asarray(snapshot["noise_state"], np.float64)
-        self.obs = np.asarray(snapshot["obs"])
+        self._rebuild_env(snapshot["rng"].get("env_at_reset"), snapshot.get("episode_actions"),
+                          np.asarray(snapshot["obs"]))
         self.episode_returns = [float(r) for r in snapshot["episode_returns"]]
         self.last_evaluation = snapshot["last_evaluation"]
         if snapshot.get("buffer") is not None:
             self.buffer.load_state_dict(snapshot["buffer"])
         self.device_synced = 0
+        self.device_replay_stale = True
         if hasattr(self.backend, "drop_replay"):
             self.backend.drop_replay()
+
+    def _rebuild_env(self, rng_at_reset, actions, saved_obs) -> None:
+        import warnings
+
+        if actions is None:  # a checkpoint without the episode's actions: start a fresh episode
+            warnings.warn("checkpoint does not record the current episode; the environment starts a new one",
+                          stacklevel=3)
+            self.episode_return, self.episode_length = 0.0, 0
+            self.obs = self._reset_env()
+            return
+        obs, _ = self.env.reset(seed=self.settings.seed)
+        if rng_at_reset is not None:
+            self.env.unwrapped.np_random.bit_generator.state = rng_at_reset
+            obs, _ = self.env.reset()
+        self.env_rng_at_reset = rng_at_reset
+        self.episode_actions = []
+        for action in np.asarray(actions):
+            obs, *_ = self.env.step(action)
+            self.episode_actions.append(action)
+        obs = np.asarray(obs)
+        if obs.shape != saved_obs.shape or not np.array_equal(obs, saved_obs):
+            warnings.warn(f"{self.settings.env} did not replay to the saved state (max difference "
+                          f"{np.max(np.abs(obs - saved_obs)) if obs.shape == saved_obs.shape else 'shape'}); "
+                          "continuing from the replayed state, so the resumed run is not bit-exact", stacklevel=3)
+        self.obs = obs
 
     def close(self) -> None:
         self.env.close()
@@ -392,14 +503,15 @@ class _StopSignals:
         return False
 
 
-def checkpoint_contents(trainer: Trainer, include_buffer: bool) -> tuple[dict, dict]:
-    """(contents, metadata) of a checkpoint of ``trainer``."""
+def checkpoint_contents(trainer: Trainer, include_buffer: bool, loop: dict | None = None) -> tuple[dict, dict]:
+    """(contents, metadata) of a checkpoint of ``trainer``; ``loop`` is run_training's own state."""
     from jax_td3 import __version__
 
     contents = {
         "config": {"algo": trainer.config.algo, "fields": dataclasses.asdict(trainer.config)},
         "settings": dataclasses.asdict(trainer.settings),
         "trainer": trainer.snapshot(include_buffer),
+        "loop": loop or {},
     }
     metadata = {"backend": trainer.settings.backend, "dtype": trainer.settings.dtype,
                 "algo": trainer.config.algo, "env": trainer.settings.env, "env_steps": trainer.env_steps,
@@ -413,9 +525,37 @@ def config_from_checkpoint(contents: dict):
     return make_config(contents["config"]["algo"], **contents["config"]["fields"])
 
 
+def _truncate_csv(path: Path, last_step: int, step_column: str = "step") -> None:
+    """Drop rows logged after ``last_step`` (written after the checkpoint a run resumes from)."""
+    import csv
+
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    column = rows[0].index(step_column)
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[column])) <= last_step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(kept)
+
+
+def _stop_on_nonfinite(logger, out_dir: Path, trainer: Trainer, err: NonFiniteError):
+    """Record why the run stopped (summary.json) and re-raise; no checkpoint of the bad state is written."""
+    from jax_td3.checkpoint import list_checkpoints
+
+    kept = list_checkpoints(out_dir)
+    err.last_good_checkpoint = str(kept[-1]) if kept else None
+    logger.write_summary({"stopped": str(err), "env_steps": trainer.env_steps, "updates": trainer.updates,
+                          "last_checkpoint": err.last_good_checkpoint, "interrupted": True})
+    logger.close()
+    raise err
+
+
 def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None = None, *,
-                 checkpoint_every: int | None = None, keep_checkpoints: int = 3, save_buffer: bool = False,
-                 progress: bool = True) -> dict:
+                 checkpoint_every: int | None = None, keep_checkpoints: int = 3, save_buffer: bool = True,
+                 progress: bool = True, resume_loop: dict | None = None) -> dict:
     """Train ``trainer`` to its total steps, writing every output into ``out_dir``; returns the summary.
 
     Writes config.json, metrics.csv (one row per evaluation, the first at step 0),
@@ -423,6 +563,14 @@ def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None 
     (at every ``checkpoint_every`` steps, default every evaluation, and at the end),
     summary.json and learning_curve.png. SIGINT/SIGTERM stop after the current step
     with a checkpoint; the summary then says ``interrupted``.
+
+    ``resume_loop`` (the ``loop`` part of a checkpoint, with ``trainer`` restored from the
+    same checkpoint) continues a run: rows logged after the checkpoint are dropped and
+    the rest of the run appends to the same files.
+
+    A NaN or infinity (observation, reward, loss or parameter) raises ``NonFiniteError``
+    without writing a checkpoint of the bad state, so the newest checkpoint is the last
+    good one (``settings.skip_nonfinite`` drops bad transitions instead).
     """
     from tqdm import tqdm
 
@@ -433,16 +581,24 @@ def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None 
     out_dir = Path(out_dir)
     run_config = run_config or {"algo": trainer.config.algo, "config": dataclasses.asdict(trainer.config),
                                 "settings": dataclasses.asdict(settings)}
-    logger = RunLogger(out_dir, run_config)
+    resuming = resume_loop is not None
+    episodes_path = out_dir / EPISODES_FILE
+    if resuming:
+        _truncate_csv(out_dir / "metrics.csv", trainer.env_steps)
+        _truncate_csv(episodes_path, trainer.env_steps)
+    logger = RunLogger(out_dir, run_config, append=resuming)
     checkpoint_every = checkpoint_every or settings.eval_every
     start = time.perf_counter()
     start_steps = trainer.env_steps
-    critic_losses: list[float] = []
-    actor_losses: list[float] = []
+    # Losses since the last evaluation (averaged into its metrics row); checkpointed with the run.
+    critic_losses: list[float] = list((resume_loop or {}).get("critic_losses", []))
+    actor_losses: list[float] = list((resume_loop or {}).get("actor_losses", []))
     last_checkpoint = None
 
     def save() -> Path:
-        contents, metadata = checkpoint_contents(trainer, save_buffer)
+        trainer.check_parameters()  # never write a checkpoint of a broken state
+        loop = {"critic_losses": list(critic_losses), "actor_losses": list(actor_losses)}
+        contents, metadata = checkpoint_contents(trainer, save_buffer, loop)
         return save_checkpoint(out_dir, trainer.env_steps, contents, metadata, keep=keep_checkpoints)
 
     def log_evaluation(evaluation: dict) -> None:
@@ -458,35 +614,39 @@ def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None 
         critic_losses.clear()
         actor_losses.clear()
 
-    episodes_path = out_dir / EPISODES_FILE
-    with open(episodes_path, "w") as episodes_file, _StopSignals() as stop, \
+    with open(episodes_path, "a" if resuming else "w") as episodes_file, _StopSignals() as stop, \
             tqdm(total=settings.total_steps, initial=trainer.env_steps, unit="step", dynamic_ncols=True,
                  disable=not progress, mininterval=0.5) as bar:
-        episodes_file.write("episode,step,return,length\n")
-        if trainer.env_steps == 0:
-            log_evaluation(trainer.evaluate())
+        if episodes_file.tell() == 0:  # a new run, or one killed before its first episode was written
+            episodes_file.write("episode,step,return,length\n")
+            episodes_file.flush()
         postfix = {}
-        while not trainer.done and stop.received is None:
-            record = trainer.step()
-            for m in record.updates:
-                critic_losses.append(m["critic_loss"])
-                if m["actor_updated"]:
-                    actor_losses.append(m["actor_loss"])
-            if record.episode_return is not None:
-                episodes_file.write(f"{trainer.episodes},{record.step},{record.episode_return!r},"
-                                    f"{record.episode_length}\n")
-                episodes_file.flush()
-                postfix["train_return"] = f"{record.episode_return:.1f}"
-                logger.log_scalars(record.step, {"train/episode_return": record.episode_return})
-            if record.evaluation is not None:
-                log_evaluation(record.evaluation)
-                postfix["eval_return"] = f"{record.evaluation['eval_return_mean']:.1f}"
-            if record.step % checkpoint_every == 0 and not trainer.done:
-                last_checkpoint = save()
-            bar.update(1)
-            if postfix and (record.episode_return is not None or record.evaluation is not None):
-                bar.set_postfix(postfix, refresh=False)
-        last_checkpoint = save()
+        try:
+            if trainer.env_steps == 0:
+                log_evaluation(trainer.evaluate())
+            while not trainer.done and stop.received is None:
+                record = trainer.step()
+                for m in record.updates:
+                    critic_losses.append(m["critic_loss"])
+                    if m["actor_updated"]:
+                        actor_losses.append(m["actor_loss"])
+                if record.episode_return is not None:
+                    episodes_file.write(f"{trainer.episodes},{record.step},{record.episode_return!r},"
+                                        f"{record.episode_length}\n")
+                    episodes_file.flush()
+                    postfix["train_return"] = f"{record.episode_return:.1f}"
+                    logger.log_scalars(record.step, {"train/episode_return": record.episode_return})
+                if record.evaluation is not None:
+                    log_evaluation(record.evaluation)
+                    postfix["eval_return"] = f"{record.evaluation['eval_return_mean']:.1f}"
+                if record.step % checkpoint_every == 0 and not trainer.done:
+                    last_checkpoint = save()
+                bar.update(1)
+                if postfix and (record.episode_return is not None or record.evaluation is not None):
+                    bar.set_postfix(postfix, refresh=False)
+            last_checkpoint = save()
+        except NonFiniteError as err:
+            _stop_on_nonfinite(logger, out_dir, trainer, err)
 
     wall = time.perf_counter() - start
     evaluation = trainer.last_evaluation or {}
@@ -505,6 +665,8 @@ def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None 
         "dtype": settings.dtype, "seed": settings.seed,
         "interrupted": stop.received is not None,
         "last_checkpoint": str(last_checkpoint),
+        "skipped_transitions": trainer.skipped_transitions,
+        "resumed_from_step": start_steps if resuming else None,
     }
     logger.finish(summary)
     summary["signal"] = stop.received
@@ -600,8 +762,15 @@ def add_arguments(parser) -> None:
                       help="checkpoint every this many env steps (default: at every evaluation); always at the end")
     ckpt.add_argument("--keep-checkpoints", type=positive_int, default=None,
                       help=f"keep the newest this many checkpoints (default {d['keep_checkpoints']})")
-    ckpt.add_argument("--save-buffer", action="store_const", const=True, default=None,
-                      help="include the replay buffer in checkpoints (can be large)")
+    ckpt.add_argument("--save-buffer", action=argparse.BooleanOptionalAction, default=None,
+                      help="include the replay buffer in checkpoints (default: yes; exact --resume needs it; "
+                           "it can be large: capacity x transition size)")
+    ckpt.add_argument("--resume", action="store_true",
+                      help="continue the run in --out from its newest complete checkpoint (settings come from the "
+                           "run; --total-steps may extend it)")
+    loop.add_argument("--skip-nonfinite", action="store_const", const=True, default=None,
+                      help="drop transitions with a NaN/inf observation or reward (counted in summary.json) "
+                           "instead of stopping; non-finite losses or parameters always stop the run")
 
 
 def resolve_args(args) -> tuple[str, dict, TrainSettings, dict]:
@@ -619,8 +788,62 @@ def resolve_args(args) -> tuple[str, dict, TrainSettings, dict]:
     return merged["algo"], overrides, settings.validate(), outputs
 
 
+RUN_MARKERS = ("config.json", "metrics.csv", "checkpoints")
+
+
+def holds_run(out_dir: Path) -> bool:
+    return any((out_dir / name).exists() for name in RUN_MARKERS)
+
+
+def _explicit_keys(args) -> set[str]:
+    """Settings and config fields the command line sets (explicit flags and the preset's values)."""
+    from jax_td3.presets import PRESETS
+
+    given = {k for k, v in vars(args).items() if v is not None}
+    return given | set(PRESETS.get(args.preset, {}))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return a is not None and b is not None and list(a) == list(b)
+    return a == b
+
+
+def resume_from_checkpoint(args, out: Path):
+    """(config, settings, contents) of the newest complete checkpoint in ``out``, checked against the flags."""
+    from jax_td3.checkpoint import latest_valid_checkpoint
+
+    checkpoint = latest_valid_checkpoint(out)  # warns about and skips truncated or corrupted ones
+    if checkpoint is None:
+        raise UsageError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
+    contents = checkpoint.contents
+    config = config_from_checkpoint(contents)
+    saved = dict(contents["settings"])
+    saved_config = dict(contents["config"]["fields"])
+    algo, overrides, settings, outputs = resolve_args(args)
+    wanted = {**dataclasses.asdict(settings), **overrides, "algo": algo}
+    saved_config["algo"] = contents["config"]["algo"]
+    for key in sorted(_explicit_keys(args) & set(wanted) - {"total_steps", "skip_nonfinite"}):
+        if key in saved or key in saved_config:
+            have = saved[key] if key in saved else saved_config[key]
+            if not _same(have, wanted[key]):
+                raise UsageError(f"--resume: the run in {out} has {key.replace('_', '-')}={have}, the command "
+                                 f"line asks for {wanted[key]}; drop the flag or start a new run")
+    if "total_steps" in _explicit_keys(args):
+        if settings.total_steps < checkpoint.metadata["env_steps"]:
+            raise UsageError(f"--resume: --total-steps {settings.total_steps:,} is below the "
+                             f"{checkpoint.metadata['env_steps']:,} steps already done")
+        saved["total_steps"] = settings.total_steps
+    saved["skip_nonfinite"] = settings.skip_nonfinite if "skip_nonfinite" in _explicit_keys(args) \
+        else saved.get("skip_nonfinite", False)
+    known = {f.name for f in dataclasses.fields(TrainSettings)}
+    return config, TrainSettings(**{k: v for k, v in saved.items() if k in known}), checkpoint, outputs
+
+
 def run(args) -> int:
     if args.compiled:
+        if args.resume:
+            raise UsageError("--resume is for the Gymnasium loop; a compiled run is one program and restarts")
         try:
             from jax_td3.compiled import train_compiled_from_args
         except ImportError as err:
@@ -632,18 +855,46 @@ def run(args) -> int:
     from jax_td3.envs import env_spec, make_env
 
     algo, overrides, settings, outputs = resolve_args(args)
-    env = make_env(settings.env)
-    config = config_for_env(algo, env_spec(env), **overrides)
+    out = Path(outputs["out"])
+    checkpoint = None
+    if args.resume:
+        config, settings, checkpoint, outputs = resume_from_checkpoint(args, out)
+        done_steps = int(checkpoint.metadata["env_steps"])
+        if done_steps >= settings.total_steps:
+            print(f"{out} already finished: its checkpoint {checkpoint.path.name} is at step {done_steps:,} of "
+                  f"{settings.total_steps:,}; nothing to do (pass a larger --total-steps to extend it)")
+            return 0
+        env = make_env(settings.env)
+        run_config = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+        run_config = {**run_config, "algo": config.algo, "config": dataclasses.asdict(config),
+                      "settings": dataclasses.asdict(settings)}
+    else:
+        if holds_run(out):
+            raise UsageError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        env = make_env(settings.env)
+        config = config_for_env(algo, env_spec(env), **overrides)
+        run_config = {"algo": algo, "preset": args.preset, "config": dataclasses.asdict(config),
+                      "settings": dataclasses.asdict(settings), **outputs}
     trainer = Trainer(config, settings, env=env)
-    run_config = {"algo": algo, "preset": args.preset, "config": dataclasses.asdict(config),
-                  "settings": dataclasses.asdict(settings), **outputs}
+    if checkpoint is not None:
+        if checkpoint.contents["trainer"].get("buffer") is None:
+            import warnings
+            warnings.warn("the checkpoint has no replay buffer (--no-save-buffer); the resumed run starts from an "
+                          "empty buffer and is not exact", stacklevel=1)
+        trainer.restore(checkpoint.contents["trainer"])
+        print(f"resuming {out} from {checkpoint.path.name} (step {trainer.env_steps:,} of {settings.total_steps:,})")
     try:
-        summary = run_training(trainer, outputs["out"], run_config, checkpoint_every=outputs["checkpoint_every"],
+        summary = run_training(trainer, out, run_config, checkpoint_every=outputs["checkpoint_every"],
                                keep_checkpoints=outputs["keep_checkpoints"], save_buffer=outputs["save_buffer"],
-                               progress=not args.no_progress)
+                               progress=not args.no_progress,
+                               resume_loop=checkpoint.contents.get("loop", {}) if checkpoint is not None else None)
+    except NonFiniteError as err:
+        kept = getattr(err, "last_good_checkpoint", None)
+        print(f"error: {err}; training stopped, last good checkpoint: {kept or 'none written yet'}",
+              file=sys.stderr)
+        return 1
     finally:
         trainer.close()
-    out = Path(outputs["out"])
     if summary["interrupted"]:
         print(f"interrupted at step {summary['env_steps']:,}; checkpoint saved: {summary['last_checkpoint']}")
     final = summary["final_eval_return"]

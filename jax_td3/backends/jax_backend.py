@@ -67,6 +67,18 @@ class JaxBackend:
         metrics = jax.device_get(metrics)
         return [{name: float(metrics[name][i]) for name in UPDATE_METRICS} for i in range(num_updates)]
 
+    def load_replay(self, buffer_state: dict) -> None:
+        """Make the device replay a copy of a host ring (``ReplayBuffer.state_dict()``), slot for slot."""
+        capacity, size = int(buffer_state["capacity"]), int(buffer_state["size"])
+        fields = []
+        for name in Batch._fields:
+            filled = np.asarray(buffer_state[name], self.dtype)
+            ring = np.zeros((capacity, filled.shape[1]), self.dtype)
+            ring[:size] = filled
+            fields.append(jnp.asarray(ring))
+        self._replay = replay.ReplayState(*fields, jnp.asarray(int(buffer_state["position"]), jnp.int32),
+                                          jnp.asarray(size, jnp.int32))
+
     def drop_replay(self) -> None:
         """Forget the device copy (it is rebuilt from the host buffer, e.g. after loading a checkpoint)."""
         self._replay = None
