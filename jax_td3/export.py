@@ -7,7 +7,8 @@ The file is one ``torch.save``d dict (loadable with ``torch.load(path, weights_o
       "actor": state_dict, "actor_target": state_dict,
       "critic": state_dict, "critic_target": state_dict,
       "config": {"algo", "obs_dim", "act_dim", "action_low", "action_high", "hidden", "critic_hidden",
-                 "actor_class", "critic_class", "dtype", "step", and every field of the algorithm's config},
+                 "actor_class", "critic_class", "dtype", "step", "env", and every field of the algorithm's
+                 config},
     }
 
 The state_dicts are those of ``torch_ref.networks`` modules (``actor_class`` is
@@ -91,6 +92,65 @@ def torch_export(config, state, dtype: str, step: int | None = None) -> dict:
     return blob
 
 
+def train_state_from_torch_export(path):
+    """(config, dtype, JAX-layout train state, export config dict) of an ``export --to torch`` file.
+
+    Every state_dict must fit the torch_ref module its config describes exactly: missing or
+    extra keys and wrong shapes raise a one-line ``CheckpointError``. The export holds no
+    optimizer state, so the Adam moments of the returned state are fresh (zero).
+    """
+    import jax
+    import numpy as np
+    import torch
+
+    from jax_td3.backends import enable_dtype
+    from jax_td3.checkpoint import CheckpointError
+    from jax_td3.config import make_config
+    from jax_td3.convert import ConversionError, make_torch_agent, state_from_torch
+    from jax_td3.update import init_train_state
+
+    try:
+        blob = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"cannot read {path}: no such file") from None
+    except Exception as err:  # torch raises several types for files that are not torch.save'd dicts
+        raise CheckpointError(f"cannot read {path} as a PyTorch file ({type(err).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a jax-td3 torch export (no format {FORMAT!r} key)")
+    description = blob.get("config") or {}
+    try:
+        fields = {k: description[k] for k in ("obs_dim", "act_dim", "action_low", "action_high", "hidden",
+                                              "critic_hidden")}
+        extra = {k: v for k, v in description.items()
+                 if k in ("gamma", "tau", "policy_noise", "noise_clip", "policy_freq", "batch_size")}
+        config = make_config(description["algo"], **fields, **extra)
+        dtype = description["dtype"]
+    except KeyError as err:
+        raise CheckpointError(f"{path}: its config lacks {err}") from None
+    enable_dtype(dtype)
+    agent = make_torch_agent(config, getattr(torch, dtype))
+    for name in NETWORKS:
+        if name not in blob:
+            raise CheckpointError(f"{path}: no {name!r} state_dict")
+        module = getattr(agent, name)
+        missing = sorted(set(module.state_dict()) - set(blob[name]))
+        unexpected = sorted(set(blob[name]) - set(module.state_dict()))
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: {name} state_dict does not fit {type(module).__name__} {config.hidden}: "
+                                  f"missing keys {missing}, unexpected keys {unexpected}")
+        try:
+            module.load_state_dict(blob[name])
+        except RuntimeError as err:
+            first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
+            raise CheckpointError(f"{path}: {name} state_dict does not fit: {first}") from None
+    template = jax.tree_util.tree_map(np.asarray, init_train_state(config, jax.random.PRNGKey(0), np.dtype(dtype)))
+    try:
+        state = state_from_torch(config, agent, template)
+    except ConversionError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    return config, dtype, state, description
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="a checkpoint file, or a run directory (its newest valid checkpoint)")
@@ -115,6 +175,7 @@ def run(args) -> int:
     import torch
 
     blob = torch_export(config, state, args.dtype or dtype, step=checkpoint.metadata.get("step"))
+    blob["config"]["env"] = checkpoint.metadata.get("env")
     # Written next to the target and renamed into place: an interrupted export leaves no partial file.
     tmp = out.with_name(f".{out.name}.tmp")
     try:
