@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import jax
@@ -468,7 +469,8 @@ def train_compiled_from_args(args) -> int:
     """``jax-td3 train --compiled``: flags as parsed by ``jax_td3.train.add_arguments``."""
     from jax_td3.backends.base import enable_dtype
     from jax_td3.logger import RunLogger
-    from jax_td3.train import config_for_env, resolve_args
+    from jax_td3.cli import UsageError
+    from jax_td3.train import config_for_env, holds_run, resolve_args
 
     algo, overrides, settings, outputs = resolve_args(args)
     num_seeds = getattr(args, "num_seeds", None) or 1
@@ -478,6 +480,8 @@ def train_compiled_from_args(args) -> int:
     seeds = settings.seed + np.arange(num_seeds)
     out_dir = getattr(args, "out", None) or f"runs/{settings.env}-{algo}-compiled-seed{settings.seed}" + (
         f"-x{num_seeds}" if num_seeds > 1 else "")
+    if holds_run(Path(out_dir)):
+        raise UsageError(f"{out_dir} already holds a run; choose another --out (compiled runs cannot be resumed)")
     run_config = {"algo": algo, "preset": getattr(args, "preset", None), "compiled": True,
                   "num_seeds": num_seeds, "seeds": seeds.tolist(), "config": dataclasses.asdict(config),
                   "settings": dataclasses.asdict(settings), "loop": dataclasses.asdict(loop),

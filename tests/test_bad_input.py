@@ -124,3 +124,13 @@ def test_torch_state_dict_with_missing_extra_or_misshapen_keys(edit, message, ex
     torch.save(blob, path)
     line = one_line_error(capsys, ["eval", str(path)])
     assert "actor state_dict does not fit" in line and message in line, line
+
+
+def test_compiled_run_into_a_directory_holding_another_run(finished_run, capsys):
+    line = one_line_error(capsys, ["train", "--compiled", "--total-steps", "100", "--out", str(finished_run)])
+    assert "already holds a run" in line
+
+
+def test_compiled_resume_is_refused(tmp_path, capsys):
+    line = one_line_error(capsys, ["train", "--compiled", "--resume", "--out", str(tmp_path / "run")])
+    assert "--resume is for the Gymnasium loop" in line
