@@ -27,7 +27,7 @@ RUN_DEFAULTS = dict(env="Pendulum-v1", total_steps=5_000, learning_starts=1_000,
                     params_every=1)
 # Flags of one mode that the other does not take.
 UPDATE_ONLY_FLAGS = ("updates", "obs_dim", "act_dim", "max_action", "action_low", "action_high")
-RUN_ONLY_FLAGS = tuple(RUN_DEFAULTS) + ("plot",)
+RUN_ONLY_FLAGS = tuple(RUN_DEFAULTS) + ("plot", "perturb")
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -89,6 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="compare the whole train state every this many steps (default 1: every step)")
     whole.add_argument("--plot", metavar="FILE", default=None,
                        help="write a PNG of the max relative difference per step (log scale)")
+    whole.add_argument("--perturb", metavar="TENSOR", default=None,
+                       help="start the second run with the first entry of this weight tensor (e.g. actor.l1.kernel) "
+                            "one ulp higher; with --backend-b jax this shows how fast training alone amplifies "
+                            "a rounding difference")
 
 
 def config_from_args(args):
@@ -150,7 +154,7 @@ def run_whole(args) -> int:
 
     torch.set_num_threads(1)
     from jax_td3.envs import env_spec, make_env
-    from jax_td3.run_parity import plot_drift, run_whole_parity
+    from jax_td3.run_parity import UnknownTensorError, plot_drift, run_whole_parity
     from jax_td3.train import TrainSettings, config_for_env
 
     env = make_env(opts["env"])
@@ -167,8 +171,12 @@ def run_whole(args) -> int:
         buffer_size=opts["buffer_size"], learning_starts=opts["learning_starts"], expl_noise=opts["expl_noise"],
         eval_every=opts["eval_every"], eval_episodes=opts["eval_episodes"],
         exploration="ou" if args.algo == "seed-ddpg" else "gaussian").validate()
-    report = run_whole_parity(config, settings, backends=(opts["backend_a"], opts["backend_b"]), tol=args.tol,
-                              params_every=opts["params_every"], progress=not args.json and sys.stderr.isatty())
+    try:
+        report = run_whole_parity(config, settings, backends=(opts["backend_a"], opts["backend_b"]), tol=args.tol,
+                                  params_every=opts["params_every"], perturb=args.perturb,
+                                  progress=not args.json and sys.stderr.isatty())
+    except UnknownTensorError as err:
+        raise UsageError(f"--perturb: {err}") from None
     print(report.to_json() if args.json else report.table())
     if args.plot:
         plot_drift(report, args.plot)

@@ -15,6 +15,10 @@ this module compares:
   (update step, Adam counts) exactly,
 - every evaluation's per-episode returns.
 
+``perturb`` moves one weight of the second run by one ulp before the first step. With both
+backends ``jax`` this measures how fast the training loop itself amplifies a rounding
+difference: the yardstick for a cross-framework drift (see docs/cross-checking.md).
+
 The report holds the worst difference of each quantity over the run, the first step
 at which any left its tolerance, and one "max relative difference over everything"
 per step (``series``) for plotting the drift.
@@ -82,6 +86,7 @@ class RunParityReport:
     interrupted: bool = False
     episode_ends: list[int] = dataclasses.field(default_factory=list)
     evaluation_steps: list[int] = dataclasses.field(default_factory=list)
+    perturbed: str | None = None    # tensor of the second run moved by one ulp at the start
 
     @property
     def passed(self) -> bool:
@@ -104,6 +109,7 @@ class RunParityReport:
                            for name, s in self.quantities.items()},
             "first_divergence": dataclasses.asdict(self.first_divergence) if self.first_divergence else None,
             "wall_seconds": round(self.wall_seconds, 3), "interrupted": self.interrupted,
+            "perturbed": self.perturbed,
         }
         if include_series:
             out["series"] = self.series
@@ -124,7 +130,8 @@ class RunParityReport:
             ok = "yes" if s.first_violation is None else f"NO (first at step {s.first_violation})"
             lines.append(f"{name:<{width}}  {s.max_abs:10.3e}  {s.max_rel:10.3e}  {s.tol:8.1e}  {ok}")
         verdict = "PASSED" if self.passed else ("INTERRUPTED" if self.interrupted else "FAILED")
-        lines += ["", f"{verdict}: {self.algo} on {self.env}, {self.dtype}, {' vs '.join(self.backends)}: "
+        perturbed = f" ({self.perturbed} of the second run moved by one ulp)" if self.perturbed else ""
+        lines += ["", f"{verdict}: {self.algo} on {self.env}, {self.dtype}, {' vs '.join(self.backends)}{perturbed}: "
                       f"{self.steps} steps, {self.updates} updates, {self.episodes} episodes, "
                       f"{self.evaluations} evaluations; equal within tolerance for "
                       f"{self.steps_within_tolerance} steps ({self.wall_seconds:.0f} s)"]
@@ -157,6 +164,37 @@ def state_quantities(state) -> tuple[list[tuple[str, np.ndarray]], np.ndarray]:
     counters = np.array([int(np.asarray(state.step)), int(np.asarray(actor_adam.count)),
                          int(np.asarray(critic_adam.count))])
     return named, counters
+
+
+class UnknownTensorError(ValueError):
+    """``perturb`` names no weight tensor of the train state."""
+
+
+def perturb_one_ulp(state, name: str):
+    """``state`` with the first entry of the weight tensor ``name`` (``family.layer.leaf`` as in the
+    report, e.g. ``actor.l1.kernel``; families: actor, critic, actor_target, critic_target) moved
+    to the next larger float."""
+    fields = {"actor": "actor_params", "critic": "critic_params", "actor_target": "actor_target_params",
+              "critic_target": "critic_target_params"}
+    family_name, _, rest = name.partition(".")
+    found = []
+
+    def nudge(path, leaf):
+        if _path_name(path) != rest:
+            return leaf
+        leaf = np.array(leaf)
+        first = (0,) * leaf.ndim
+        leaf[first] = np.nextafter(leaf[first], np.inf)
+        found.append(name)
+        return leaf
+
+    if family_name in fields:
+        tree = jax.tree_util.tree_map_with_path(nudge, getattr(state, fields[family_name]))
+        state = state._replace(**{fields[family_name]: tree})
+    if not found:
+        raise UnknownTensorError(f"no weight tensor {name!r}; expected family.layer.leaf with family one of "
+                         f"{', '.join(fields)}, e.g. actor.l1.kernel")
+    return state
 
 
 def _group_of(name: str) -> str | None:
@@ -254,7 +292,7 @@ def _compare_states(tracker: _Tracker, state_a, state_b, step: int, updates: int
 # -- the runner ----------------------------------------------------------------------------------
 
 def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "torch"), tol: float | None = None,
-                     params_every: int = 1, progress: bool = False,
+                     params_every: int = 1, perturb: str | None = None, progress: bool = False,
                      on_step: Callable[[int, "_Tracker"], None] | None = None) -> RunParityReport:
     """Train ``config`` with ``settings`` (a ``train.TrainSettings``; its backend is ignored) once per
     backend in ``backends``, in lockstep, comparing everything after every step.
@@ -263,12 +301,20 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
     the schedule and counters must always be equal. ``params_every`` compares the whole train
     state every this many steps (and at the last step) instead of every step. The run always
     goes to ``settings.total_steps`` (the drift after a divergence is part of the report); Ctrl-C
-    stops it early and the report says ``interrupted``.
+    stops it early and the report says ``interrupted``. ``perturb`` names a weight tensor
+    (``perturb_one_ulp``) whose first entry the second run starts one ulp higher.
     """
     from jax_td3.train import Trainer
 
     tol = default_run_tolerance(settings.dtype) if tol is None else tol
     trainers = [Trainer(config, dataclasses.replace(settings, backend=name)) for name in backends]
+    if perturb is not None:
+        try:
+            trainers[1].backend.load_state(perturb_one_ulp(trainers[1].backend.state(), perturb))
+        except UnknownTensorError:
+            for trainer in trainers:
+                trainer.close()
+            raise
     tracker = _Tracker(tol)
     episode_ends, evaluation_steps = [], []
     start = time.perf_counter()
@@ -316,7 +362,7 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
         updates=first.updates, episodes=first.episodes, evaluations=len(evaluation_steps),
         quantities=tracker.stats, first_divergence=tracker.first, series=tracker.series,
         wall_seconds=time.perf_counter() - start, interrupted=interrupted, episode_ends=episode_ends,
-        evaluation_steps=evaluation_steps)
+        evaluation_steps=evaluation_steps, perturbed=perturb)
 
 
 def plot_drift(report: RunParityReport, path) -> None:
@@ -346,7 +392,8 @@ def plot_drift(report: RunParityReport, path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("environment step")
     ax.set_ylabel(f"max relative difference (0 drawn at {floor:.0e})")
-    ax.set_title(f"{report.algo} on {report.env}, {report.dtype}: {' vs '.join(report.backends)} in lockstep")
+    perturbed = f", {report.perturbed} +1 ulp" if report.perturbed else ""
+    ax.set_title(f"{report.algo} on {report.env}, {report.dtype}: {' vs '.join(report.backends)}{perturbed} in lockstep")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

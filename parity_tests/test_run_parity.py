@@ -82,11 +82,32 @@ def test_cli_run_mode_json_and_plot(tmp_path, capsys):
     (["--total-steps", "10"], "only apply with --run"),
     (["--run", "--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
     (["--run", "--plot", "/no/such/dir/x.png"], "does not exist"),
+    (["--perturb", "actor.l1.kernel"], "only apply with --run"),
+    (["--run", "--total-steps", "10", "--hidden", "8,8", "--perturb", "actor.l9.kernel"], "no weight tensor"),
 ])
 def test_cli_run_mode_bad_input_exits_2_with_one_line(flags, message, capsys):
     assert main(["parity", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_jax_against_itself_is_exact_and_a_one_ulp_perturbation_is_tracked():
+    """JAX against JAX is bitwise equal; with one weight of the second run one ulp higher, that tensor's
+    difference is exactly that ulp and the rest of the run still agrees far below 1e-9."""
+    config = pendulum_config(hidden=(16, 16), batch_size=16)
+    settings = TrainSettings(env="Pendulum-v1", total_steps=200, seed=3, dtype="float64", learning_starts=100,
+                             eval_every=1_000, eval_episodes=1)
+    same = run_whole_parity(config, settings, backends=("jax", "jax"))
+    assert same.passed and all(s.max_abs == 0 for s in same.quantities.values()), same.table()
+
+    perturbed = run_whole_parity(config, settings, backends=("jax", "jax"), perturb="actor.l1.kernel")
+    assert perturbed.passed and perturbed.perturbed == "actor.l1.kernel"
+    fresh = Trainer(config, settings)
+    first_weight = fresh.backend.state().actor_params["params"]["l1"]["kernel"][0, 0]
+    fresh.close()
+    assert perturbed.quantities["actor.l1.kernel"].max_abs >= np.spacing(abs(first_weight))
+    assert 0 < max(s.max_rel for s in perturbed.quantities.values()) < 1e-12
+    assert perturbed.to_dict()["perturbed"] == "actor.l1.kernel"
 
 
 # -- moving a run between frameworks -------------------------------------------------------------
