@@ -95,17 +95,15 @@ def test_jax_against_itself_is_exact_and_a_one_ulp_perturbation_is_tracked():
     """JAX against JAX is bitwise equal; with one weight of the second run one ulp higher, that tensor's
     difference is exactly that ulp and the rest of the run still agrees far below 1e-9."""
     config = pendulum_config(hidden=(16, 16), batch_size=16)
-    settings = TrainSettings(env="Pendulum-v1", total_steps=200, seed=3, dtype="float64", learning_starts=100,
+    settings = TrainSettings(env="Pendulum-v1", total_steps=150, seed=3, dtype="float64", learning_starts=100,
                              eval_every=1_000, eval_episodes=1)
     same = run_whole_parity(config, settings, backends=("jax", "jax"))
     assert same.passed and all(s.max_abs == 0 for s in same.quantities.values()), same.table()
 
     perturbed = run_whole_parity(config, settings, backends=("jax", "jax"), perturb="actor.l1.kernel")
     assert perturbed.passed and perturbed.perturbed == "actor.l1.kernel"
-    fresh = Trainer(config, settings)
-    first_weight = fresh.backend.state().actor_params["params"]["l1"]["kernel"][0, 0]
-    fresh.close()
-    assert perturbed.quantities["actor.l1.kernel"].max_abs >= np.spacing(abs(first_weight))
+    # A first-layer weight is below 1/sqrt(3) in size, so its ulp is at most 2**-53.
+    assert 0 < perturbed.quantities["actor.l1.kernel"].max_abs <= 2.0 ** -53
     assert 0 < max(s.max_rel for s in perturbed.quantities.values()) < 1e-12
     assert perturbed.to_dict()["perturbed"] == "actor.l1.kernel"
 
