@@ -170,14 +170,20 @@ class UnknownTensorError(ValueError):
     """``perturb`` names no weight tensor of the train state."""
 
 
+WEIGHT_FIELDS = {"actor": "actor_params", "critic": "critic_params", "actor_target": "actor_target_params",
+                 "critic_target": "critic_target_params"}
+
+
+def weight_names(state) -> list[str]:
+    """``family.layer.leaf`` of every weight tensor (the names ``perturb`` takes), e.g. ``actor.l1.kernel``."""
+    return [f"{family_name}.{_path_name(path)}" for family_name, field in WEIGHT_FIELDS.items()
+            for path, _ in jax.tree_util.tree_flatten_with_path(getattr(state, field))[0]]
+
+
 def perturb_one_ulp(state, name: str):
-    """``state`` with the first entry of the weight tensor ``name`` (``family.layer.leaf`` as in the
-    report, e.g. ``actor.l1.kernel``; families: actor, critic, actor_target, critic_target) moved
-    to the next larger float."""
-    fields = {"actor": "actor_params", "critic": "critic_params", "actor_target": "actor_target_params",
-              "critic_target": "critic_target_params"}
+    """``state`` with the first entry of the weight tensor ``name`` (one of ``weight_names``) moved to the
+    next larger float."""
     family_name, _, rest = name.partition(".")
-    found = []
 
     def nudge(path, leaf):
         if _path_name(path) != rest:
@@ -185,16 +191,20 @@ def perturb_one_ulp(state, name: str):
         leaf = np.array(leaf)
         first = (0,) * leaf.ndim
         leaf[first] = np.nextafter(leaf[first], np.inf)
-        found.append(name)
         return leaf
 
-    if family_name in fields:
-        tree = jax.tree_util.tree_map_with_path(nudge, getattr(state, fields[family_name]))
-        state = state._replace(**{fields[family_name]: tree})
-    if not found:
-        raise UnknownTensorError(f"no weight tensor {name!r}; expected family.layer.leaf with family one of "
-                         f"{', '.join(fields)}, e.g. actor.l1.kernel")
-    return state
+    field = WEIGHT_FIELDS[family_name]
+    return state._replace(**{field: jax.tree_util.tree_map_with_path(nudge, getattr(state, field))})
+
+
+def check_weight_name(config, name: str) -> None:
+    """Raise ``UnknownTensorError`` unless ``name`` is a weight tensor of ``config``'s train state
+    (from the state's shapes alone: nothing is initialised)."""
+    from jax_td3.update import init_train_state
+
+    names = weight_names(jax.eval_shape(lambda key: init_train_state(config, key), jax.random.PRNGKey(0)))
+    if name not in names:
+        raise UnknownTensorError(f"no weight tensor {name!r}; choose from {', '.join(names)}")
 
 
 def _group_of(name: str) -> str | None:
@@ -307,14 +317,11 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
     from jax_td3.train import Trainer
 
     tol = default_run_tolerance(settings.dtype) if tol is None else tol
+    if perturb is not None:
+        check_weight_name(config, perturb)
     trainers = [Trainer(config, dataclasses.replace(settings, backend=name)) for name in backends]
     if perturb is not None:
-        try:
-            trainers[1].backend.load_state(perturb_one_ulp(trainers[1].backend.state(), perturb))
-        except UnknownTensorError:
-            for trainer in trainers:
-                trainer.close()
-            raise
+        trainers[1].backend.load_state(perturb_one_ulp(trainers[1].backend.state(), perturb))
     tracker = _Tracker(tol)
     episode_ends, evaluation_steps = [], []
     start = time.perf_counter()

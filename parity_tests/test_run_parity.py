@@ -177,9 +177,9 @@ def test_resume_without_the_env_starts_a_new_episode_in_either_framework(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured (seed 0): the float64 runs stay within 1e-9 for 1,627 steps "
-                                       "(627 updates), then the difference grows by ~6 decades in 200 updates; "
-                                       "see docs/cross-checking.md")
+@pytest.mark.xfail(strict=True, reason="not reachable by two implementations that round differently: TD3's training "
+                                       "loop amplifies any ulp-level difference exponentially (measured, seed 0: "
+                                       "within 1e-9 for 1,627 steps; see docs/cross-checking.md and the test below)")
 def test_float64_runs_stay_equal_for_5000_steps_with_the_default_networks():
     """The issue's bar: 5,000 steps of TD3 (256-256, batch 256) on Pendulum, 4,000 updates, 25 episode ends,
     5 evaluations, max relative difference below 1e-9."""
@@ -190,3 +190,21 @@ def test_float64_runs_stay_equal_for_5000_steps_with_the_default_networks():
     assert report.passed, report.table()
     assert (report.steps, report.updates, report.evaluations, len(report.episode_ends)) == (5_000, 4_000, 5, 25)
     assert max(s.max_rel for s in report.quantities.values()) < 1e-9
+
+
+@pytest.mark.slow
+def test_float64_cross_framework_drift_grows_like_a_one_ulp_perturbation():
+    """TD3 64-64 (batch 256) on Pendulum, the --run defaults: JAX against PyTorch stays within 1e-9 for at
+    least 3,000 steps (measured 3,653), and gives out no more than 500 steps before JAX against itself
+    with one actor weight one ulp higher, which diverges too: the drift is the loop amplifying rounding,
+    not a difference between the implementations (one of those shows at the step it happens)."""
+    config = pendulum_config(hidden=(64, 64), batch_size=256)
+    settings = TrainSettings(env="Pendulum-v1", total_steps=4_500, seed=0, dtype="float64", learning_starts=1_000,
+                             eval_every=1_000, eval_episodes=5)
+    frameworks = run_whole_parity(config, settings, params_every=10)
+    rounding = run_whole_parity(config, settings, backends=("jax", "jax"), perturb="actor.l1.kernel",
+                                params_every=10)
+    assert not rounding.passed, rounding.table()
+    assert frameworks.steps_within_tolerance >= 3_000, frameworks.table()
+    assert frameworks.steps_within_tolerance >= rounding.steps_within_tolerance - 500, \
+        (frameworks.steps_within_tolerance, rounding.steps_within_tolerance)
