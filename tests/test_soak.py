@@ -22,3 +22,4 @@ def test_memory_stays_flat_over_a_long_run(tmp_path, name):
     assert result["summary"]["env_steps"] == case.total_steps
     assert result["growth_mib"] <= result["growth_limit_mib"], result
     assert result["peak_growth_mib"] <= result["growth_limit_mib"], result
+    assert result["rss_slope_kib_per_1000_steps"] <= result["slope_limit_kib_per_1000_steps"], result
