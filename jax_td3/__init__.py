@@ -1,11 +1,23 @@
 """jax-td3: a jitted, purely functional TD3/DDPG in JAX, cross-checked against a PyTorch reference."""
 
-from jax_td3.config import ALGOS, CONFIGS, ConfigError, DDPGConfig, OurDDPGConfig, SeedDDPGConfig, TD3Config, make_config
-from jax_td3.update import Batch, TrainState, init_train_state, update, update_from_key, update_with_internals
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ALGOS", "CONFIGS", "Batch", "ConfigError", "DDPGConfig", "OurDDPGConfig", "SeedDDPGConfig", "TD3Config",
-    "TrainState", "init_train_state", "make_config", "update", "update_from_key", "update_with_internals",
-]
+# Loaded on first use (PEP 562), so `jax-td3 --help`, checkpoint tools and subprocesses that only
+# need a submodule do not pay for importing JAX and Flax.
+_EXPORTS = {
+    "jax_td3.config": ("ALGOS", "CONFIGS", "ConfigError", "DDPGConfig", "OurDDPGConfig", "SeedDDPGConfig",
+                       "TD3Config", "make_config"),
+    "jax_td3.update": ("Batch", "TrainState", "init_train_state", "update", "update_from_key",
+                       "update_with_internals"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(_MODULE_OF[name]), name)
+    raise AttributeError(f"module 'jax_td3' has no attribute {name!r}")

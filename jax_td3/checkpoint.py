@@ -165,6 +165,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, contents: dict, metad
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
+    # Temporary files of writers killed mid-save (one writer per run, so none is in use now).
+    for stale in directory.glob(".ckpt-*.tmp"):
+        stale.unlink(missing_ok=True)
     if keep is not None:
         for old in list_checkpoints(run_dir)[:-keep]:
             old.unlink(missing_ok=True)

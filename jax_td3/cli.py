@@ -12,7 +12,6 @@ import argparse
 import importlib
 import sys
 
-from jax_td3.config import ConfigError
 
 COMMANDS = {
     "parity": ("jax_td3.parity_cli", "compare JAX with the PyTorch reference: update by update, or whole training runs (--run)"),
@@ -90,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog=f"jax-td3 {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    from jax_td3.config import ConfigError  # here, not at the top: importing the CLI should not import JAX
+
     try:
         return int(module.run(args) or 0)
     except (UsageError, ConfigError) as err:
