@@ -142,6 +142,13 @@ UPDATE_FLAG_SETS = {
     "no_multi_thread_eigen": "--xla_cpu_multi_thread_eigen=false",
     "onednn_custom_call": "--xla_cpu_experimental_onednn_custom_call=true",
     "fast_math": "--xla_cpu_enable_fast_math=true",
+    # Library fusions of this XLA version (jaxlib's flag list): dots (and elementwise ops)
+    # handed to XNNPACK, YNNPACK or oneDNN instead of XLA's own Eigen-based matmul.
+    "xnn_dot": "--xla_cpu_experimental_xnn_fusion_type=dot",
+    "xnn_dot_eltwise": "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise",
+    "ynn_dot": "--xla_cpu_experimental_ynn_fusion_type=dot",
+    "onednn_fusion_dot": "--xla_cpu_experimental_onednn_fusion_type=dot",
+    "xnn_graph_greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
 }
 
 

@@ -19,7 +19,7 @@ from jax_td3.train import Trainer, TrainSettings, config_for_env
 from jax_td3.update import init_train_state, sample_target_noise, update
 
 # Largest updates_per_call whose learning matched the per-step path in the measurements of
-# benchmarks/results/compiled.md (TD3, Pendulum-v1, 12,000 steps, 8 seeds).
+# benchmarks/results/compiled.md (TD3 on Pendulum-v1, 12,000 steps; 8 seeds at 64-64, 3 at 256-256).
 SAFE_UPDATES_PER_CALL = 100
 
 # XLA:CPU's LLVM optimisations dominate the cost of compiling these tiny programs.
@@ -114,16 +114,18 @@ def final_returns(updates_per_call, seeds, hidden, batch_size, total_steps=12_00
 
 @pytest.mark.slow
 def test_fused_learning_matches_the_per_step_path_statistically():
-    """Per-step vs ``updates_per_call=SAFE_UPDATES_PER_CALL`` on 6 seeds: same final returns within noise.
+    """Per-step vs ``updates_per_call=SAFE_UPDATES_PER_CALL``, TD3 64-64 on 8 seeds: the same final returns.
 
-    Criterion: the difference of the means is under 150 (per-step runs on these seeds
-    end between about -120 and -250; one failed run at -1,176 moves a 6-seed mean by 160)
-    and Welch's t-test does not reject equal means at the 5% level.
+    Final returns after 12,000 steps are heavy-tailed for both paths (a per-step run on
+    these seeds ends anywhere between -113 and -908), so the criterion is robust: the
+    medians differ by less than 100 and Welch's t-test does not reject equal means at 5%.
+    A fused path that does not learn (final returns near -1,200, as the K=1,000 run of seed 0
+    at 256-256 ended) fails both.
     """
     from scipy import stats
 
-    seeds = range(6)
+    seeds = range(8)
     per_step = final_returns(1, seeds, (64, 64), 100)
     fused = final_returns(SAFE_UPDATES_PER_CALL, seeds, (64, 64), 100)
-    assert abs(per_step.mean() - fused.mean()) < 150, (per_step, fused)
+    assert abs(np.median(per_step) - np.median(fused)) < 100, (per_step, fused)
     assert stats.ttest_ind(per_step, fused, equal_var=False).pvalue > 0.05, (per_step, fused)
