@@ -18,7 +18,7 @@ from jax_td3.replay import Batch, multi_update, replay_add, replay_gather, repla
 from jax_td3.train import Trainer, TrainSettings, config_for_env
 from jax_td3.update import init_train_state, sample_target_noise, update
 
-# Largest updates_per_call whose learning matched the per-step path in the measurements of
+# The updates_per_call the docs call safe: it matched the per-step path in the measurements of
 # benchmarks/results/compiled.md (TD3 on Pendulum-v1, 12,000 steps; 8 seeds at 64-64, 5 at 256-256).
 SAFE_UPDATES_PER_CALL = 100
 
