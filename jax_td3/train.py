@@ -739,7 +739,8 @@ def add_arguments(parser) -> None:
                            f"(default {d['updates_per_episode']})")
     loop.add_argument("--updates-per-call", type=positive_int, default=None,
                       help="JAX backend: collect K steps, then K updates in one compiled call (statistically, "
-                           "not bitwise, equal to K=1)")
+                           "not bitwise, equal to K=1; K <= 100 measured to learn like K=1 and to be as fast as "
+                           "larger K: benchmarks/results/compiled.md)")
     loop.add_argument("--exploration", choices=EXPLORATIONS, default=None,
                       help="exploration noise (default: ou for seed-ddpg, gaussian otherwise)")
     loop.add_argument("--expl-noise", type=float, default=None,
