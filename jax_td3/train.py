@@ -127,6 +127,8 @@ class StepRecord:
 class NonFiniteError(RuntimeError):
     """A NaN or infinity appeared in an observation, reward, loss or parameter; the message says where."""
 
+    last_good_checkpoint: str | None = None  # set by run_training: the newest checkpoint it kept
+
 
 def first_nonfinite_leaf(tree) -> str | None:
     """Path of the first parameter array holding a NaN or infinity, or None if all are finite."""
@@ -206,7 +208,6 @@ class Trainer:
         self.episode_length = 0
         self.pending_updates = 0      # fast mode: updates owed but not yet run
         self.device_synced = 0        # fast mode: env steps already copied to the device replay
-        self.device_replay_stale = False  # fast mode: rebuild the device replay from the host ring
         self.skipped_transitions = 0  # non-finite transitions dropped (skip_nonfinite)
         self.episode_returns: list[float] = []
         self.last_evaluation: dict | None = None
@@ -334,16 +335,14 @@ class Trainer:
     def _update_fused(self) -> list[dict[str, float]]:
         import jax
 
-        if self.device_replay_stale:
-            # The host ring as it is (slots, position, size), so sampled indices mean the same as in
-            # a run that was never interrupted.
+        if not self.backend.has_replay:
+            # First use, or after a restore: the host ring as it is (slots, position, size), so
+            # sampled indices mean the same as in a run that was never interrupted.
             self.backend.load_replay(self.buffer.state_dict())
-            self.device_replay_stale = False
-            self.device_synced = self.env_steps
-        fresh = min(self.env_steps - self.device_synced, self.buffer.capacity)
-        if fresh:
-            self.backend.sync_replay(self.buffer.capacity, self.buffer.last(fresh))
-            self.device_synced = self.env_steps
+        elif self.env_steps > self.device_synced:
+            fresh = min(self.env_steps - self.device_synced, self.buffer.capacity)
+            self.backend.sync_replay(self.buffer.last(fresh))
+        self.device_synced = self.env_steps
         self.fast_key, key = jax.random.split(self.fast_key)
         metrics = self.backend.update_many(key, self.pending_updates)
         self.updates += self.pending_updates
@@ -410,8 +409,6 @@ class Trainer:
         self.last_evaluation = snapshot["last_evaluation"]
         if snapshot.get("buffer") is not None:
             self.buffer.load_state_dict(snapshot["buffer"])
-        self.device_synced = 0
-        self.device_replay_stale = True
         if hasattr(self.backend, "drop_replay"):
             self.backend.drop_replay()
 
@@ -890,9 +887,8 @@ def run(args) -> int:
                                progress=not args.no_progress,
                                resume_loop=checkpoint.contents.get("loop", {}) if checkpoint is not None else None)
     except NonFiniteError as err:
-        kept = getattr(err, "last_good_checkpoint", None)
-        print(f"error: {err}; training stopped, last good checkpoint: {kept or 'none written yet'}",
-              file=sys.stderr)
+        kept = err.last_good_checkpoint or "none written yet"
+        print(f"error: {err}; training stopped, last good checkpoint: {kept}", file=sys.stderr)
         return 1
     finally:
         trainer.close()

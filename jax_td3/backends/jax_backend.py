@@ -54,11 +54,12 @@ class JaxBackend:
         return {name: float(metrics[name]) for name in UPDATE_METRICS}
 
     # -- fast path: device replay + K fused updates ---------------------------------------
-    def sync_replay(self, capacity: int, new_transitions: Batch) -> None:
-        """Append host transitions to the device replay copy (made on first use)."""
-        if self._replay is None:
-            self._replay = replay.replay_init(capacity, new_transitions.obs.shape[1],
-                                              new_transitions.action.shape[1], self.dtype)
+    @property
+    def has_replay(self) -> bool:
+        return self._replay is not None
+
+    def sync_replay(self, new_transitions: Batch) -> None:
+        """Append host transitions to the device replay copy (made by ``load_replay``)."""
         self._replay = self._add(self._replay, Batch(*(jnp.asarray(x, self.dtype) for x in new_transitions)))
 
     def update_many(self, key: jax.Array, num_updates: int) -> list[dict[str, float]]:
