@@ -73,14 +73,14 @@ def time_compiled_run(config, settings, seeds, repeats: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from jax_td3 import compiled
+    from jax_td3 import compiled, xla_options
 
     seeds = np.asarray(seeds, np.int32)
     mesh = compiled.agent_mesh(len(seeds))
     hparams = compiled.batch_hyperparameters(config, settings, len(seeds), np.float32)
     program = compiled.make_program(config, settings, jnp.float32, mesh)
     start = time.perf_counter()
-    executable = program.lower(hparams, seeds).compile()
+    executable = program.lower(hparams, seeds).compile(xla_options.compiler_options())
     compile_seconds = time.perf_counter() - start
     times = []
     for _ in range(repeats):
@@ -157,6 +157,7 @@ def time_updates(num_updates: int, repeats: int, donate: bool) -> dict:
     import jax
     import numpy as np
 
+    from jax_td3 import xla_options
     from jax_td3.config import make_config
     from jax_td3.replay import Batch, multi_update, replay_add, replay_init
     from jax_td3.update import init_train_state
@@ -172,7 +173,7 @@ def time_updates(num_updates: int, repeats: int, donate: bool) -> dict:
     step = jax.jit(lambda s, r, k: multi_update(config, s, r, k, num_updates)[0],
                    donate_argnums=(0,) if donate else ())
     start = time.perf_counter()
-    step = step.lower(state, replay, jax.random.key(1)).compile()
+    step = step.lower(state, replay, jax.random.key(1)).compile(xla_options.compiler_options())
     compile_seconds = time.perf_counter() - start
     times = []
     for i in range(repeats):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -27,6 +28,7 @@ from jax_td3.config import TD3Config
 from jax_td3.convert import make_torch_agent
 from jax_td3.replay import ReplayState, multi_update, replay_sample
 from jax_td3.update import Batch, TrainState, init_train_state, sample_target_noise, update
+from jax_td3.xla_options import compiler_options
 
 
 class Unavailable(RuntimeError):
@@ -188,9 +190,9 @@ class _Holder:
 
 def _jax_jit(config: TD3Config, setup: Setup, data) -> Runner:
     replay = _jax_replay(config, setup, data)
-    jit_update = jax.jit(update, static_argnums=0, donate_argnums=1)
+    jit_update = jax.jit(update, static_argnums=0, donate_argnums=1, compiler_options=compiler_options())
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options())
     def sample(replay, key):
         key, index_key, noise_key = jax.random.split(key, 3)
         batch = replay_sample(replay, index_key, config.batch_size)
@@ -214,7 +216,7 @@ def _jax_scan(config: TD3Config, setup: Setup, data) -> Runner:
         key, step_key = jax.random.split(key)
         state, metrics = multi_update(config, state, replay, step_key, k)
         return state, key, metrics
-    fused = jax.jit(fused, donate_argnums=0)
+    fused = jax.jit(fused, donate_argnums=0, compiler_options=compiler_options())
     holder = _Holder(_fresh_state(config, setup.seed), jax.random.PRNGKey(setup.seed + 1))
 
     def call():
@@ -241,7 +243,7 @@ def _jax_vmap(config: TD3Config, setup: Setup, data) -> Runner:
         states, metrics = jax.vmap(one_agent, in_axes=(state_axes, None, 0), out_axes=(state_axes, 0))(
             states, replay, jnp.stack(agent_keys))
         return states, key, metrics
-    step = jax.jit(step, donate_argnums=0)
+    step = jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
 
     holder = _Holder(_fresh_state(config, setup.seed, agents=n), jax.random.PRNGKey(setup.seed + 1))
 

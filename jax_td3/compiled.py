@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jax_td3 import xla_options
 from jax_td3.config import TD3Config, static
 from jax_td3.envs import pendulum
 from jax_td3.networks import actor_action
@@ -346,7 +347,8 @@ def train_compiled(config: TD3Config, settings: LoopSettings, seeds, *, dtype=jn
 
     ``config`` and ``settings`` leaves (numbers) may be length-K sequences to sweep them.
     ``devices`` (default: all) carry the agent axis. ``compiler_options`` go to XLA
-    (e.g. ``{"xla_backend_optimization_level": 0}`` compiles faster, runs slower).
+    (e.g. ``{"xla_backend_optimization_level": 0}`` compiles faster, runs slower), on top of
+    ``xla_options.compiler_options()``.
     Compilation is timed separately from the run.
     """
     seeds = np.asarray(seeds, np.int32).reshape(-1)
@@ -359,7 +361,7 @@ def train_compiled(config: TD3Config, settings: LoopSettings, seeds, *, dtype=jn
     program = make_program(config, settings, dtype, mesh, on_progress, on_eval)
 
     start = time.perf_counter()
-    compiled = program.lower(*inputs).compile(compiler_options)
+    compiled = program.lower(*inputs).compile(xla_options.with_defaults(compiler_options))
     compile_seconds = time.perf_counter() - start
     start = time.perf_counter()
     agents, returns = jax.block_until_ready(compiled(*inputs))

@@ -18,15 +18,18 @@ from jax_td3 import replay
 from jax_td3.backends.base import UPDATE_METRICS, enable_dtype
 from jax_td3.networks import actor_action
 from jax_td3.update import Batch, TrainState, update
+from jax_td3.xla_options import compiler_options
 
 
 @functools.lru_cache(maxsize=16)
 def compiled_functions(config):
     """Jitted (update, act, multi_update) for one config, shared by every backend of that config
     (jit caches by function object, so two trainers with the same config compile once)."""
-    update_fn = jax.jit(functools.partial(update, config), donate_argnums=0)
-    act_fn = jax.jit(lambda params, obs: actor_action(config, params, obs[None])[0])
-    multi_update_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3, donate_argnums=0)
+    options = compiler_options()
+    update_fn = jax.jit(functools.partial(update, config), donate_argnums=0, compiler_options=options)
+    act_fn = jax.jit(lambda params, obs: actor_action(config, params, obs[None])[0], compiler_options=options)
+    multi_update_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3, donate_argnums=0,
+                              compiler_options=options)
     return update_fn, act_fn, multi_update_fn
 
 

@@ -1,0 +1,48 @@
+"""XLA compiler options for the functions this package compiles, chosen by measurement.
+
+On XLA:CPU, jaxlib 0.10 hands dot products (with their fused neighbours) to YNNPACK by
+default. For the MLP shapes of TD3 (256x256 and narrower, batch 100-256) XLA's own Eigen
+dots were faster on every comparison we ran: the 256-256 update took 3.35-3.65 ms instead
+of 3.9-4.1 ms (best of 40 interleaved runs), and the whole compiled 64-64 Pendulum run
+was no slower (benchmarks/results/compiled.md, section (e)). So the update, the action
+and the compiled training program are compiled with YNNPACK fusions switched off.
+
+This is per function (``jax.jit(..., compiler_options=...)``), not process-wide: other
+JAX code in the same process is untouched. Nothing is changed when
+- the default backend is not the CPU;
+- ``XLA_FLAGS`` already mentions YNNPACK (the user chose);
+- ``JAX_TD3_XLA_DEFAULTS=1`` is set (to compare against XLA's defaults);
+- this jaxlib does not know the option (older and newer versions may not have it).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_options() -> dict | None:
+    """Options to pass as ``compiler_options`` to ``jax.jit`` or ``.compile()``; None for XLA's defaults."""
+    import jax
+    import numpy as np
+
+    if os.environ.get("JAX_TD3_XLA_DEFAULTS", "") not in ("", "0"):
+        return None
+    if "ynn" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    if jax.default_backend() != "cpu":
+        return None
+    try:  # an unknown option is an error at compile time: probe once with a trivial function
+        jax.jit(lambda x: x + 1, compiler_options=YNN_OFF).lower(np.float32(0)).compile()
+    except Exception:
+        return None
+    return dict(YNN_OFF)
+
+
+def with_defaults(extra: dict | None = None) -> dict | None:
+    """``compiler_options()`` overlaid with the caller's own options (theirs win)."""
+    merged = {**(compiler_options() or {}), **(extra or {})}
+    return merged or None
