@@ -51,7 +51,7 @@ from jax_td3 import xla_options
 from jax_td3.config import TD3Config, static
 from jax_td3.envs import pendulum
 from jax_td3.networks import actor_action
-from jax_td3.replay import ReplayState, replay_add, replay_gather, replay_init
+from jax_td3.replay import ReplayState, replay_add, replay_gather, replay_indices_from_bits, replay_init
 from jax_td3.update import Batch, TrainState, init_train_state, update
 
 AGENT_AXIS = "agents"
@@ -173,9 +173,7 @@ def env_step(config: TD3Config, settings: LoopSettings, agent: AgentState, step,
     obs = jnp.where(done, fresh_obs, next_obs)
 
     def train(agent):
-        # Uniform with replacement over the filled part; the modulo bias is below size / 2^32.
-        indices = (draws.replay_bits % replay.size.astype(jnp.uint32)).astype(jnp.int32)
-        batch = replay_gather(replay, indices)
+        batch = replay_gather(replay, replay_indices_from_bits(replay, draws.replay_bits))
         train_state, metrics = update(config, agent.train_state, batch, draws.target_noise)
         return agent._replace(
             train_state=train_state,

@@ -65,6 +65,11 @@ def replay_sample_indices(replay: ReplayState, key, batch_size: int):
     return jax.random.randint(key, (batch_size,), 0, jnp.maximum(replay.size, 1))
 
 
+def replay_indices_from_bits(replay: ReplayState, bits):
+    """Uniform slots over the filled part from uint32 draws (the modulo bias is below size / 2^32)."""
+    return (bits % jnp.maximum(replay.size, 1).astype(jnp.uint32)).astype(jnp.int32)
+
+
 def replay_sample(replay: ReplayState, key, batch_size: int) -> Batch:
     return replay_gather(replay, replay_sample_indices(replay, key, batch_size))
 
@@ -76,10 +81,29 @@ def sample_and_update(config: TD3Config, state: TrainState, replay: ReplayState,
     return update(config, state, batch, sample_target_noise(noise_key, batch.action))
 
 
+class UpdateDraws(NamedTuple):
+    """The random numbers of K updates, drawn before the scan in one vectorised call each
+    (a small ``jax.random`` call per update is a rolled threefry loop on XLA:CPU)."""
+
+    replay_bits: jax.Array      # (K, batch) uint32: replay slots, see ``replay_indices_from_bits``
+    target_noise: jax.Array     # (K, batch, act_dim) N(0, 1): target-policy smoothing
+
+
+def draw_updates(config: TD3Config, replay: ReplayState, key, num_updates: int) -> UpdateDraws:
+    bits_key, noise_key = jax.random.split(key)
+    batch, act_dim = config.batch_size, replay.action.shape[1]
+    return UpdateDraws(jax.random.bits(bits_key, (num_updates, batch), jnp.uint32),
+                       jax.random.normal(noise_key, (num_updates, batch, act_dim), replay.action.dtype))
+
+
 def multi_update(config: TD3Config, state: TrainState, replay: ReplayState, key, num_updates: int):
-    """``num_updates`` (sample, update) steps in one ``lax.scan``; metrics are stacked per update."""
+    """``num_updates`` (sample, update) steps in one ``lax.scan``; metrics are stacked per update.
 
-    def one(state, step_key):
-        return sample_and_update(config, state, replay, step_key)
+    The draws of all K updates come from ``draw_updates(config, replay, key, K)``.
+    """
 
-    return jax.lax.scan(one, state, jax.random.split(key, num_updates))
+    def one(state, draws):
+        batch = replay_gather(replay, replay_indices_from_bits(replay, draws.replay_bits))
+        return update(config, state, batch, draws.target_noise)
+
+    return jax.lax.scan(one, state, draw_updates(config, replay, key, num_updates))

@@ -14,9 +14,10 @@ import pytest
 
 from jax_td3.config import make_config
 from jax_td3.envs import env_spec, make_env
-from jax_td3.replay import Batch, multi_update, replay_add, replay_gather, replay_init, replay_sample_indices
+from jax_td3.replay import (Batch, draw_updates, multi_update, replay_add, replay_gather, replay_indices_from_bits,
+                            replay_init)
 from jax_td3.train import Trainer, TrainSettings, config_for_env
-from jax_td3.update import init_train_state, sample_target_noise, update
+from jax_td3.update import init_train_state, update
 
 # The updates_per_call the docs call safe: it matched the per-step path in the measurements of
 # benchmarks/results/compiled.md (TD3 on Pendulum-v1, 12,000 steps; 8 seeds at 64-64, 5 at 256-256).
@@ -51,13 +52,12 @@ def test_multi_update_equals_k_single_updates_on_the_same_draws():
         fused_state, fused_metrics = run_compiled(lambda s, r, k: multi_update(config, s, r, k, num_updates),
                                                   state, replay, key)
 
-        def draws(step_key):  # what one step of multi_update draws from its key
-            index_key, noise_key = jax.random.split(step_key)
-            indices = replay_sample_indices(replay, index_key, config.batch_size)
-            batch = replay_gather(replay, indices)
-            return indices, batch, sample_target_noise(noise_key, batch.action)
+        def draws(key):  # what multi_update draws from its key, as slots, batches and noise
+            drawn = draw_updates(config, replay, key, num_updates)
+            indices = replay_indices_from_bits(replay, drawn.replay_bits)
+            return indices, jax.vmap(lambda i: replay_gather(replay, i))(indices), drawn.target_noise
 
-        all_indices, batches, noises = run_compiled(jax.vmap(draws), jax.random.split(key, num_updates))
+        all_indices, batches, noises = run_compiled(draws, key)
         single = jax.jit(lambda s, b, n: update(config, s, b, n)).lower(
             state, jax.tree_util.tree_map(lambda x: x[0], batches), noises[0]).compile(FAST_COMPILE)
         stepped_state, stepped_metrics = state, []
