@@ -47,12 +47,14 @@ class JaxBackend:
         self._replay: replay.ReplayState | None = None
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        action = self._act(self._state.actor_params, jnp.asarray(obs, self.dtype))
+        # A NumPy argument goes through jit's C++ fast path; jnp.asarray first would cost
+        # ~0.35 ms per call in Python dispatch, more than the 256-256 forward itself.
+        action = self._act(self._state.actor_params, np.asarray(obs, self.dtype))
         return np.asarray(action, np.float64)
 
     def update(self, batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
-        batch = Batch(*(jnp.asarray(x, self.dtype) for x in batch))
-        self._state, metrics = self._update(self._state, batch, jnp.asarray(target_noise, self.dtype))
+        batch = Batch(*(np.asarray(x, self.dtype) for x in batch))  # NumPy in: jit's fast path
+        self._state, metrics = self._update(self._state, batch, np.asarray(target_noise, self.dtype))
         metrics = jax.device_get(metrics)  # one transfer for all scalars
         return {name: float(metrics[name]) for name in UPDATE_METRICS}
 
