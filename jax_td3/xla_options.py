@@ -2,10 +2,11 @@
 
 On XLA:CPU, jaxlib 0.10 hands dot products (with their fused neighbours) to YNNPACK by
 default. For the MLP shapes of TD3 (256x256 and narrower, batch 100-256) XLA's own Eigen
-dots were faster on every comparison we ran: the 256-256 update took 3.35-3.65 ms instead
-of 3.9-4.1 ms (best of 40 interleaved runs), and the whole compiled 64-64 Pendulum run
-was no slower (benchmarks/results/compiled.md, section (e)). So the update, the action
-and the compiled training program are compiled with YNNPACK fusions switched off.
+dots were faster in every comparison we ran. The 256-256 update's best rounds took
+3.35-3.65 ms instead of 3.9-4.1 ms, interleaved in one process; the medians were 7% apart.
+The whole compiled 64-64 Pendulum run was no slower (benchmarks/results/compiled.md,
+section (e)). So the update, the action and the compiled training program are compiled
+with YNNPACK fusions switched off.
 
 This is per function (``jax.jit(..., compiler_options=...)``), not process-wide: other
 JAX code in the same process is untouched. Nothing is changed when
