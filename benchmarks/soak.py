@@ -1,6 +1,6 @@
 """Soak runs: long `jax-td3 train` runs whose memory must stay flat.
 
-    flock /tmp/jax_td3_heavy.lock .venv/bin/python benchmarks/soak.py [--only compiled|gymnasium]
+    flock LOCKFILE .venv/bin/python benchmarks/soak.py [--only compiled|gymnasium]
 
 Two cases, each `jax-td3 train` in a subprocess (TD3, Pendulum-v1, hidden 64-64, batch
 100, default buffer of 1,000,000 transitions, evaluation every 5,000 steps with 10
