@@ -26,7 +26,7 @@ import torch_ref
 from benchmarks.torch_tuned import CudaGraphUpdate, TunedAgent
 from jax_td3.config import TD3Config
 from jax_td3.convert import make_torch_agent
-from jax_td3.replay import ReplayState, multi_update, replay_sample
+from jax_td3.replay import ReplayState, multi_update, replay_sample, sample_and_update
 from jax_td3.update import Batch, TrainState, init_train_state, sample_target_noise, update
 from jax_td3.xla_options import compiler_options
 
@@ -233,13 +233,9 @@ def _jax_vmap(config: TD3Config, setup: Setup, data) -> Runner:
     # update a real branch; a per-agent counter would turn lax.cond into computing both branches.
     state_axes = TrainState(0, 0, 0, 0, 0, 0, None)
 
-    def one_agent(state, replay, key):
-        index_key, noise_key = jax.random.split(key)
-        batch = replay_sample(replay, index_key, config.batch_size)
-        return update(config, state, batch, sample_target_noise(noise_key, batch.action))
-
     def step(states, replay, key):
         key, *agent_keys = jax.random.split(key, n + 1)
+        one_agent = functools.partial(sample_and_update, config)
         states, metrics = jax.vmap(one_agent, in_axes=(state_axes, None, 0), out_axes=(state_axes, 0))(
             states, replay, jnp.stack(agent_keys))
         return states, key, metrics

@@ -3,8 +3,8 @@
 The buffer is a ring of fixed-shape arrays with a write position and a size, so
 ``add`` and ``sample`` are jittable and can sit inside ``lax.scan``. ``multi_update``
 samples and updates K times in one program, calling the one ``update`` function:
-given the same keys it does exactly what K calls of ``update`` on the gathered
-batches do (tests/test_fused_learning.py, float64).
+given the same draws (``draw_updates``) it does exactly what K calls of ``update`` on
+the gathered batches do (tests/test_fused_learning.py, float64).
 
 Choosing K for the Gymnasium loop (``train --updates-per-call K``): the loop collects
 K steps with a frozen policy, then runs K updates on that data in one call. K up to
@@ -75,7 +75,8 @@ def replay_sample(replay: ReplayState, key, batch_size: int) -> Batch:
 
 
 def sample_and_update(config: TD3Config, state: TrainState, replay: ReplayState, key):
-    """One update on a uniform batch from ``replay``; ``key`` draws the indices and the target noise."""
+    """One update on a uniform batch from ``replay``; ``key`` draws the indices and the target noise
+    (one agent's step when agents are vmapped over keys; ``multi_update`` draws for K updates at once)."""
     index_key, noise_key = jax.random.split(key)
     batch = replay_sample(replay, index_key, config.batch_size)
     return update(config, state, batch, sample_target_noise(noise_key, batch.action))
