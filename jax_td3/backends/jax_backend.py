@@ -65,7 +65,7 @@ class JaxBackend:
 
     def sync_replay(self, new_transitions: Batch) -> None:
         """Append host transitions to the device replay copy (made by ``load_replay``)."""
-        self._replay = self._add(self._replay, Batch(*(jnp.asarray(x, self.dtype) for x in new_transitions)))
+        self._replay = self._add(self._replay, Batch(*(np.asarray(x, self.dtype) for x in new_transitions)))
 
     def update_many(self, key: jax.Array, num_updates: int) -> list[dict[str, float]]:
         """``num_updates`` updates in one compiled call, sampling the device replay with ``key``."""
