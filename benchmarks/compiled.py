@@ -11,7 +11,7 @@
         The 256-256, batch-256 TD3 update alone: 10,000 updates in one ``multi_update``
         scan, per XLA flag setting (each in a subprocess), as GFLOP/s against 0.39 GFLOP/update.
     python benchmarks/compiled.py gymnasium --updates-per-call 1,100 [--rounds 2 --baseline-command CMD]
-        TD3 on Gymnasium Pendulum-v1 through the training loop (``jax_td3.train``): 256-256,
+        TD3 on Gymnasium Pendulum-v1 through the training loop (``jax_td3.loops.host``): 256-256,
         batch 256, 12,000 steps, 10,000 updates (learning_starts 2,000), per-step and with K
         updates per compiled call; with --baseline-command, an outside implementation of the
         same work (e.g. CleanRL's TD3 JAX script) alternating with ours in the same job.
@@ -57,7 +57,7 @@ def int_list(text: str) -> list[int]:
 # -- native: the whole run compiled -----------------------------------------------------
 
 def native_settings(args):
-    from jax_td3.compiled import LoopSettings
+    from jax_td3.loops.compiled import LoopSettings
     from jax_td3.config import make_config
 
     config = make_config("td3", hidden=(64, 64), batch_size=100, max_action=2.0,
@@ -74,12 +74,15 @@ def time_compiled_run(config, settings, seeds, repeats: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from jax_td3 import compiled, xla_options
+    from jax_td3 import xla_options
+    from jax_td3.envs.pendulum import PendulumEnv
+    from jax_td3.loops import compiled
+    from jax_td3.loops.agents import agent_mesh
 
     seeds = np.asarray(seeds, np.int32)
-    mesh = compiled.agent_mesh(len(seeds))
+    mesh = agent_mesh(len(seeds))
     hparams = compiled.batch_hyperparameters(config, settings, len(seeds), np.float32)
-    program = compiled.make_program(config, settings, jnp.float32, mesh)
+    program = compiled.make_program(config, settings, PendulumEnv(), jnp.float32, mesh)
     start = time.perf_counter()
     executable = program.lower(hparams, seeds).compile(xla_options.compiler_options())
     compile_seconds = time.perf_counter() - start
@@ -217,7 +220,9 @@ def run_update_speed(args) -> None:
 
 def _gymnasium_run(args, k: int) -> dict:
     from jax_td3.envs import env_spec, make_env
-    from jax_td3.train import Trainer, TrainSettings, config_for_env
+    from jax_td3.config import config_for_env
+    from jax_td3.loops.host import Trainer
+    from jax_td3.settings import TrainSettings
 
     settings = TrainSettings(env="Pendulum-v1", total_steps=args.total_steps, learning_starts=args.learning_starts,
                              eval_every=args.total_steps, eval_episodes=1, updates_per_call=k,

@@ -32,7 +32,7 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jax_td3.cli import positive_int
+    from jax_td3.cli.args import positive_int
     from benchmarks.implementations import IMPLEMENTATIONS
 
     grid = parser.add_argument_group("grid (default: td3 and ourddpg, 256-256 x batch 100, 256, 5 repetitions)")
@@ -191,7 +191,7 @@ def write_report(results: dict, stem: Path, plots: bool = True) -> list[Path]:
 
 
 def run(args) -> int:
-    from jax_td3.cli import UsageError
+    from jax_td3.cli.args import UsageError
 
     if args.min_rep_time is not None and args.min_rep_time <= 0:
         raise UsageError("--min-rep-time must be > 0")

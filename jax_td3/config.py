@@ -8,7 +8,8 @@ compile-time constant (``jax.jit(update, static_argnums=0)``) or passed through
 
 Class-level traits (``algo``, ``num_critics``, ``critic_arch`` ...) say what
 distinguishes the four algorithms; the update in ``update.py`` reads them and is
-otherwise shared. Defaults follow ../REFERENCE.md.
+otherwise shared. What each algorithm computes, and why these defaults, is in
+docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from typing import ClassVar
 
 import jax
 
-
-class ConfigError(ValueError):
-    """A configuration value is out of its valid range (reported as one line by the CLI)."""
+from jax_td3.errors import ConfigError
 
 
 def static(default, **kwargs):
@@ -215,3 +214,9 @@ def make_config(algo: str, **overrides) -> TD3Config:
     if unknown:
         raise ConfigError(f"unknown {algo} setting(s): {', '.join(sorted(unknown))}")
     return cls(**overrides).validate()
+
+
+def config_for_env(algo: str, spec, **overrides) -> TD3Config:
+    """The config of ``algo`` sized for an environment's ``EnvSpec`` (dimensions and action box)."""
+    return make_config(algo, obs_dim=spec.obs_dim, act_dim=spec.act_dim, action_low=spec.action_low,
+                       action_high=spec.action_high, **overrides)

@@ -23,11 +23,8 @@ import torch
 
 import torch_ref
 from jax_td3.config import TD3Config
+from jax_td3.errors import ConversionError
 from jax_td3.update import ADAM_STATE_INDEX, TrainState
-
-
-class ConversionError(ValueError):
-    """Shapes or names of the two sides do not match; the message names the parameter."""
 
 
 def make_torch_agent(config: TD3Config, dtype=torch.float32, device="cpu"):

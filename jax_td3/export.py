@@ -1,4 +1,4 @@
-"""``jax-td3 export CHECKPOINT --to torch OUT.pt``: a checkpoint's networks as plain PyTorch state_dicts.
+"""A checkpoint's networks as plain PyTorch state_dicts (``jax-td3 export CHECKPOINT --to torch OUT.pt``).
 
 The file is one ``torch.save``d dict (loadable with ``torch.load(path, weights_only=True)``)::
 
@@ -37,7 +37,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from jax_td3.cli import UsageError, nonnegative_int
+from jax_td3.errors import CheckpointError, ConfigError
 
 FORMAT = "jax-td3-torch-export"
 FORMAT_VERSION = 1
@@ -50,8 +50,9 @@ def train_state_from_checkpoint(path, agent: int = 0):
 
     ``agent`` picks one agent of a compiled multi-seed checkpoint.
     """
-    from jax_td3.checkpoint import CheckpointError, load_checkpoint, unpack_train_state
-    from jax_td3.train import config_from_checkpoint
+    from jax_td3.backends.base import unpack_train_state
+    from jax_td3.run.checkpoint import load_checkpoint
+    from jax_td3.run.training import config_from_checkpoint
 
     checkpoint = load_checkpoint(path)
     contents = checkpoint.contents
@@ -59,7 +60,7 @@ def train_state_from_checkpoint(path, agent: int = 0):
         config = config_from_checkpoint(contents)
         if "train_states" in contents:  # a compiled run: one train state per seed
             if not 0 <= agent < len(contents["train_states"]):
-                raise CheckpointError(f"--agent {agent} is out of range: the checkpoint holds "
+                raise CheckpointError(f"`agent` {agent} is out of range: the checkpoint holds "
                                       f"{len(contents['train_states'])} agents")
             dtype, leaves = checkpoint.metadata["dtype"], contents["train_states"][agent]
         else:
@@ -104,9 +105,9 @@ def train_state_from_torch_export(path):
     import torch
 
     from jax_td3.backends import enable_dtype
-    from jax_td3.checkpoint import CheckpointError
     from jax_td3.config import make_config
-    from jax_td3.convert import ConversionError, make_torch_agent, state_from_torch
+    from jax_td3.convert import make_torch_agent, state_from_torch
+    from jax_td3.errors import ConversionError
     from jax_td3.update import init_train_state
 
     try:
@@ -151,41 +152,29 @@ def train_state_from_torch_export(path):
     return config, dtype, state, description
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT",
-                        help="a checkpoint file, or a run directory (its newest valid checkpoint)")
-    parser.add_argument("out", metavar="OUT", help="output file, e.g. agent.pt")
-    parser.add_argument("--to", default="torch", metavar="FORMAT",
-                        help=f"export format: {', '.join(TARGETS)} (a torch.save'd dict of torch_ref state_dicts)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default=None,
-                        help="cast the weights (default: the checkpoint's dtype)")
-    parser.add_argument("--agent", type=nonnegative_int, default=0,
-                        help="which agent of a compiled multi-seed checkpoint (default 0)")
-
-
-def run(args) -> int:
-    if args.to not in TARGETS:
-        raise UsageError(f"unknown export format --to {args.to!r}; choose from {', '.join(TARGETS)}")
-    out = Path(args.out)
+def export_checkpoint(checkpoint, out, to: str = "torch", dtype: str | None = None, agent: int = 0):
+    """Write the networks of ``checkpoint`` (a file or run directory) to ``out``; returns
+    ``(export dict, Checkpoint)``. ``dtype`` casts the weights; ``agent`` picks one agent of a
+    compiled multi-seed checkpoint. The file is written next to ``out`` and renamed into place,
+    so an interrupted export leaves no partial file."""
+    if to not in TARGETS:
+        raise ConfigError(f"unknown export format {to!r}; choose from {', '.join(TARGETS)}")
+    out = Path(out)
     if out.is_dir():
-        raise UsageError(f"output {out} is a directory; give a file name such as {out / 'agent.pt'}")
+        raise ConfigError(f"output {out} is a directory; give a file name such as {out / 'agent.pt'}")
     if not out.resolve().parent.is_dir():
-        raise UsageError(f"cannot write {out}: directory {out.resolve().parent} does not exist")
-    config, dtype, state, checkpoint = train_state_from_checkpoint(args.checkpoint, args.agent)
+        raise ConfigError(f"cannot write {out}: directory {out.resolve().parent} does not exist")
+    config, saved_dtype, state, checkpoint = train_state_from_checkpoint(checkpoint, agent)
     import torch
 
-    blob = torch_export(config, state, args.dtype or dtype, step=checkpoint.metadata.get("step"))
+    blob = torch_export(config, state, dtype or saved_dtype, step=checkpoint.metadata.get("step"))
     blob["config"]["env"] = checkpoint.metadata.get("env")
-    # Written next to the target and renamed into place: an interrupted export leaves no partial file.
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         torch.save(blob, tmp)
         os.replace(tmp, out)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch.save reports some OS failures as RuntimeError
         tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write {out}: {err.strerror or err}") from None
-    c = blob["config"]
-    print(f"wrote {out}: {c['algo']} {c['actor_class']} {tuple(c['hidden'])} and {c['critic_class']} "
-          f"{tuple(c['critic_hidden'])}, {c['dtype']}, from {checkpoint.path} (step {c['step']}); "
-          f"keys: {', '.join(NETWORKS)}, config")
-    return 0
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise ConfigError(f"cannot write {out}: {reason}") from None
+    return blob, checkpoint

@@ -65,11 +65,17 @@ PRESETS: dict[str, dict] = {
 
 
 def resolve(explicit: dict, preset: str | None) -> dict:
-    """Merge DEFAULTS <- PRESETS[preset] <- explicit values that are not None."""
+    """Merge DEFAULTS <- PRESETS[preset] <- explicit values that are not None.
+
+    The exploration noise left unset becomes "ou" for seed-ddpg (its notebook's) and
+    "gaussian" otherwise.
+    """
     if preset is not None and preset not in PRESETS:
-        from jax_td3.cli import UsageError
-        raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        from jax_td3.errors import ConfigError
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     merged = dict(DEFAULTS)
     merged.update(PRESETS.get(preset, {}))
     merged.update({k: v for k, v in explicit.items() if v is not None})
+    if merged["exploration"] is None:
+        merged["exploration"] = "ou" if merged["algo"] == "seed-ddpg" else "gaussian"
     return merged

@@ -314,7 +314,7 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
     stops it early and the report says ``interrupted``. ``perturb`` names a weight tensor
     (``perturb_one_ulp``) whose first entry the second run starts one ulp higher.
     """
-    from jax_td3.train import Trainer
+    from jax_td3.loops.host import Trainer
 
     tol = default_run_tolerance(settings.dtype) if tol is None else tol
     if perturb is not None:
@@ -419,8 +419,11 @@ def resume_trainer(checkpoint_path, backend: str | None = None, env=None):
     kept). Without ``env`` the checkpoint cannot restore the environment's internal state, so the
     run starts a new episode, reset from the environment's saved random state.
     """
-    from jax_td3.checkpoint import CheckpointError, load_checkpoint
-    from jax_td3.train import Trainer, TrainSettings, config_from_checkpoint
+    from jax_td3.errors import CheckpointError
+    from jax_td3.loops.host import Trainer
+    from jax_td3.run.checkpoint import load_checkpoint
+    from jax_td3.run.training import config_from_checkpoint
+    from jax_td3.settings import TrainSettings
 
     checkpoint = load_checkpoint(checkpoint_path)
     try:

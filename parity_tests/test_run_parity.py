@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from jax_td3.checkpoint import load_checkpoint, save_checkpoint
+from jax_td3.run.checkpoint import load_checkpoint, save_checkpoint
 from jax_td3.cli import main
 from jax_td3.envs import env_spec, make_env
 from jax_td3.run_parity import plot_drift, resume_trainer, run_whole_parity
-from jax_td3.train import Trainer, TrainSettings, checkpoint_contents, config_for_env
+from jax_td3.config import config_for_env
+from jax_td3.loops.host import Trainer
+from jax_td3.run.training import checkpoint_contents
+from jax_td3.settings import TrainSettings
 
 
 def pendulum_config(hidden=(64, 64), batch_size=64, algo="td3"):

@@ -60,7 +60,7 @@ def test_output_directory_holding_another_run(finished_run, capsys):
 
 def test_resume_with_another_algorithm(finished_run, capsys):
     line = one_line_error(capsys, ["train", *QUICK, "--out", str(finished_run), "--resume", "--algo", "ddpg"])
-    assert "algo=td3, the command line asks for ddpg" in line
+    assert "algo=td3, but ddpg was asked for; drop --algo" in line
 
 
 def test_eval_checkpoint_with_other_network_shapes_than_the_env(finished_run, capsys):
@@ -69,7 +69,7 @@ def test_eval_checkpoint_with_other_network_shapes_than_the_env(finished_run, ca
 
 
 def test_checkpoint_whose_arrays_belong_to_other_shapes(finished_run, tmp_path, capsys):
-    from jax_td3.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+    from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(list_checkpoints(finished_run)[-1])
     contents = dict(checkpoint.contents)

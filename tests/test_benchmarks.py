@@ -178,7 +178,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys):
 
 def test_importing_the_suite_imports_no_environment_library():
     code = ("import sys, benchmarks, benchmarks.suite, benchmarks.implementations, benchmarks.report, "
-            "benchmarks.matmul_rate, jax_td3.bench_cli; "
+            "benchmarks.matmul_rate, jax_td3.cli.bench; "
             "print(sorted(m for m in ('gymnasium', 'pybullet', 'pybullet_envs_gymnasium') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -4,8 +4,9 @@ and moving a train state between the two backends."""
 import numpy as np
 import pytest
 
-from jax_td3 import checkpoint as ckpt
-from jax_td3.checkpoint import CheckpointError
+from jax_td3.backends.base import pack_train_state, unpack_train_state
+from jax_td3.run import checkpoint as ckpt
+from jax_td3.run.checkpoint import CheckpointError
 
 
 def contents(step=7):
@@ -76,22 +77,24 @@ def test_train_state_shapes_are_checked_against_the_config():
     from jax_td3.update import init_train_state
 
     config = make_config("td3", obs_dim=3, act_dim=1, hidden=(8, 8))
-    leaves = ckpt.pack_train_state(jax.jit(init_train_state, static_argnums=0)(config, jax.random.PRNGKey(0)))
-    state = ckpt.unpack_train_state(config, "float32", leaves)
+    leaves = pack_train_state(jax.jit(init_train_state, static_argnums=0)(config, jax.random.PRNGKey(0)))
+    state = unpack_train_state(config, "float32", leaves)
     np.testing.assert_array_equal(state.actor_params["params"]["l1"]["kernel"], leaves[
         [i for i, x in enumerate(leaves) if x.shape == (3, 8)][0]])
     with pytest.raises(CheckpointError, match="shape"):
-        ckpt.unpack_train_state(config.replace(hidden=(16, 8)), "float32", leaves)
+        unpack_train_state(config.replace(hidden=(16, 8)), "float32", leaves)
     with pytest.raises(CheckpointError, match="arrays"):
-        ckpt.unpack_train_state(config.replace(hidden=(8, 8, 8)), "float32", leaves)
+        unpack_train_state(config.replace(hidden=(8, 8, 8)), "float32", leaves)
     with pytest.raises(CheckpointError, match="shape"):  # one critic instead of two
-        ckpt.unpack_train_state(make_config("ourddpg", obs_dim=3, act_dim=1, hidden=(8, 8)), "float32", leaves)
+        unpack_train_state(make_config("ourddpg", obs_dim=3, act_dim=1, hidden=(8, 8)), "float32", leaves)
 
 
 def test_a_jax_run_continues_identically_in_the_torch_backend():
     """Snapshot a float64 JAX run, restore it into a PyTorch-backed trainer: the next updates agree."""
     from jax_td3.envs import env_spec, make_env
-    from jax_td3.train import Trainer, TrainSettings, config_for_env
+    from jax_td3.config import config_for_env
+    from jax_td3.loops.host import Trainer
+    from jax_td3.settings import TrainSettings
 
     config = config_for_env("td3", env_spec(make_env("Pendulum-v1")), hidden=(16, 16), batch_size=16)
     settings = dict(env="Pendulum-v1", total_steps=400, seed=2, dtype="float64", learning_starts=50,
@@ -126,7 +129,7 @@ def test_eval_reads_a_compiled_multi_seed_checkpoint(tmp_path):
 
     config = make_config("td3", obs_dim=3, act_dim=1, max_action=2.0, hidden=(8, 8))
     init = jax.jit(init_train_state, static_argnums=0)
-    states = [ckpt.pack_train_state(init(config, jax.random.PRNGKey(s))) for s in (4, 5)]
+    states = [pack_train_state(init(config, jax.random.PRNGKey(s))) for s in (4, 5)]
     contents = {"config": {"algo": "td3", "fields": dataclasses.asdict(config)},
                 "compiled": {"seeds": [4, 5]}, "train_states": states}
     path = ckpt.save_checkpoint(tmp_path, 100, contents, {"backend": "jax-compiled", "dtype": "float32",

@@ -8,7 +8,7 @@ carries its index and contents derived from that index); no partially written fi
 may ever be picked, and temporary files left by a killed writer must be ignored.
 The next writer continues from the newest checkpoint, as a resumed run does.
 
-Importing ``jax_td3.checkpoint`` imports the package (and with it JAX), which takes
+Importing ``jax_td3.run.checkpoint`` imports the package (and with it JAX), which takes
 seconds; so one server process imports it once and forks a fresh writer for every
 kill (a fork costs milliseconds). The server never initialises a JAX backend, so
 forking it is safe. Run this file as a script to start the server (the test does).
@@ -67,7 +67,7 @@ def metadata_for(index: int) -> dict:
 # -- the server (a separate process) -------------------------------------------------------
 
 def _write_forever(run_dir: str, first_index: int, base: list[np.ndarray]) -> None:
-    from jax_td3.checkpoint import save_checkpoint
+    from jax_td3.run.checkpoint import save_checkpoint
 
     index = first_index
     while True:
@@ -78,7 +78,7 @@ def _write_forever(run_dir: str, first_index: int, base: list[np.ndarray]) -> No
 def serve(run_dir: str) -> None:
     """Answer each stdin line ``DELAY FIRST_INDEX`` by forking a writer that starts at
     FIRST_INDEX, SIGKILLing it after DELAY seconds, and printing its wait status."""
-    import jax_td3.checkpoint  # noqa: F401  (imported once, inherited by every forked writer)
+    import jax_td3.run.checkpoint  # noqa: F401  (imported once, inherited by every forked writer)
 
     base = _base_leaves()
     print("ready", flush=True)
@@ -122,7 +122,7 @@ def _assert_is_save(checkpoint, base) -> int:
 
 
 def test_sigkill_at_random_moments_always_leaves_a_loadable_newest_checkpoint(tmp_path):
-    from jax_td3 import checkpoint as ckpt
+    from jax_td3.run import checkpoint as ckpt
 
     base = _base_leaves()
     directory = ckpt.checkpoint_dir(tmp_path)
@@ -176,7 +176,7 @@ def test_sigkill_at_random_moments_always_leaves_a_loadable_newest_checkpoint(tm
 def test_a_torn_newest_file_at_any_byte_offset_is_skipped_for_the_previous_one(tmp_path):
     """What a non-atomic write or a torn disk write would leave: the newest file cut at a
     random byte offset. The previous checkpoint must be found, with a warning."""
-    from jax_td3 import checkpoint as ckpt
+    from jax_td3.run import checkpoint as ckpt
 
     base = _base_leaves()
     ckpt.save_checkpoint(tmp_path, 1, contents_for(1, base), metadata_for(1), keep=None)

@@ -19,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_td3 import compiled
-from jax_td3.compiled import LoopSettings, batch_hyperparameters, make_program
+from jax_td3.envs.pendulum import PendulumEnv
+from jax_td3.loops import compiled
+from jax_td3.loops.agents import agent_mesh
+from jax_td3.loops.compiled import LoopSettings, batch_hyperparameters, make_program
 from jax_td3.config import make_config
 
 CONFIG = make_config("td3", hidden=(8, 8), batch_size=16, max_action=2.0)
@@ -36,9 +38,9 @@ class Runner:
 
     def __init__(self, num_agents, on_progress=None, on_eval=None):
         self.num_agents = num_agents
-        mesh = compiled.agent_mesh(num_agents, jax.devices()[:1])
+        mesh = agent_mesh(num_agents, jax.devices()[:1])
         with jax.enable_x64(True):
-            program = make_program(CONFIG, SETTINGS, jnp.float64, mesh, on_progress, on_eval)
+            program = make_program(CONFIG, SETTINGS, PendulumEnv(), jnp.float64, mesh, on_progress, on_eval)
             self.program = program.lower(*self.inputs([0] * num_agents)).compile(FAST_COMPILE)
 
     def inputs(self, seeds, config=CONFIG, settings=SETTINGS):
@@ -166,7 +168,8 @@ def test_uneven_eval_period_adds_a_final_evaluation():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--env", "HalfCheetahBulletEnv-v0"], "--compiled supports Pendulum-v1"),
+    (["--env", "HalfCheetahBulletEnv-v0"], "no JAX-native environment 'HalfCheetahBulletEnv-v0' (JAX-native: "
+                                          "Pendulum-v1)"),
     (["--exploration", "ou"], "--compiled does not support --exploration ou"),
     (["--backend", "torch"], "--compiled does not support --backend torch"),
 ])
@@ -183,7 +186,7 @@ def test_cli_writes_every_output_with_one_value_per_seed(tmp_path):
     import json
 
     from jax_td3.cli import main
-    from jax_td3.logger import read_metrics
+    from jax_td3.run.logger import read_metrics
 
     out = tmp_path / "run"
     assert main(["train", "--compiled", "--num-seeds", "2", "--total-steps", "300", "--learning-starts", "100",

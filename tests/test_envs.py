@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from jax_td3.cli import UsageError, main
+from jax_td3.cli import main
+from jax_td3.errors import JaxTD3Error
 from jax_td3.envs import EnvError, env_spec, make_env
 
 
@@ -28,7 +29,7 @@ def test_unknown_id_is_refused_in_one_line():
         make_env("NoSuchEnv-v3")
     assert "unknown environment id 'NoSuchEnv-v3'" in str(info.value)
     assert "\n" not in str(info.value)
-    assert isinstance(info.value, UsageError)  # the CLI maps it to exit code 2
+    assert isinstance(info.value, JaxTD3Error)  # the CLI maps it to exit code 2
 
 
 def test_pybullet_id_registers_lazily():
@@ -49,8 +50,8 @@ def test_cli_exits_2_with_one_line(env_id, message, tmp_path, capsys):
 
 
 def test_loop_modules_do_not_import_gymnasium():
-    code = ("import sys, jax_td3.train, jax_td3.envs, jax_td3.backends, jax_td3.buffer, jax_td3.noise, "
-            "jax_td3.checkpoint, jax_td3.presets, jax_td3.logger, jax_td3.update, jax_td3.replay; "
+    code = ("import sys, jax_td3.loops.host, jax_td3.run.training, jax_td3.settings, jax_td3.envs, jax_td3.backends, jax_td3.buffer, jax_td3.noise, "
+            "jax_td3.run.checkpoint, jax_td3.presets, jax_td3.run.logger, jax_td3.update, jax_td3.replay; "
             "bad = [m for m in ('gymnasium', 'pybullet', 'pybullet_envs_gymnasium', 'torch', 'matplotlib') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

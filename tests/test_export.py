@@ -7,11 +7,14 @@ import pytest
 import torch
 
 import torch_ref.networks as torch_networks
-from jax_td3.checkpoint import save_checkpoint
+from jax_td3.run.checkpoint import save_checkpoint
 from jax_td3.cli import main
 from jax_td3.export import train_state_from_checkpoint
 from jax_td3.networks import actor_action
-from jax_td3.train import Trainer, TrainSettings, checkpoint_contents, config_for_env
+from jax_td3.config import config_for_env
+from jax_td3.loops.host import Trainer
+from jax_td3.run.training import checkpoint_contents
+from jax_td3.settings import TrainSettings
 
 CRITICS = {"td3": "Critic", "ourddpg": "SingleCritic", "ddpg": "DDPGCritic", "seed-ddpg": "SeedCritic"}
 

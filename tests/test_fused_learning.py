@@ -16,7 +16,9 @@ from jax_td3.config import make_config
 from jax_td3.envs import env_spec, make_env
 from jax_td3.replay import (Batch, draw_updates, multi_update, replay_add, replay_gather, replay_indices_from_bits,
                             replay_init)
-from jax_td3.train import Trainer, TrainSettings, config_for_env
+from jax_td3.config import config_for_env
+from jax_td3.loops.host import Trainer
+from jax_td3.settings import TrainSettings
 from jax_td3.update import init_train_state, update
 
 # The updates_per_call the docs call safe: it matched the per-step path in the measurements of

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from jax_td3.checkpoint import list_checkpoints, load_checkpoint
+from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.cli import main
 
 # Checkpoints every 50 steps fall mid-episode (Pendulum's episodes are 200 steps), so resuming
@@ -103,7 +103,7 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(tmp_path, capsys):
 @pytest.mark.parametrize("case, message", [
     ("existing-run", "already holds a run; pass --resume"),
     ("no-checkpoint", "no complete checkpoint"),
-    ("conflicting-flag", "hidden=[16, 16], the command line asks for (32, 32)"),
+    ("conflicting-flag", "hidden=[16, 16], but (32, 32) was asked for"),
     ("fewer-steps", "is below the"),
 ])
 def test_resume_refusals_are_one_line_and_exit_2(case, message, tmp_path, capsys):
@@ -152,7 +152,10 @@ gym.register("NaNRewardPendulum-v1", entry_point=_nan_reward_pendulum)
 def test_nan_from_the_environment_stops_with_its_step_and_keeps_the_last_good_checkpoint(field, tmp_path):
     from jax_td3.config import make_config
     from jax_td3.envs import make_env
-    from jax_td3.train import NonFiniteError, Trainer, TrainSettings, run_training
+    from jax_td3.errors import NonFiniteError
+    from jax_td3.loops.host import Trainer
+    from jax_td3.run.training import run_training
+    from jax_td3.settings import TrainSettings
 
     config = make_config("td3", obs_dim=3, act_dim=1, max_action=2.0, hidden=(16, 16), batch_size=32)
     settings = TrainSettings(total_steps=300, learning_starts=20, eval_every=100, eval_episodes=1)
@@ -169,7 +172,9 @@ def test_nan_from_the_environment_stops_with_its_step_and_keeps_the_last_good_ch
 def test_skip_nonfinite_drops_the_bad_transition_and_finishes(tmp_path):
     from jax_td3.config import make_config
     from jax_td3.envs import make_env
-    from jax_td3.train import Trainer, TrainSettings, run_training
+    from jax_td3.loops.host import Trainer
+    from jax_td3.run.training import run_training
+    from jax_td3.settings import TrainSettings
 
     config = make_config("td3", obs_dim=3, act_dim=1, max_action=2.0, hidden=(16, 16), batch_size=32)
     settings = TrainSettings(total_steps=300, learning_starts=20, eval_every=100, eval_episodes=1,
@@ -187,7 +192,9 @@ def test_nan_parameter_is_named_before_a_checkpoint_is_written(tmp_path):
 
     from jax_td3.config import make_config
     from jax_td3.envs import make_env
-    from jax_td3.train import NonFiniteError, Trainer, TrainSettings
+    from jax_td3.errors import NonFiniteError
+    from jax_td3.loops.host import Trainer
+    from jax_td3.settings import TrainSettings
 
     config = make_config("td3", obs_dim=3, act_dim=1, max_action=2.0, hidden=(16, 16), batch_size=32)
     trainer = Trainer(config, TrainSettings(total_steps=10), env=make_env("Pendulum-v1"))

@@ -19,7 +19,8 @@ SCRIPT = textwrap.dedent("""
     import jax
     jax.config.update("jax_enable_x64", True)
     import numpy as np
-    from jax_td3.compiled import LoopSettings, train_compiled
+    from jax_td3.envs.pendulum import PendulumEnv
+    from jax_td3.loops.compiled import LoopSettings, train_compiled
     from jax_td3.config import make_config
 
     config = make_config("td3", hidden=(8, 8), batch_size=16, max_action=2.0)
@@ -28,8 +29,9 @@ SCRIPT = textwrap.dedent("""
     devices = jax.devices()
     assert len(devices) == 4, devices
     fast = {"xla_backend_optimization_level": 0}
-    sharded = train_compiled(config, settings, seeds, dtype=np.float64, compiler_options=fast)
-    single = train_compiled(config, settings, seeds, dtype=np.float64, devices=devices[:1], compiler_options=fast)
+    sharded = train_compiled(config, settings, seeds, env=PendulumEnv(), dtype=np.float64, compiler_options=fast)
+    single = train_compiled(config, settings, seeds, env=PendulumEnv(), dtype=np.float64, devices=devices[:1],
+                            compiler_options=fast)
     leaves = lambda r: [np.asarray(x) for x in jax.tree_util.tree_leaves(r.agents.train_state)]
     print(json.dumps({
         "sharded_devices": len(sharded.agents.obs.sharding.device_set),

@@ -9,11 +9,14 @@ import jax
 import numpy as np
 import pytest
 
-from jax_td3.checkpoint import list_checkpoints, load_checkpoint
+from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.cli import main
 from jax_td3.config import make_config
 from jax_td3.envs import env_spec, make_env
-from jax_td3.train import Trainer, TrainSettings, config_for_env, run_training
+from jax_td3.config import config_for_env
+from jax_td3.loops.host import Trainer
+from jax_td3.run.training import run_training
+from jax_td3.settings import TrainSettings
 
 
 class ScheduledEnv(gym.Env):
@@ -198,9 +201,9 @@ def test_cli_train_writes_every_output_then_eval_and_plot(tmp_path, capsys):
     (["--gamma", "-0.1"], "gamma"),
     (["--hidden", "64,x"], "positive integers"),
     (["--algo", "ppo"], "invalid choice"),
-    (["--backend", "torch", "--updates-per-call", "4"], "needs --backend jax"),
+    (["--backend", "torch", "--updates-per-call", "4"], "--updates-per-call > 1 needs --backend jax"),
     (["--batch-size", "64", "--buffer-size", "32"], "larger than the buffer"),
-    (["--num-seeds", "2"], "needs --compiled"),
+    (["--num-seeds", "2"], "--num-seeds > 1 needs --compiled"),
     (["--preset", "nope"], "invalid choice"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(flags, message, tmp_path, capsys):
@@ -222,23 +225,18 @@ class _no_raise:
 
 
 def test_presets_fill_defaults_and_flags_override():
-    from argparse import Namespace
+    from jax_td3.run.training import plan_run
 
-    from jax_td3.train import resolve_args
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    from jax_td3.train import add_arguments
-    add_arguments(parser)
-    algo, overrides, settings, _ = resolve_args(parser.parse_args(["--preset", "seed-ddpg", "--batch-size", "64"]))
-    assert algo == "seed-ddpg" and overrides["batch_size"] == 64
+    plan = plan_run({"batch_size": 64}, "seed-ddpg")
+    assert plan.algo == "seed-ddpg" and plan.config_overrides["batch_size"] == 64
+    settings = plan.settings
     assert (settings.exploration, settings.update_schedule, settings.updates_per_episode) == ("ou", "episode", 10)
     assert (settings.learning_starts, settings.warmup_steps, settings.buffer_size) == (2_000, 0, 50_000)
     assert settings.bootstrap_truncation
-    algo, overrides, settings, _ = resolve_args(parser.parse_args(["--preset", "seed-t3d"]))
-    assert (algo, settings.env, overrides["hidden"], overrides["batch_size"]) == (
+    plan = plan_run({}, "seed-t3d")
+    assert (plan.algo, plan.settings.env, plan.config_overrides["hidden"], plan.config_overrides["batch_size"]) == (
         "td3", "HalfCheetahBulletEnv-v0", (400, 300), 100)
-    assert isinstance(settings, TrainSettings) and not isinstance(settings, Namespace)
+    assert isinstance(plan.settings, TrainSettings)
 
 
 def test_sigterm_saves_a_checkpoint_and_stops_cleanly(tmp_path):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from jax_td3.backends.base import UPDATE_METRICS, Backend, enable_dtype
-
-BACKENDS = ("jax", "torch")
+from jax_td3.backends.base import UPDATE_METRICS, Backend
+from jax_td3.dtypes import enable_dtype
+from jax_td3.errors import ConfigError
+from jax_td3.settings import BACKENDS
 
 
 def make_backend(name: str, config, initial_state, dtype: str = "float32") -> Backend:
@@ -15,7 +16,7 @@ def make_backend(name: str, config, initial_state, dtype: str = "float32") -> Ba
     if name == "torch":
         from jax_td3.backends.torch_backend import TorchBackend
         return TorchBackend(config, initial_state, dtype)
-    raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
 __all__ = ["BACKENDS", "UPDATE_METRICS", "Backend", "enable_dtype", "make_backend"]

@@ -12,15 +12,10 @@ from typing import Protocol
 
 import numpy as np
 
+from jax_td3.dtypes import enable_dtype
+from jax_td3.errors import CheckpointError
 from jax_td3.update import Batch, TrainState
 
-def enable_dtype(dtype: str) -> None:
-    """float64 needs JAX's x64 mode (both backends build JAX-layout states); switch it on before any
-    float64 array is made."""
-    import jax
-
-    if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
-        jax.config.update("jax_enable_x64", True)
 
 
 # Metrics every backend reports for one update, as Python floats.
@@ -45,3 +40,32 @@ class Backend(Protocol):
 
     def load_state(self, state: TrainState) -> None:
         """Replace the train state (JAX layout, numpy or JAX leaves)."""
+
+
+# -- the train state as a flat list of arrays (what checkpoints store) -------------------
+
+def pack_train_state(state) -> list[np.ndarray]:
+    """The leaves of a JAX-layout train state, in ``jax.tree_util`` order, as numpy arrays."""
+    import jax
+
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+
+
+def unpack_train_state(config, dtype: str, leaves: list[np.ndarray]):
+    """Rebuild a train state (numpy leaves) for ``config``; CheckpointError if the leaves do not fit."""
+    import jax
+
+    from jax_td3.update import init_train_state
+
+    enable_dtype(dtype)
+    template = jax.eval_shape(lambda: init_train_state(config, jax.random.PRNGKey(0), np.dtype(dtype)))
+    expected = jax.tree_util.tree_leaves(template)
+    if len(leaves) != len(expected):
+        raise CheckpointError(f"checkpoint train state has {len(leaves)} arrays; {config.algo} with hidden "
+                              f"{config.hidden} needs {len(expected)} (another algorithm or network?)")
+    for i, (have, want) in enumerate(zip(leaves, expected)):
+        if tuple(np.shape(have)) != tuple(want.shape):
+            raise CheckpointError(f"checkpoint train state array {i} has shape {tuple(np.shape(have))}, "
+                                  f"expected {tuple(want.shape)} (other network shapes?)")
+    treedef = jax.tree_util.tree_structure(template)
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(x, w.dtype) for x, w in zip(leaves, expected)])

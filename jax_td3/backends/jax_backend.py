@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_td3 import replay
-from jax_td3.backends.base import UPDATE_METRICS, enable_dtype
+from jax_td3.backends.base import UPDATE_METRICS
+from jax_td3.dtypes import enable_dtype
 from jax_td3.networks import actor_action
 from jax_td3.update import Batch, TrainState, update
 from jax_td3.xla_options import compiler_options

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import torch_ref
-from jax_td3.backends.base import enable_dtype
+from jax_td3.dtypes import enable_dtype
 from jax_td3.convert import make_torch_agent, state_from_torch, state_to_torch
 from jax_td3.update import Batch, TrainState
 

@@ -1,101 +1,29 @@
-"""Environments: Gymnasium construction (classic control, PyBullet locomotion) with clear errors.
+"""Environments behind two interfaces (``base``): Gymnasium ones for the host loop, JAX-native ones
+for the compiled loop.
 
-Gymnasium and pybullet are imported only inside these functions, so modules that
-benchmark or test the update never import them. PyBullet ids (``...BulletEnv-v0``)
-come from ``pybullet_envs_gymnasium``, imported only when such an id is asked for.
+Nothing here imports Gymnasium, PyBullet or JAX at import time: the host constructors import
+Gymnasium when called, and a JAX-native environment's module is imported when it is asked for.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 
-from jax_td3.cli import UsageError
+from jax_td3.envs.base import EnvSpec, JaxEnv
+from jax_td3.envs.gymnasium import env_spec, make_env
+from jax_td3.errors import EnvError
 
-
-class EnvError(UsageError):
-    """The environment id is unknown or the environment does not fit TD3 (one-line message)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class EnvSpec:
-    """What the agent needs to know about an environment."""
-
-    env_id: str
-    obs_dim: int
-    act_dim: int
-    action_low: tuple[float, ...]
-    action_high: tuple[float, ...]
-    max_episode_steps: int | None
-
-    @property
-    def action_scale(self) -> tuple[float, ...]:
-        return tuple((h - l) / 2.0 for l, h in zip(self.action_low, self.action_high))
+# id -> (module, class) of every JAX-native environment.
+JAX_ENVS = {"Pendulum-v1": ("jax_td3.envs.pendulum", "PendulumEnv")}
 
 
-def is_bullet_id(env_id: str) -> bool:
-    return "Bullet" in env_id
+def make_jax_env(env_id: str) -> JaxEnv:
+    """The JAX-native environment ``env_id``; EnvError names the ones there are."""
+    if env_id not in JAX_ENVS:
+        raise EnvError(f"no JAX-native environment {env_id!r} (JAX-native: {', '.join(JAX_ENVS)}); "
+                       f"train it with the Gymnasium loop instead")
+    module, name = JAX_ENVS[env_id]
+    return getattr(importlib.import_module(module), name)()
 
 
-def _register_bullet() -> None:
-    try:
-        import pybullet_envs_gymnasium  # noqa: F401  (registers the *BulletEnv-v0 ids)
-    except ImportError as err:
-        raise EnvError(f"PyBullet environments need pybullet-envs-gymnasium (pip install 'jax-td3[envs]'): "
-                       f"{err}") from None
-
-
-def make_env(env_id: str, seed: int | None = None, **kwargs):
-    """A Gymnasium env with a 1-D Box observation and a finite Box action space.
-
-    ``seed`` seeds the first ``reset`` and the action space. Raises ``EnvError`` for an
-    unknown id, a non-Box (e.g. discrete) action space or an unbounded action box.
-    """
-    try:
-        import gymnasium as gym
-    except ImportError:
-        raise EnvError("environments need gymnasium (pip install 'jax-td3[envs]')") from None
-    if is_bullet_id(env_id):
-        _register_bullet()
-    try:
-        env = gym.make(env_id, **kwargs)
-    except gym.error.Error as err:
-        raise EnvError(f"unknown environment id {env_id!r} ({_first_line(err)})") from None
-    try:
-        env_spec(env)
-    except EnvError:
-        env.close()
-        raise
-    if seed is not None:
-        env.reset(seed=seed)
-        env.action_space.seed(seed)
-    return env
-
-
-def env_spec(env) -> EnvSpec:
-    """Dimensions and action box of ``env``; raises EnvError if TD3 cannot act in it."""
-    import numpy as np
-    from gymnasium import spaces
-
-    env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
-    action_space = env.action_space
-    if not isinstance(action_space, spaces.Box):
-        raise EnvError(f"{env_id} has a {type(action_space).__name__} action space; TD3/DDPG need a continuous "
-                       f"Box action space")
-    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-        raise EnvError(f"{env_id} has an unbounded action box; TD3/DDPG need finite action bounds")
-    if not isinstance(env.observation_space, spaces.Box):
-        raise EnvError(f"{env_id} has a {type(env.observation_space).__name__} observation space; "
-                       f"a Box (vector) observation is needed")
-    return EnvSpec(
-        env_id=env_id,
-        obs_dim=int(np.prod(env.observation_space.shape)),
-        act_dim=int(np.prod(action_space.shape)),
-        action_low=tuple(float(x) for x in np.ravel(action_space.low)),
-        action_high=tuple(float(x) for x in np.ravel(action_space.high)),
-        max_episode_steps=env.spec.max_episode_steps if env.spec is not None else None,
-    )
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+__all__ = ["EnvError", "EnvSpec", "JAX_ENVS", "JaxEnv", "env_spec", "make_env", "make_jax_env"]

@@ -10,15 +10,21 @@ observations; here the observation has the state's dtype.
 
     state, obs = reset(key)                       # or reset(key, jnp.float64)
     state, obs, reward, terminated, truncated = step(state, action)
+
+``PendulumEnv`` puts these functions behind the JAX-native interface
+(``jax_td3.envs.base.JaxEnv``) that the compiled loop steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jax_td3.envs.base import EnvSpec
 
 ENV_ID = "Pendulum-v1"
 OBS_DIM = 3
@@ -81,3 +87,22 @@ def step(state: PendulumState, action):
     terminated = jnp.zeros((), bool)
     truncated = t >= MAX_EPISODE_STEPS
     return new_state, observation(new_state), (-costs).astype(dtype), terminated, truncated
+
+
+@dataclasses.dataclass(frozen=True)
+class PendulumEnv:
+    """Pendulum-v1 behind the JAX-native interface; an episode start takes two U(0, 1) draws."""
+
+    spec: EnvSpec = EnvSpec(ENV_ID, OBS_DIM, ACT_DIM, (-MAX_TORQUE,), (MAX_TORQUE,), MAX_EPISODE_STEPS)
+
+    def draw_resets(self, key, num: int, dtype):
+        return jax.random.uniform(key, (num, 2), dtype)
+
+    def reset_from(self, draws):
+        return reset_from_uniform(draws)
+
+    def reset(self, key, dtype=jnp.float32):
+        return reset(key, dtype)
+
+    def step(self, env_state, action):
+        return step(env_state, action)

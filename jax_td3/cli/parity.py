@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jax_td3.backends import BACKENDS
-from jax_td3.cli import UsageError, int_list, nonnegative_int, positive_int
+from jax_td3.cli.args import UsageError, float_list, int_list, nonnegative_int, positive_int
+from jax_td3.settings import BACKENDS
 from jax_td3.config import ALGOS, CONFIGS, make_config
 
 DEFAULT_UPDATES = 1000
@@ -28,13 +28,6 @@ RUN_DEFAULTS = dict(env="Pendulum-v1", total_steps=5_000, learning_starts=1_000,
 # Flags of one mode that the other does not take.
 UPDATE_ONLY_FLAGS = ("updates", "obs_dim", "act_dim", "max_action", "action_low", "action_high")
 RUN_ONLY_FLAGS = tuple(RUN_DEFAULTS) + ("plot", "perturb")
-
-
-def float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +148,8 @@ def run_whole(args) -> int:
     torch.set_num_threads(1)
     from jax_td3.envs import env_spec, make_env
     from jax_td3.run_parity import UnknownTensorError, plot_drift, run_whole_parity
-    from jax_td3.train import TrainSettings, config_for_env
+    from jax_td3.config import config_for_env
+    from jax_td3.settings import TrainSettings
 
     env = make_env(opts["env"])
     try:

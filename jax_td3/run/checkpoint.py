@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from jax_td3.cli import UsageError
+from jax_td3.errors import CheckpointError
 
 FORMAT_VERSION = 1
 MAGIC = b"JAXTD3-CHECKPOINT\n"
@@ -43,10 +43,6 @@ CHECKPOINT_DIR = "checkpoints"
 SUFFIX = ".jtd3"
 _NAME = re.compile(r"ckpt-(\d+)\.jtd3$")
 _JSON_KEY = "__json__"
-
-
-class CheckpointError(UsageError):
-    """A checkpoint is missing, truncated, corrupted, of another format version or does not fit."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,33 +204,3 @@ def latest_valid_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
         except CheckpointError as err:
             warnings.warn(f"skipping checkpoint: {err}", stacklevel=2)
     return None
-
-
-# -- the train state in the JAX layout ---------------------------------------------------
-
-def pack_train_state(state) -> list[np.ndarray]:
-    """The leaves of a JAX-layout train state, in ``jax.tree_util`` order, as numpy arrays."""
-    import jax
-
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
-
-
-def unpack_train_state(config, dtype: str, leaves: list[np.ndarray]):
-    """Rebuild a train state (numpy leaves) for ``config``; CheckpointError if the leaves do not fit."""
-    import jax
-
-    from jax_td3.backends.base import enable_dtype
-    from jax_td3.update import init_train_state
-
-    enable_dtype(dtype)
-    template = jax.eval_shape(lambda: init_train_state(config, jax.random.PRNGKey(0), np.dtype(dtype)))
-    expected = jax.tree_util.tree_leaves(template)
-    if len(leaves) != len(expected):
-        raise CheckpointError(f"checkpoint train state has {len(leaves)} arrays; {config.algo} with hidden "
-                              f"{config.hidden} needs {len(expected)} (another algorithm or network?)")
-    for i, (have, want) in enumerate(zip(leaves, expected)):
-        if tuple(np.shape(have)) != tuple(want.shape):
-            raise CheckpointError(f"checkpoint train state array {i} has shape {tuple(np.shape(have))}, "
-                                  f"expected {tuple(want.shape)} (other network shapes?)")
-    treedef = jax.tree_util.tree_structure(template)
-    return jax.tree_util.tree_unflatten(treedef, [np.asarray(x, w.dtype) for x, w in zip(leaves, expected)])

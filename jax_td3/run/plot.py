@@ -1,15 +1,17 @@
-"""``jax-td3 plot DIR... [--out FILE]``: overlay the learning curves of several runs.
+"""Learning curves: the mean evaluation return of one or several runs against environment steps.
 
-Each DIR is a run directory holding ``metrics.csv``; the curve is the mean
-evaluation return against environment steps, with a +-1 std band.
+Each run directory holds ``metrics.csv``; a curve is its mean evaluation return with a
++-1 std band. ``jax-td3 plot`` overlays several runs; every run draws its own
+``learning_curve.png`` when it finishes.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
-from jax_td3.logger import METRICS_FILE, read_metrics
+from jax_td3.run.logger import CURVE_FILE, METRICS_FILE, read_metrics
 
 
 def plot_runs(run_dirs: list[str | os.PathLike], out_file: str | os.PathLike,
@@ -44,23 +46,13 @@ def plot_runs(run_dirs: list[str | os.PathLike], out_file: str | os.PathLike,
     return out_file
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run directories (each holding metrics.csv)")
-    parser.add_argument("--out", default="learning_curves.png", help="output PNG file")
-    parser.add_argument("--labels", default=None,
-                        help="comma-separated legend labels, one per DIR (default: directory names)")
-    parser.add_argument("--title", default=None, help="plot title")
-
-
-def run(args) -> int:
-    from jax_td3.cli import UsageError
-
-    for d in args.dirs:
-        if not (Path(d) / METRICS_FILE).is_file():
-            raise UsageError(f"{d} holds no {METRICS_FILE} (not a training run directory?)")
-    labels = args.labels.split(",") if args.labels else None
-    if labels is not None and len(labels) != len(args.dirs):
-        raise UsageError(f"--labels has {len(labels)} entries for {len(args.dirs)} directories")
-    path = plot_runs(args.dirs, args.out, labels=labels, title=args.title)
-    print(f"learning curves: {path}")
-    return 0
+def draw_learning_curve(run_dir: str | os.PathLike) -> Path | None:
+    """``learning_curve.png`` of one run directory; None (with a warning) without matplotlib or metrics."""
+    run_dir = Path(run_dir)
+    if not (run_dir / METRICS_FILE).exists():
+        return None
+    try:
+        return plot_runs([run_dir], run_dir / CURVE_FILE)
+    except ImportError as err:
+        warnings.warn(f"learning curve not drawn ({err})", stacklevel=2)
+        return None

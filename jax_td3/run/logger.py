@@ -61,8 +61,8 @@ class RunLogger:
 
     ``log_eval(row)`` appends one row to metrics.csv (and TensorBoard);
     ``log_scalars(step, scalars)`` sends training scalars to TensorBoard only;
-    ``finish(summary)`` writes summary.json and the learning-curve PNG and returns
-    the path of summary.json.
+    ``finish(summary)`` writes summary.json and returns its path (the learning curve is
+    drawn by ``plot.draw_learning_curve``).
     """
 
     def __init__(self, out_dir: str | os.PathLike, config: dict, *, append: bool = False,
@@ -124,14 +124,8 @@ class RunLogger:
         return self.summary_path
 
     def finish(self, summary: dict) -> Path:
-        """Write summary.json and learning_curve.png; close TensorBoard. Returns summary.json's path."""
+        """Write summary.json and close TensorBoard. Returns summary.json's path."""
         write_json(self.summary_path, summary)
-        if self.metrics_path.exists():
-            try:
-                from jax_td3.plot import plot_runs
-                plot_runs([self.out_dir], self.curve_path)
-            except ImportError as err:
-                warnings.warn(f"learning curve not drawn ({err})", stacklevel=2)
         self.close()
         return self.summary_path
 

@@ -1,5 +1,0 @@
-"""``jax-td3 bench``: the benchmark suite of the ``benchmarks`` package (see benchmarks/README.md)."""
-
-from benchmarks.suite import add_arguments, run
-
-__all__ = ["add_arguments", "run"]

@@ -1,0 +1,101 @@
+"""Argument types and the flag groups commands share; the only place flags are spelled.
+
+A flag's destination is the name of the setting it sets (``--batch-size`` -> ``batch_size``),
+and every flag defaults to None, meaning "not given": the library fills in presets and
+defaults, and a resumed run can tell what the command line asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class UsageError(ValueError):
+    """Bad command-line input that only the command layer can see (e.g. flags that do not go together)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (no usage dump) and exits 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """'256,256' -> (256, 256); every entry a positive integer."""
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return sizes
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def flag(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
+def given(args, names) -> dict:
+    """``{name: value}`` of the flags among ``names`` that the command line set."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+# Every field of an algorithm config that a command line may set (the environment, or the
+# update-level parity command's own flags, give the sizes and the action box).
+CONFIG_FLAGS = {
+    "hidden": (int_list, "actor hidden sizes, e.g. 256,256"),
+    "critic_hidden": (int_list, "critic hidden sizes (default: same as --hidden; seed-ddpg: 64,32)"),
+    "batch_size": (positive_int, "minibatch size"),
+    "gamma": (float, "discount factor in [0, 1]"),
+    "tau": (float, "Polyak rate of the target networks, in (0, 1]"),
+    "actor_lr": (float, "actor Adam learning rate"),
+    "critic_lr": (float, "critic Adam learning rate"),
+    "policy_noise": (float, "TD3 target-policy noise std, in units of the action scale"),
+    "noise_clip": (float, "TD3 target-policy noise clip, in units of the action scale"),
+    "policy_freq": (positive_int, "actor and target updates every this many critic updates"),
+    "adam_b1": (float, "Adam beta1"),
+    "adam_b2": (float, "Adam beta2"),
+    "adam_eps": (float, "Adam epsilon"),
+    "critic_weight_decay": (float, "L2 weight decay of the critic (PyTorch Adam style: added to the gradient)"),
+    "reward_scale": (float, "rewards are multiplied by this in the target"),
+    "init": (None, "parameter initialisation"),
+}
+
+
+def add_config_flags(parser, title: str = "networks and updates (defaults: the algorithm's, docs/algorithms.md)"):
+    """One flag per algorithm config field in ``CONFIG_FLAGS``."""
+    group = parser.add_argument_group(title)
+    for name, (kind, help_text) in CONFIG_FLAGS.items():
+        if name == "init":
+            group.add_argument(flag(name), choices=("torch", "flax"), default=None, help=help_text)
+        else:
+            group.add_argument(flag(name), type=kind, default=None, help=help_text)
+    return group

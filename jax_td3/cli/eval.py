@@ -1,0 +1,39 @@
+"""``jax-td3 eval CHECKPOINT --episodes N``: the noiseless policy of a saved agent, mean/std return.
+
+CHECKPOINT is a checkpoint file, a run directory (its newest valid checkpoint), or a PyTorch
+file written by ``jax-td3 export --to torch``. Either backend runs either backend's checkpoint.
+"""
+
+from __future__ import annotations
+
+from jax_td3.cli.args import nonnegative_int, positive_int
+from jax_td3.settings import BACKENDS
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="a checkpoint file, a run directory (its newest valid checkpoint), or a .pt file "
+                             "written by 'jax-td3 export --to torch'")
+    parser.add_argument("--episodes", type=positive_int, default=10, help="evaluation episodes")
+    parser.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
+    parser.add_argument("--seed", type=nonnegative_int, default=None,
+                        help="seed of the first reset (default: the run's evaluation seed)")
+    parser.add_argument("--backend", choices=BACKENDS, default="jax",
+                        help="framework that runs the policy (either loads either backend's checkpoint)")
+    parser.add_argument("--agent", type=nonnegative_int, default=0,
+                        help="which agent of a compiled multi-seed checkpoint (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args) -> int:
+    from jax_td3.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend, args.agent)
+    if args.json:
+        import json
+        print(json.dumps(result))
+    else:
+        print(f"{result['env']}: return {result['eval_return_mean']:.2f} +- {result['eval_return_std']:.2f} "
+              f"over {result['episodes']} episodes (checkpoint {result['checkpoint']}, step {result['step']}, "
+              f"trained with {result['trained_with']}, run by {args.backend})")
+    return 0

@@ -1,0 +1,30 @@
+"""``jax-td3 plot DIR... [--out FILE]``: overlay the learning curves of several runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jax_td3.cli.args import UsageError
+from jax_td3.run.logger import METRICS_FILE
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run directories (each holding metrics.csv)")
+    parser.add_argument("--out", default="learning_curves.png", help="output PNG file")
+    parser.add_argument("--labels", default=None,
+                        help="comma-separated legend labels, one per DIR (default: directory names)")
+    parser.add_argument("--title", default=None, help="plot title")
+
+
+def run(args) -> int:
+    from jax_td3.run.plot import plot_runs
+
+    for d in args.dirs:
+        if not (Path(d) / METRICS_FILE).is_file():
+            raise UsageError(f"{d} holds no {METRICS_FILE} (not a training run directory?)")
+    labels = args.labels.split(",") if args.labels else None
+    if labels is not None and len(labels) != len(args.dirs):
+        raise UsageError(f"--labels has {len(labels)} entries for {len(args.dirs)} directories")
+    path = plot_runs(args.dirs, args.out, labels=labels, title=args.title)
+    print(f"learning curves: {path}")
+    return 0

@@ -1,0 +1,134 @@
+"""``jax-td3 train``: flags -> ``jax_td3.run.training.train``, and what the run wrote, printed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jax_td3.cli.args import add_config_flags, given, nonnegative_int, positive_int
+from jax_td3.presets import DEFAULTS, PRESETS
+from jax_td3.settings import BACKENDS, DTYPES, EXPLORATIONS, SCHEDULES
+
+# Flags that are not settings of the run: how the command runs it.
+COMMAND_FLAGS = ("preset", "resume", "compiled", "num_seeds", "no_progress", "out", "algo")
+
+
+def add_arguments(parser) -> None:
+    from jax_td3.config import ALGOS
+
+    d = DEFAULTS
+    run = parser.add_argument_group("run")
+    run.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                     help="start from a named setup (seed-t3d, seed-ddpg, fujimoto); explicit flags override it")
+    run.add_argument("--algo", choices=ALGOS, default=None, help=f"algorithm (default {d['algo']})")
+    run.add_argument("--backend", choices=BACKENDS, default=None, help=f"learner framework (default {d['backend']})")
+    run.add_argument("--env", default=None, help=f"Gymnasium or PyBullet env id with a Box action space "
+                                                 f"(default {d['env']})")
+    run.add_argument("--total-steps", type=positive_int, default=None,
+                     help=f"environment steps to train for (default {d['total_steps']:,})")
+    run.add_argument("--seed", type=nonnegative_int, default=None, help=f"seed of everything (default {d['seed']})")
+    run.add_argument("--out", default=None, help="output directory (default runs/ENV-ALGO-BACKEND-seedS)")
+    run.add_argument("--dtype", choices=DTYPES, default=None, help=f"float precision (default {d['dtype']})")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--compiled", action="store_true",
+                     help="run the whole loop compiled on the device (JAX-native environments only)")
+    run.add_argument("--num-seeds", type=positive_int, default=None,
+                     help="with --compiled: train this many seeds at once (vmapped)")
+
+    add_config_flags(parser)
+
+    loop = parser.add_argument_group("training loop")
+    loop.add_argument("--buffer-size", type=positive_int, default=None,
+                      help=f"replay capacity (default {d['buffer_size']:,})")
+    loop.add_argument("--learning-starts", type=nonnegative_int, default=None,
+                      help=f"updates start once the buffer holds more than this many transitions "
+                           f"(default {d['learning_starts']:,})")
+    loop.add_argument("--random-steps", type=nonnegative_int, default=None,
+                      help="uniformly random actions for this many first steps (default: --learning-starts)")
+    loop.add_argument("--update-schedule", choices=SCHEDULES, default=None,
+                      help="'step': one update per env step; 'episode': --updates-per-episode after each "
+                           "episode (the DDPG notebook's)")
+    loop.add_argument("--updates-per-episode", type=positive_int, default=None,
+                      help=f"updates after each episode with --update-schedule episode "
+                           f"(default {d['updates_per_episode']})")
+    loop.add_argument("--updates-per-call", type=positive_int, default=None,
+                      help="JAX backend: collect K steps, then K updates in one compiled call (statistically, "
+                           "not bitwise, equal to K=1; K <= 100 measured to learn like K=1 and to be as fast as "
+                           "larger K: benchmarks/results/compiled.md)")
+    loop.add_argument("--exploration", choices=EXPLORATIONS, default=None,
+                      help="exploration noise (default: ou for seed-ddpg, gaussian otherwise)")
+    loop.add_argument("--expl-noise", type=float, default=None,
+                      help=f"Gaussian exploration std, in units of the action scale (default {d['expl_noise']})")
+    loop.add_argument("--ou-theta", type=float, default=None, help=f"OU mean reversion (default {d['ou_theta']})")
+    loop.add_argument("--ou-sigma", type=float, default=None,
+                      help=f"OU volatility, in action units (default {d['ou_sigma']})")
+    loop.add_argument("--ou-mu", type=float, default=None, help=f"OU mean (default {d['ou_mu']})")
+    loop.add_argument("--ou-dt", type=float, default=None, help=f"OU time step (default {d['ou_dt']})")
+    loop.add_argument("--no-bootstrap-truncation", dest="bootstrap_truncation", action="store_const", const=False,
+                      default=None, help="treat a time-limit truncation as terminal (the DDPG notebook's bug; "
+                                         "default: bootstrap through truncation)")
+    loop.add_argument("--eval-every", type=positive_int, default=None,
+                      help=f"evaluate every this many env steps (default {d['eval_every']:,})")
+    loop.add_argument("--eval-episodes", type=positive_int, default=None,
+                      help=f"episodes per evaluation (default {d['eval_episodes']})")
+
+    ckpt = parser.add_argument_group("checkpoints")
+    ckpt.add_argument("--checkpoint-every", type=positive_int, default=None,
+                      help="checkpoint every this many env steps (default: at every evaluation); always at the end")
+    ckpt.add_argument("--keep-checkpoints", type=positive_int, default=None,
+                      help=f"keep the newest this many checkpoints (default {d['keep_checkpoints']})")
+    ckpt.add_argument("--save-buffer", action=argparse.BooleanOptionalAction, default=None,
+                      help="include the replay buffer in checkpoints (default: yes; exact --resume needs it; "
+                           "it can be large: capacity x transition size)")
+    ckpt.add_argument("--resume", action="store_true",
+                      help="continue the run in --out from its newest complete checkpoint (settings come from the "
+                           "run; --total-steps may extend it)")
+    loop.add_argument("--skip-nonfinite", action="store_const", const=True, default=None,
+                      help="drop transitions with a NaN/inf observation or reward (counted in summary.json) "
+                           "instead of stopping; non-finite losses or parameters always stop the run")
+
+
+def run(args) -> int:
+    from jax_td3.run.training import train
+
+    values = given(args, [k for k in vars(args) if k not in COMMAND_FLAGS])
+    progress = not args.no_progress
+    stream = sys.stderr if args.compiled else sys.stdout
+    summary = train(args.algo, args.out, preset=args.preset, resume=args.resume, compiled=args.compiled,
+                    num_seeds=args.num_seeds, progress=progress,
+                    announce=lambda message: print(message, file=stream, flush=True), **values)
+    if summary.get("already_finished"):
+        return 0
+    if args.compiled:
+        return _print_compiled(summary)
+    if summary["interrupted"]:
+        print(f"interrupted at step {summary['env_steps']:,}; checkpoint saved: {summary['last_checkpoint']}")
+    final = summary["final_eval_return"]
+    print(f"final eval return {final:.1f} after {summary['env_steps']:,} steps, {summary['updates']:,} updates, "
+          f"{summary['wall_seconds']:.0f} s" if final is not None else "no evaluation ran")
+    _print_outputs(summary["out"])
+    print(f"checkpoint:     {summary['last_checkpoint']}")
+    if summary["interrupted"]:
+        return 128 + int(summary["signal"])
+    return 0
+
+
+def _print_outputs(out) -> None:
+    from pathlib import Path
+
+    out = Path(out)
+    print(f"learning curve: {out / 'learning_curve.png'}")
+    print(f"metrics:        {out / 'metrics.csv'}")
+    print(f"summary:        {out / 'summary.json'}")
+
+
+def _print_compiled(summary: dict) -> int:
+    final = summary["final_eval_return"]
+    spread = f" (per seed: {', '.join(f'{x:.1f}' for x in final)})" if len(final) > 1 else ""
+    print(f"final eval return {summary['final_eval_return_mean']:.1f}{spread} after {summary['env_steps']:,} steps, "
+          f"{summary['updates']:,} updates per seed; compile {summary['compile_seconds']:.1f} s, "
+          f"run {summary['run_seconds']:.1f} s")
+    _print_outputs(summary["out"])
+    if summary["last_checkpoint"]:
+        print(f"checkpoint:     {summary['last_checkpoint']}")
+    return 0

@@ -1,0 +1,38 @@
+"""The library's own errors. Each message is one line and speaks of settings, not of flags.
+
+A setting named in a message is written in backticks (`updates_per_call`); the command layer
+shows it as its flag (--updates-per-call), a Python caller reads the keyword.
+
+Everything below the command layer raises these; ``jax_td3.cli`` turns a ``JaxTD3Error``
+into one line on stderr and an exit status (2 for bad input, 1 for a numerical fault).
+They also subclass the built-in type a Python caller would expect (``ValueError`` for
+bad values, ``RuntimeError`` for a run that went wrong).
+"""
+
+from __future__ import annotations
+
+
+class JaxTD3Error(Exception):
+    """Base class of every error jax_td3 raises on purpose."""
+
+
+class ConfigError(JaxTD3Error, ValueError):
+    """An algorithm config or a loop setting is out of its valid range, or two settings conflict."""
+
+
+class EnvError(JaxTD3Error, ValueError):
+    """An environment id is unknown, not installed, or the environment does not fit TD3/DDPG."""
+
+
+class CheckpointError(JaxTD3Error, ValueError):
+    """A checkpoint is missing, truncated, corrupted, of another format version or does not fit."""
+
+
+class ConversionError(JaxTD3Error, ValueError):
+    """A train state does not fit another implementation's layout; the message names the parameter."""
+
+
+class NonFiniteError(JaxTD3Error, RuntimeError):
+    """A NaN or infinity appeared in an observation, reward, loss or parameter; the message says where."""
+
+    last_good_checkpoint: str | None = None  # set by the run driver: the newest checkpoint it kept

@@ -1,0 +1,385 @@
+"""The host training loop over a Gymnasium environment, shared by both backends.
+
+``Trainer`` owns the environments, the host replay buffer, every random number
+(exploration noise, uniform warm-up actions, replay indices, target-policy noise)
+and the counters; a backend (``jax_td3.backends``) only acts and updates. So the
+same seed gives the same run with backend "jax" and "torch" (exactly so in float64).
+``Trainer.step()`` advances one environment step and returns a ``StepRecord`` of
+what happened, so two trainers can be run in lockstep and compared step by step.
+
+What it computes (docs/algorithms.md has the whole story): the exploration rules of
+``loops.exploration`` (uniform actions for the first ``random_steps`` steps, default
+``learning_starts``; then the actor's action plus Gaussian or Ornstein-Uhlenbeck noise,
+clipped to the box). ``not_done`` is 0 only on termination (a time-limit truncation
+bootstraps and stores the real final observation) unless ``bootstrap_truncation`` is
+off. Updates run once per step once the buffer holds more than ``learning_starts``
+transitions (``update_schedule="step"``), or ``updates_per_episode`` times after each
+episode (``"episode"``, the DDPG notebook's schedule). Evaluation runs the noiseless
+policy on a separate environment seeded with ``exploration.evaluation_seed(seed)``;
+every evaluation replays the same start states.
+
+Fast mode (``updates_per_call = K > 1``, JAX backend only): the trainer collects K
+steps, copies them to a device replay buffer and runs K updates in one compiled
+``replay.multi_update``. Its replay indices and target noise come from a JAX key,
+so it is statistically, not bitwise, equal to the per-step path.
+
+The run around it (directory, logging, checkpoints, resume, signals) is
+``jax_td3.run.training``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from jax_td3.errors import ConfigError, NonFiniteError
+from jax_td3.loops import exploration
+from jax_td3.settings import TrainSettings
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """What one environment step did (for progress display and lockstep comparisons)."""
+
+    step: int                       # environment steps done, including this one
+    obs: np.ndarray
+    action: np.ndarray              # the action sent to the env (after noise and clipping), float64
+    reward: float
+    next_obs: np.ndarray            # the real next observation (the final one at an episode end)
+    terminated: bool
+    truncated: bool
+    not_done: float                 # what was stored in the replay buffer
+    random_action: bool
+    updates: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    episode_return: float | None = None   # set when an episode ended at this step
+    episode_length: int | None = None
+    evaluation: dict | None = None        # set when an evaluation ran after this step
+
+
+def first_nonfinite_leaf(tree) -> str | None:
+    """Path of the first parameter array holding a NaN or infinity, or None if all are finite."""
+    import jax
+
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            return jax.tree_util.keystr(path)
+    return None
+
+
+def env_rng_state(env) -> dict | None:
+    rng = getattr(env.unwrapped, "np_random", None)
+    return rng.bit_generator.state if rng is not None else None
+
+
+def make_noise(settings: TrainSettings, action_scale, act_dim: int):
+    from jax_td3.noise import GaussianNoise, OrnsteinUhlenbeckNoise
+
+    if settings.exploration == "ou":
+        return OrnsteinUhlenbeckNoise(act_dim, theta=settings.ou_theta, sigma=settings.ou_sigma,
+                                      mu=settings.ou_mu, dt=settings.ou_dt)
+    return GaussianNoise(tuple(exploration.gaussian_std(settings.expl_noise, s) for s in action_scale))
+
+
+class Trainer:
+    """All state of one training run, advanced one environment step at a time by ``step()``."""
+
+    def __init__(self, config, settings: TrainSettings, env=None, eval_env=None):
+        import jax
+
+        from jax_td3.backends import enable_dtype, make_backend
+        from jax_td3.buffer import ReplayBuffer
+        from jax_td3.envs import env_spec, make_env
+        from jax_td3.update import init_train_state
+
+        self.settings = settings.validate()
+        self.config = config
+        enable_dtype(settings.dtype)
+        self.dtype = np.dtype(settings.dtype)
+        self.env = env if env is not None else make_env(settings.env)
+        self.eval_env = eval_env if eval_env is not None else make_env(settings.env)
+        self.spec = env_spec(self.env)
+        if (config.obs_dim, config.act_dim) != (self.spec.obs_dim, self.spec.act_dim):
+            raise ConfigError(f"config is for obs/act dims {config.obs_dim}/{config.act_dim}, {self.spec.env_id} "
+                             f"has {self.spec.obs_dim}/{self.spec.act_dim}")
+        if config.batch_size > settings.buffer_size:
+            raise ConfigError(f"batch size {config.batch_size} is larger than the buffer size {settings.buffer_size}")
+        self.low = np.asarray(self.spec.action_low, np.float64)
+        self.high = np.asarray(self.spec.action_high, np.float64)
+        self.env_action_dtype = self.env.action_space.dtype
+
+        explore_seed, update_seed = np.random.SeedSequence(settings.seed).spawn(2)
+        self.explore_rng = np.random.Generator(np.random.PCG64(explore_seed))
+        self.update_rng = np.random.Generator(np.random.PCG64(update_seed))
+        init_key, self.fast_key = jax.random.split(jax.random.PRNGKey(settings.seed))
+
+        # One compiled init instead of dozens of eagerly compiled small ops.
+        initial_state = jax.jit(init_train_state, static_argnums=(0, 2))(config, init_key, self.dtype)
+        self.backend = make_backend(settings.backend, config, initial_state, settings.dtype)
+        self.buffer = ReplayBuffer(settings.buffer_size, self.spec.obs_dim, self.spec.act_dim, self.dtype)
+        self.noise = make_noise(settings, self.spec.action_scale, self.spec.act_dim)
+        self.noise_state = self.noise.init()
+
+        self.env_steps = 0
+        self.updates = 0
+        self.episodes = 0
+        self.episode_return = 0.0
+        self.episode_length = 0
+        self.pending_updates = 0      # fast mode: updates owed but not yet run
+        self.device_synced = 0        # fast mode: env steps already copied to the device replay
+        self.skipped_transitions = 0  # non-finite transitions dropped (skip_nonfinite)
+        self.episode_returns: list[float] = []
+        self.last_evaluation: dict | None = None
+        # An environment's internal state cannot be saved in general; a checkpoint instead keeps
+        # how the current episode began (the env RNG just before its reset) and the actions sent
+        # since, and ``restore`` replays them. Deterministic environments then resume exactly.
+        self.env_rng_at_reset: dict | None = None   # None: the first, seeded reset
+        self.episode_actions: list[np.ndarray] = []
+        self.obs = self._reset_env(first=True)
+        self.env.action_space.seed(settings.seed)
+
+    @property
+    def done(self) -> bool:
+        return self.env_steps >= self.settings.total_steps
+
+    # -- one environment step ------------------------------------------------------------
+    def choose_action(self, obs) -> tuple[np.ndarray, bool]:
+        """(action, was_random): uniform in the box during warm-up, else policy + noise, clipped."""
+        if exploration.in_warmup(self.env_steps, self.settings.warmup_steps):
+            uniform = self.explore_rng.random(self.low.shape)
+            return exploration.warmup_action(uniform, self.low, self.high), True
+        policy_action = self.backend.act(np.asarray(obs, self.dtype))
+        noise, self.noise_state = self.noise.sample(self.noise_state, self.explore_rng)
+        return exploration.explore_action(np.clip, policy_action, noise, self.low, self.high), False
+
+    def _reset_env(self, first: bool = False) -> np.ndarray:
+        if first:
+            obs, _ = self.env.reset(seed=self.settings.seed)
+        else:
+            self.env_rng_at_reset = env_rng_state(self.env)
+            obs, _ = self.env.reset()
+        self.episode_actions = []
+        self._check_finite("observation", obs, f"{self.settings.env}'s reset", skippable=False)
+        return obs
+
+    def _check_finite(self, what: str, value, where: str, skippable: bool = True) -> bool:
+        """False if ``value`` has a NaN/inf and non-finite transitions are skipped; raises otherwise."""
+        if np.all(np.isfinite(value)):
+            return True
+        if self.settings.skip_nonfinite and skippable:
+            return False
+        raise NonFiniteError(f"non-finite {what} ({np.asarray(value).ravel()[:4]}) from {where} at env step "
+                             f"{self.env_steps}")
+
+    def step(self) -> StepRecord:
+        settings = self.settings
+        obs = np.asarray(self.obs)
+        action, was_random = self.choose_action(obs)
+        env_action = action.astype(self.env_action_dtype)
+        next_obs, reward, terminated, truncated, _ = self.env.step(env_action)
+        self.episode_actions.append(env_action)
+        terminated, truncated, reward = bool(terminated), bool(truncated), float(reward)
+        self.env_steps += 1
+        ends_bootstrap = terminated or (truncated and not settings.bootstrap_truncation)
+        not_done = 0.0 if ends_bootstrap else 1.0
+        where = f"{settings.env}'s step"
+        obs_finite = self._check_finite("observation", next_obs, where)
+        if obs_finite and self._check_finite("reward", reward, where):
+            self.buffer.add(obs, action, next_obs, reward, not_done)
+            self.episode_return += reward
+        else:
+            self.skipped_transitions += 1
+        self.episode_length += 1
+        record = StepRecord(self.env_steps, obs, action, reward, np.asarray(next_obs), terminated, truncated,
+                            not_done, was_random)
+
+        # A non-finite observation cannot be continued from: that episode ends here.
+        episode_ended = terminated or truncated or not obs_finite
+        if episode_ended:
+            record.episode_return, record.episode_length = self.episode_return, self.episode_length
+            self.episode_returns.append(self.episode_return)
+            self.episodes += 1
+            self.episode_return, self.episode_length = 0.0, 0
+            self.obs = self._reset_env()
+        else:
+            self.obs = next_obs
+
+        record.updates = self._train(episode_ended)
+        for metrics in record.updates:
+            for name in ("critic_loss", "actor_loss"):
+                if not math.isfinite(metrics[name]):
+                    self._raise_nonfinite_update(name.replace("_", " "))
+        if self.env_steps % settings.eval_every == 0 or self.done:
+            record.evaluation = self.evaluate()
+        return record
+
+    def _raise_nonfinite_update(self, what: str):
+        state = self.backend.state()
+        bad = first_nonfinite_leaf(state)
+        detail = f"; first non-finite parameter: {bad}" if bad else ""
+        raise NonFiniteError(f"non-finite {what} in update {self.updates} (env step {self.env_steps}){detail}")
+
+    def check_parameters(self) -> None:
+        """Raise NonFiniteError if any parameter, target or optimizer moment holds a NaN or infinity."""
+        bad = first_nonfinite_leaf(self.backend.state())
+        if bad is not None:
+            raise NonFiniteError(f"non-finite parameter {bad} after update {self.updates} "
+                                 f"(env step {self.env_steps})")
+
+    def _train(self, episode_ended: bool) -> list[dict[str, float]]:
+        settings = self.settings
+        if len(self.buffer) <= settings.learning_starts:
+            return []
+        if settings.update_schedule == "episode":
+            owed = settings.updates_per_episode if episode_ended else 0
+        else:
+            owed = 1
+        if settings.updates_per_call == 1:
+            return [self._update_once() for _ in range(owed)]
+        self.pending_updates += owed
+        if self.pending_updates >= settings.updates_per_call or (self.done and self.pending_updates):
+            return self._update_fused()
+        return []
+
+    def _update_once(self) -> dict[str, float]:
+        batch_size, act_dim = self.config.batch_size, self.spec.act_dim
+        batch = self.buffer.gather(self.buffer.sample_indices(self.update_rng, batch_size))
+        if self.config.target_policy_smoothing:
+            target_noise = self.update_rng.standard_normal((batch_size, act_dim)).astype(self.dtype)
+        else:
+            target_noise = np.zeros((batch_size, act_dim), self.dtype)  # unused by the DDPG variants
+        metrics = self.backend.update(batch, target_noise)
+        self.updates += 1
+        return metrics
+
+    def _update_fused(self) -> list[dict[str, float]]:
+        import jax
+
+        if not self.backend.has_replay:
+            # First use, or after a restore: the host ring as it is (slots, position, size), so
+            # sampled indices mean the same as in a run that was never interrupted.
+            self.backend.load_replay(self.buffer.state_dict())
+        elif self.env_steps > self.device_synced:
+            fresh = min(self.env_steps - self.device_synced, self.buffer.capacity)
+            self.backend.sync_replay(self.buffer.last(fresh))
+        self.device_synced = self.env_steps
+        self.fast_key, key = jax.random.split(self.fast_key)
+        metrics = self.backend.update_many(key, self.pending_updates)
+        self.updates += self.pending_updates
+        self.pending_updates = 0
+        return metrics
+
+    # -- evaluation ----------------------------------------------------------------------
+    def evaluate(self, episodes: int | None = None) -> dict:
+        """Mean/std undiscounted return of the noiseless policy on the evaluation env."""
+        returns = evaluate_policy(self.backend.act, self.eval_env, episodes or self.settings.eval_episodes,
+                                  exploration.evaluation_seed(self.settings.seed), self.dtype)
+        if not np.all(np.isfinite(returns)):
+            raise NonFiniteError(f"non-finite evaluation return {returns} at env step {self.env_steps}")
+        self.last_evaluation = {"step": self.env_steps, "eval_return_mean": float(np.mean(returns)),
+                                "eval_return_std": float(np.std(returns)), "eval_returns": returns}
+        return self.last_evaluation
+
+    # -- checkpointing -------------------------------------------------------------------
+    def snapshot(self, include_buffer: bool = False) -> dict:
+        """Everything needed to continue this run, as numpy arrays and plain values."""
+        from jax_td3.backends.base import pack_train_state
+
+        return {
+            "train_state": pack_train_state(self.backend.state()),
+            "counters": {"env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
+                         "episode_return": self.episode_return, "episode_length": self.episode_length,
+                         "pending_updates": self.pending_updates, "skipped_transitions": self.skipped_transitions},
+            "rng": {"explore": self.explore_rng.bit_generator.state, "update": self.update_rng.bit_generator.state,
+                    "fast_key": np.asarray(jax_key_data(self.fast_key)), "env_at_reset": self.env_rng_at_reset},
+            "episode_actions": np.asarray(self.episode_actions, self.env_action_dtype).reshape(
+                len(self.episode_actions), self.spec.act_dim),
+            "noise_state": np.asarray(self.noise_state),
+            "obs": np.asarray(self.obs),
+            "episode_returns": list(self.episode_returns),
+            "last_evaluation": self.last_evaluation,
+            "buffer": self.buffer.state_dict() if include_buffer else None,
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        """Load a ``snapshot()``: learner, counters, RNGs, noise, (if stored) the replay buffer, and
+        the environment, rebuilt by replaying the current episode from its reset.
+
+        Returns nothing; warns if the rebuilt observation differs from the saved one (an
+        environment that is not deterministic given its RNG and actions).
+        """
+        import jax.numpy as jnp
+
+        from jax_td3.backends.base import unpack_train_state
+
+        self.backend.load_state(unpack_train_state(self.config, self.settings.dtype, snapshot["train_state"]))
+        counters = snapshot["counters"]
+        self.env_steps, self.updates, self.episodes = (int(counters[k]) for k in ("env_steps", "updates", "episodes"))
+        self.episode_return = float(counters["episode_return"])
+        self.episode_length = int(counters["episode_length"])
+        self.pending_updates = int(counters["pending_updates"])
+        self.skipped_transitions = int(counters.get("skipped_transitions", 0))
+        self.explore_rng.bit_generator.state = snapshot["rng"]["explore"]
+        self.update_rng.bit_generator.state = snapshot["rng"]["update"]
+        self.fast_key = jnp.asarray(snapshot["rng"]["fast_key"], jnp.uint32)
+        self.noise_state = np.asarray(snapshot["noise_state"], np.float64)
+        self._rebuild_env(snapshot["rng"].get("env_at_reset"), snapshot.get("episode_actions"),
+                          np.asarray(snapshot["obs"]))
+        self.episode_returns = [float(r) for r in snapshot["episode_returns"]]
+        self.last_evaluation = snapshot["last_evaluation"]
+        if snapshot.get("buffer") is not None:
+            self.buffer.load_state_dict(snapshot["buffer"])
+        if hasattr(self.backend, "drop_replay"):
+            self.backend.drop_replay()
+
+    def _rebuild_env(self, rng_at_reset, actions, saved_obs) -> None:
+        import warnings
+
+        if actions is None:  # a checkpoint without the episode's actions: start a fresh episode
+            warnings.warn("checkpoint does not record the current episode; the environment starts a new one",
+                          stacklevel=3)
+            self.episode_return, self.episode_length = 0.0, 0
+            self.obs = self._reset_env()
+            return
+        obs, _ = self.env.reset(seed=self.settings.seed)
+        if rng_at_reset is not None:
+            self.env.unwrapped.np_random.bit_generator.state = rng_at_reset
+            obs, _ = self.env.reset()
+        self.env_rng_at_reset = rng_at_reset
+        self.episode_actions = []
+        for action in np.asarray(actions):
+            obs, *_ = self.env.step(action)
+            self.episode_actions.append(action)
+        obs = np.asarray(obs)
+        if obs.shape != saved_obs.shape or not np.array_equal(obs, saved_obs):
+            warnings.warn(f"{self.settings.env} did not replay to the saved state (max difference "
+                          f"{np.max(np.abs(obs - saved_obs)) if obs.shape == saved_obs.shape else 'shape'}); "
+                          "continuing from the replayed state, so the resumed run is not bit-exact", stacklevel=3)
+        self.obs = obs
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+
+
+def jax_key_data(key):
+    import jax
+
+    return jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+
+
+def evaluate_policy(act, env, episodes: int, seed: int, dtype=np.float32) -> list[float]:
+    """Undiscounted returns of ``episodes`` episodes of ``act`` (obs -> action); the first reset uses ``seed``."""
+    low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
+        total, finished = 0.0, False
+        while not finished:
+            action = np.clip(act(np.asarray(obs, dtype)), low, high)
+            obs, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
+            total += float(reward)
+            finished = terminated or truncated
+        returns.append(total)
+    return returns

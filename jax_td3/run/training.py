@@ -1,0 +1,409 @@
+"""The run driver: one training run in a directory, from Python or from ``jax-td3 train``.
+
+``train(...)`` is the call behind the command: it merges the preset and the given values
+over the defaults, builds the environment, the config and the loop, writes every output
+into the run directory, checkpoints, resumes and handles signals. ``run_training`` does the
+same for a ``Trainer`` built by the caller (e.g. on a custom environment).
+
+A run directory holds config.json, metrics.csv (one row per evaluation), episodes.csv (one
+row per training episode), TensorBoard events, summary.json, learning_curve.png and
+checkpoints/. A compiled run (``compiled=True``) is driven by ``jax_td3.run.compiled``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from jax_td3.config import TD3Config, config_for_env, make_config
+from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
+from jax_td3.loops.host import Trainer
+from jax_td3.presets import DEFAULTS, resolve
+from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE, RunLogger
+from jax_td3.run.plot import draw_learning_curve
+from jax_td3.settings import TrainSettings, settings_from_values
+
+EPISODES_FILE = "episodes.csv"
+RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, "checkpoints")
+# Config fields a run may set; the environment gives the others (sizes and action box).
+CONFIG_SETTINGS = tuple(f.name for f in dataclasses.fields(TD3Config)
+                        if f.name not in ("obs_dim", "act_dim", "action_low", "action_high"))
+# How a run writes its outputs (not part of what it computes).
+OUTPUT_OPTIONS = ("checkpoint_every", "keep_checkpoints", "save_buffer")
+
+
+def holds_run(out_dir) -> bool:
+    return any((Path(out_dir) / name).exists() for name in RUN_MARKERS)
+
+
+def default_out(algo: str, settings: TrainSettings, compiled: bool = False, num_seeds: int = 1) -> str:
+    if compiled:
+        return f"runs/{settings.env}-{algo}-compiled-seed{settings.seed}" + (f"-x{num_seeds}" if num_seeds > 1 else "")
+    return f"runs/{settings.env}-{algo}-{settings.backend}-seed{settings.seed}"
+
+
+def _mean(values) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+class _StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (then it saves and exits)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+def checkpoint_contents(trainer: Trainer, include_buffer: bool, loop: dict | None = None) -> tuple[dict, dict]:
+    """(contents, metadata) of a checkpoint of ``trainer``; ``loop`` is run_training's own state."""
+    from jax_td3 import __version__
+
+    contents = {
+        "config": {"algo": trainer.config.algo, "fields": dataclasses.asdict(trainer.config)},
+        "settings": dataclasses.asdict(trainer.settings),
+        "trainer": trainer.snapshot(include_buffer),
+        "loop": loop or {},
+    }
+    metadata = {"backend": trainer.settings.backend, "dtype": trainer.settings.dtype,
+                "algo": trainer.config.algo, "env": trainer.settings.env, "env_steps": trainer.env_steps,
+                "jax_td3_version": __version__, "has_buffer": include_buffer}
+    return contents, metadata
+
+
+def config_from_checkpoint(contents: dict):
+    from jax_td3.config import make_config
+
+    return make_config(contents["config"]["algo"], **contents["config"]["fields"])
+
+
+def _truncate_csv(path: Path, last_step: int, step_column: str = "step") -> None:
+    """Drop rows logged after ``last_step`` (written after the checkpoint a run resumes from)."""
+    import csv
+
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    column = rows[0].index(step_column)
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[column])) <= last_step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(kept)
+
+
+def _stop_on_nonfinite(logger, out_dir: Path, trainer: Trainer, err: NonFiniteError):
+    """Record why the run stopped (summary.json) and re-raise; no checkpoint of the bad state is written."""
+    from jax_td3.run.checkpoint import list_checkpoints
+
+    kept = list_checkpoints(out_dir)
+    err.last_good_checkpoint = str(kept[-1]) if kept else None
+    logger.write_summary({"stopped": str(err), "env_steps": trainer.env_steps, "updates": trainer.updates,
+                          "last_checkpoint": err.last_good_checkpoint, "interrupted": True})
+    logger.close()
+    raise err
+
+
+def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None = None, *,
+                 checkpoint_every: int | None = None, keep_checkpoints: int = 3, save_buffer: bool = True,
+                 progress: bool = True, resume_loop: dict | None = None) -> dict:
+    """Train ``trainer`` to its total steps, writing every output into ``out_dir``; returns the summary.
+
+    Writes config.json, metrics.csv (one row per evaluation, the first at step 0),
+    episodes.csv (one row per training episode), TensorBoard events, checkpoints
+    (at every ``checkpoint_every`` steps, default every evaluation, and at the end),
+    summary.json and learning_curve.png. SIGINT/SIGTERM stop after the current step
+    with a checkpoint; the summary then says ``interrupted``.
+
+    ``resume_loop`` (the ``loop`` part of a checkpoint, with ``trainer`` restored from the
+    same checkpoint) continues a run: rows logged after the checkpoint are dropped and
+    the rest of the run appends to the same files.
+
+    A NaN or infinity (observation, reward, loss or parameter) raises ``NonFiniteError``
+    without writing a checkpoint of the bad state, so the newest checkpoint is the last
+    good one (``settings.skip_nonfinite`` drops bad transitions instead).
+    """
+    from tqdm import tqdm
+
+    from jax_td3.run.checkpoint import save_checkpoint
+    from jax_td3.run.logger import RunLogger
+
+    settings = trainer.settings
+    out_dir = Path(out_dir)
+    run_config = run_config or {"algo": trainer.config.algo, "config": dataclasses.asdict(trainer.config),
+                                "settings": dataclasses.asdict(settings)}
+    resuming = resume_loop is not None
+    episodes_path = out_dir / EPISODES_FILE
+    if resuming:
+        _truncate_csv(out_dir / METRICS_FILE, trainer.env_steps)
+        _truncate_csv(episodes_path, trainer.env_steps)
+    logger = RunLogger(out_dir, run_config, append=resuming)
+    checkpoint_every = checkpoint_every or settings.eval_every
+    start = time.perf_counter()
+    start_steps = trainer.env_steps
+    # Losses since the last evaluation (averaged into its metrics row); checkpointed with the run.
+    critic_losses: list[float] = list((resume_loop or {}).get("critic_losses", []))
+    actor_losses: list[float] = list((resume_loop or {}).get("actor_losses", []))
+    last_checkpoint = None
+
+    def save() -> Path:
+        trainer.check_parameters()  # never write a checkpoint of a broken state
+        loop = {"critic_losses": list(critic_losses), "actor_losses": list(actor_losses)}
+        contents, metadata = checkpoint_contents(trainer, save_buffer, loop)
+        return save_checkpoint(out_dir, trainer.env_steps, contents, metadata, keep=keep_checkpoints)
+
+    def log_evaluation(evaluation: dict) -> None:
+        elapsed = time.perf_counter() - start
+        logger.log_eval({
+            "step": trainer.env_steps, "wall_time": round(elapsed, 3),
+            "eval_return_mean": evaluation["eval_return_mean"], "eval_return_std": evaluation["eval_return_std"],
+            "critic_loss": _mean(critic_losses), "actor_loss": _mean(actor_losses),
+            "updates": trainer.updates, "episodes": trainer.episodes,
+            "train_episode_return": trainer.episode_returns[-1] if trainer.episode_returns else None,
+            "steps_per_second": round((trainer.env_steps - start_steps) / elapsed, 2) if elapsed > 0 else None,
+        })
+        critic_losses.clear()
+        actor_losses.clear()
+
+    with open(episodes_path, "a" if resuming else "w") as episodes_file, _StopSignals() as stop, \
+            tqdm(total=settings.total_steps, initial=trainer.env_steps, unit="step", dynamic_ncols=True,
+                 disable=not progress, mininterval=0.5) as bar:
+        if episodes_file.tell() == 0:  # a new run, or one killed before its first episode was written
+            episodes_file.write("episode,step,return,length\n")
+            episodes_file.flush()
+        postfix = {}
+        try:
+            if trainer.env_steps == 0:
+                log_evaluation(trainer.evaluate())
+            while not trainer.done and stop.received is None:
+                record = trainer.step()
+                for m in record.updates:
+                    critic_losses.append(m["critic_loss"])
+                    if m["actor_updated"]:
+                        actor_losses.append(m["actor_loss"])
+                if record.episode_return is not None:
+                    episodes_file.write(f"{trainer.episodes},{record.step},{record.episode_return!r},"
+                                        f"{record.episode_length}\n")
+                    episodes_file.flush()
+                    postfix["train_return"] = f"{record.episode_return:.1f}"
+                    logger.log_scalars(record.step, {"train/episode_return": record.episode_return})
+                if record.evaluation is not None:
+                    log_evaluation(record.evaluation)
+                    postfix["eval_return"] = f"{record.evaluation['eval_return_mean']:.1f}"
+                if record.step % checkpoint_every == 0 and not trainer.done:
+                    last_checkpoint = save()
+                bar.update(1)
+                if postfix and (record.episode_return is not None or record.evaluation is not None):
+                    bar.set_postfix(postfix, refresh=False)
+            last_checkpoint = save()
+        except NonFiniteError as err:
+            _stop_on_nonfinite(logger, out_dir, trainer, err)
+
+    wall = time.perf_counter() - start
+    evaluation = trainer.last_evaluation or {}
+    returns = trainer.episode_returns
+    summary = {
+        "final_eval_return": evaluation.get("eval_return_mean"),
+        "final_eval_return_std": evaluation.get("eval_return_std"),
+        "final_eval_step": evaluation.get("step"),
+        "env_steps": trainer.env_steps,
+        "updates": trainer.updates,
+        "episodes": trainer.episodes,
+        "wall_seconds": round(wall, 3),
+        "steps_per_second": round((trainer.env_steps - start_steps) / wall, 2) if wall > 0 else None,
+        "last_50_episode_mean_return": _mean(returns[-50:]),
+        "algo": trainer.config.algo, "env": settings.env, "backend": settings.backend,
+        "dtype": settings.dtype, "seed": settings.seed,
+        "interrupted": stop.received is not None,
+        "last_checkpoint": str(last_checkpoint),
+        "skipped_transitions": trainer.skipped_transitions,
+        "resumed_from_step": start_steps if resuming else None,
+    }
+    logger.finish(summary)
+    draw_learning_curve(out_dir)
+    summary["signal"] = stop.received
+    summary["out"] = str(out_dir)
+    return summary
+
+
+# -- the run as the command runs it -------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What ``train`` resolved from the preset and the given values, before anything is built."""
+
+    algo: str
+    config_overrides: dict
+    settings: TrainSettings
+    out: str
+    checkpoint_every: int | None
+    keep_checkpoints: int
+    save_buffer: bool
+
+
+def plan_run(values: dict, preset: str | None = None, *, compiled: bool = False, num_seeds: int = 1) -> RunPlan:
+    """Merge ``values`` (settings, config fields, output options, ``out``; None means not given) over
+    the preset and the defaults. ConfigError for an unknown key or a setting out of range."""
+    known = set(DEFAULTS) | set(CONFIG_SETTINGS) | {"out"}
+    unknown = sorted(k for k, v in values.items() if v is not None and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
+    merged = resolve(values, preset)
+    settings = settings_from_values(merged).validate()
+    out = merged.get("out") or default_out(merged["algo"], settings, compiled, num_seeds)
+    return RunPlan(merged["algo"], {k: merged.get(k) for k in CONFIG_SETTINGS}, settings, str(out),
+                   merged["checkpoint_every"], merged["keep_checkpoints"], merged["save_buffer"])
+
+
+def config_from_checkpoint(contents: dict) -> TD3Config:
+    return make_config(contents["config"]["algo"], **contents["config"]["fields"])
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return a is not None and b is not None and list(a) == list(b)
+    return a == b
+
+
+def reconcile_resume(checkpoint, out: Path, plan: RunPlan, requested: set[str]):
+    """(config, settings) to continue the run of ``checkpoint`` with.
+
+    The settings come from the run. ``requested`` names the settings the caller set (explicitly
+    or through a preset); one that contradicts the run is a ConfigError, except ``total_steps``
+    (a larger value extends the run) and ``skip_nonfinite`` (may be switched either way).
+    """
+    contents = checkpoint.contents
+    try:
+        config = config_from_checkpoint(contents)
+        saved = dict(contents["settings"])
+        saved_config = {**contents["config"]["fields"], "algo": contents["config"]["algo"]}
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{checkpoint.path} is not a checkpoint of a Gymnasium training run ({err})") from None
+    wanted = {**dataclasses.asdict(plan.settings), **plan.config_overrides, "algo": plan.algo}
+    for key in sorted(requested & set(wanted) - {"total_steps", "skip_nonfinite"}):
+        if key in saved or key in saved_config:
+            have = saved[key] if key in saved else saved_config[key]
+            if not _same(have, wanted[key]):
+                raise ConfigError(f"`resume`: the run in {out} has {key}={have}, but {wanted[key]} was asked "
+                                  f"for; drop `{key}` or start a new run")
+    if "total_steps" in requested:
+        if plan.settings.total_steps < checkpoint.metadata["env_steps"]:
+            raise ConfigError(f"`resume`: `total_steps` {plan.settings.total_steps:,} is below the "
+                              f"{checkpoint.metadata['env_steps']:,} steps already done")
+        saved["total_steps"] = plan.settings.total_steps
+    saved["skip_nonfinite"] = (plan.settings.skip_nonfinite if "skip_nonfinite" in requested
+                               else saved.get("skip_nonfinite", False))
+    return config, settings_from_values(saved)
+
+
+def train(algo: str | None = None, out: str | Path | None = None, *, preset: str | None = None,
+          resume: bool = False, compiled: bool = False, num_seeds: int | None = None, progress: bool = True,
+          environment=None, announce: Callable[[str], None] | None = None, **values) -> dict:
+    """Train as ``jax-td3 train`` does; returns the summary that summary.json holds.
+
+    ``values`` are any ``TrainSettings`` fields (``env``, ``total_steps``, ``seed``, ``backend`` ...),
+    algorithm config fields (``hidden``, ``batch_size``, ``gamma`` ...) and output options
+    (``checkpoint_every``, ``keep_checkpoints``, ``save_buffer``); what is not given comes from
+    ``preset`` and then from ``presets.DEFAULTS`` and the algorithm's config defaults. ``out`` is
+    the run directory (default ``runs/ENV-ALGO-BACKEND-seedS``).
+
+    ``resume=True`` continues the run in ``out`` from its newest complete checkpoint: its settings
+    come from the run, and any value given here must agree with them (``total_steps`` may grow).
+    ``compiled=True`` runs the whole loop as one XLA program on a JAX-native environment,
+    ``num_seeds`` agents at once (``jax_td3.run.compiled``). ``environment`` is an optional
+    Gymnasium environment instance to train on instead of ``gymnasium.make(env)``. ``announce`` receives one-line
+    notices (e.g. print).
+
+    The summary has ``already_finished`` True (and nothing is run) when a resumed run has
+    reached its total steps. Raises ConfigError, EnvError or CheckpointError for bad input, and
+    NonFiniteError (after recording it in summary.json) when a NaN or infinity stops the run.
+    """
+    announce = announce or (lambda message: None)
+    requested = {k for k, v in values.items() if v is not None}
+    if algo is not None:
+        values["algo"] = algo
+        requested.add("algo")
+    values["out"] = None if out is None else str(out)
+    if preset is not None:
+        from jax_td3.presets import PRESETS
+
+        requested |= set(PRESETS.get(preset, {}))
+    if compiled:
+        if resume:
+            raise ConfigError("`resume` is for the Gymnasium loop; a compiled run is one program and restarts")
+        from jax_td3.run.compiled import train_compiled_run
+
+        plan = plan_run(values, preset, compiled=True, num_seeds=num_seeds or 1)
+        return train_compiled_run(plan, preset=preset, num_seeds=num_seeds or 1, progress=progress,
+                                  announce=announce)
+    if num_seeds not in (None, 1):
+        raise ConfigError("`num_seeds` > 1 needs `compiled` (the Gymnasium loop trains one seed per run)")
+    from jax_td3.envs import env_spec, make_env
+    from jax_td3.run.checkpoint import latest_valid_checkpoint
+
+    plan = plan_run(values, preset)
+    out_dir = Path(plan.out)
+    checkpoint = None
+    if resume:
+        checkpoint = latest_valid_checkpoint(out_dir)  # warns about and skips truncated or corrupted ones
+        if checkpoint is None:
+            raise CheckpointError(f"`resume`: no complete checkpoint in {out_dir / 'checkpoints'}")
+        config, settings = reconcile_resume(checkpoint, out_dir, plan, requested)
+        done_steps = int(checkpoint.metadata["env_steps"])
+        if done_steps >= settings.total_steps:
+            announce(f"{out_dir} already finished: its checkpoint {checkpoint.path.name} is at step {done_steps:,} "
+                     f"of {settings.total_steps:,}; nothing to do (a larger total_steps extends it)")
+            return {"already_finished": True, "env_steps": done_steps, "last_checkpoint": str(checkpoint.path)}
+        env = environment if environment is not None else make_env(settings.env)
+        config_path = out_dir / CONFIG_FILE
+        run_config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        run_config = {**run_config, "algo": config.algo, "config": dataclasses.asdict(config),
+                      "settings": dataclasses.asdict(settings)}
+    else:
+        if holds_run(out_dir):
+            raise ConfigError(f"{out_dir} already holds a run; pass `resume` to continue it, or choose another `out`")
+        settings = plan.settings
+        env = environment if environment is not None else make_env(settings.env)
+        config = config_for_env(plan.algo, env_spec(env), **plan.config_overrides)
+        run_config = {"algo": plan.algo, "preset": preset, "config": dataclasses.asdict(config),
+                      "settings": dataclasses.asdict(settings), "out": plan.out,
+                      "checkpoint_every": plan.checkpoint_every, "keep_checkpoints": plan.keep_checkpoints,
+                      "save_buffer": plan.save_buffer}
+    trainer = Trainer(config, settings, env=env)
+    try:
+        if checkpoint is not None:
+            if checkpoint.contents["trainer"].get("buffer") is None:
+                warnings.warn("the checkpoint has no replay buffer (saved without it); the resumed run starts "
+                              "from an empty buffer and is not exact", stacklevel=2)
+            trainer.restore(checkpoint.contents["trainer"])
+            announce(f"resuming {out_dir} from {checkpoint.path.name} (step {trainer.env_steps:,} of "
+                     f"{settings.total_steps:,})")
+        return run_training(trainer, out_dir, run_config, checkpoint_every=plan.checkpoint_every,
+                            keep_checkpoints=plan.keep_checkpoints, save_buffer=plan.save_buffer,
+                            progress=progress,
+                            resume_loop=checkpoint.contents.get("loop", {}) if checkpoint is not None else None)
+    finally:
+        trainer.close()

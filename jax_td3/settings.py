@@ -1,0 +1,97 @@
+"""The training loop's settings: everything about a run that is not the algorithm's config.
+
+``TrainSettings`` is what the host (Gymnasium) loop runs with, and what a checkpoint
+stores. Its defaults are ``presets.DEFAULTS``, the one place loop defaults are stated;
+presets and explicit values are merged over them by ``presets.resolve``. The compiled
+loop takes the subset it supports (``compiled_settings``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jax_td3.errors import ConfigError
+from jax_td3.presets import DEFAULTS
+
+SCHEDULES = ("step", "episode")
+EXPLORATIONS = ("gaussian", "ou")
+DTYPES = ("float32", "float64")
+BACKENDS = ("jax", "torch")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Settings of one training run (defaults: ``presets.DEFAULTS``)."""
+
+    env: str = DEFAULTS["env"]
+    """Gymnasium or PyBullet id with a Box action space."""
+    total_steps: int = DEFAULTS["total_steps"]
+    """Environment steps to train for."""
+    seed: int = DEFAULTS["seed"]
+    """Seed of everything: weights, environments, exploration, replay sampling, target noise."""
+    backend: str = DEFAULTS["backend"]
+    """The learner's framework: "jax" (the jitted update) or "torch" (the PyTorch reference)."""
+    dtype: str = DEFAULTS["dtype"]
+    buffer_size: int = DEFAULTS["buffer_size"]
+    learning_starts: int = DEFAULTS["learning_starts"]
+    """Updates start once the buffer holds more than this many transitions."""
+    random_steps: int | None = DEFAULTS["random_steps"]
+    """Uniformly random actions for this many first steps; None: ``learning_starts``."""
+    update_schedule: str = DEFAULTS["update_schedule"]
+    """"step": one update per environment step; "episode": ``updates_per_episode`` after each episode."""
+    updates_per_episode: int = DEFAULTS["updates_per_episode"]
+    exploration: str = "gaussian"
+    """"gaussian" or "ou" (Ornstein-Uhlenbeck); ``presets.resolve`` picks "ou" for seed-ddpg."""
+    expl_noise: float = DEFAULTS["expl_noise"]
+    """Std of Gaussian exploration noise, in units of the action scale."""
+    ou_theta: float = DEFAULTS["ou_theta"]
+    ou_sigma: float = DEFAULTS["ou_sigma"]
+    ou_mu: float = DEFAULTS["ou_mu"]
+    ou_dt: float = DEFAULTS["ou_dt"]
+    bootstrap_truncation: bool = DEFAULTS["bootstrap_truncation"]
+    """A time-limit truncation bootstraps (not_done = 1); False treats it as terminal."""
+    eval_every: int = DEFAULTS["eval_every"]
+    eval_episodes: int = DEFAULTS["eval_episodes"]
+    updates_per_call: int = DEFAULTS["updates_per_call"]
+    """JAX backend: collect this many steps, then run as many updates in one compiled call."""
+    skip_nonfinite: bool = DEFAULTS["skip_nonfinite"]
+    """Drop transitions with a NaN/inf observation or reward instead of stopping the run."""
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.learning_starts if self.random_steps is None else self.random_steps
+
+    def replace(self, **changes) -> "TrainSettings":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "TrainSettings":
+        """Raise ConfigError naming the first setting that is out of range or conflicts with another."""
+        checks = [
+            (self.backend in BACKENDS, f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}"),
+            (self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}"),
+            (self.update_schedule in SCHEDULES, f"update schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.exploration in EXPLORATIONS, f"exploration must be one of {', '.join(EXPLORATIONS)}"),
+            (self.total_steps > 0, f"total steps must be positive, got {self.total_steps}"),
+            (self.buffer_size > 0, f"buffer size must be positive, got {self.buffer_size}"),
+            (self.learning_starts >= 0, "learning starts must be >= 0"),
+            (self.warmup_steps >= 0, "random steps must be >= 0"),
+            (self.eval_every > 0, f"eval every must be positive, got {self.eval_every}"),
+            (self.eval_episodes > 0, f"eval episodes must be positive, got {self.eval_episodes}"),
+            (self.updates_per_episode > 0, "updates per episode must be positive"),
+            (self.expl_noise >= 0 and self.ou_sigma >= 0, "exploration noise scales must be >= 0"),
+            (self.ou_theta >= 0 and self.ou_dt > 0, "ou theta must be >= 0 and ou dt > 0"),
+            (self.updates_per_call >= 1, "updates per call must be >= 1"),
+            (self.updates_per_call == 1 or self.backend == "jax",
+             "`updates_per_call` > 1 needs `backend` jax (it runs jax_td3.replay.multi_update)"),
+            (self.updates_per_call <= self.buffer_size, "`updates_per_call` must not exceed `buffer_size`"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+def settings_from_values(values: dict) -> TrainSettings:
+    """TrainSettings from a dict that may hold other keys (a merged preset, a checkpoint's settings)."""
+    known = {f.name for f in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{k: v for k, v in values.items() if k in known})
