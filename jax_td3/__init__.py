@@ -7,8 +7,12 @@ __version__ = "0.1.0"
 # Loaded on first use (PEP 562), so `jax-td3 --help`, checkpoint tools and subprocesses that only
 # need a submodule do not pay for importing JAX and Flax.
 _EXPORTS = {
-    "jax_td3.config": ("ALGOS", "CONFIGS", "ConfigError", "DDPGConfig", "OurDDPGConfig", "SeedDDPGConfig",
-                       "TD3Config", "make_config"),
+    "jax_td3.config": ("ALGOS", "CONFIGS", "DDPGConfig", "OurDDPGConfig", "SeedDDPGConfig", "TD3Config",
+                       "config_for_env", "make_config"),
+    "jax_td3.errors": ("CheckpointError", "ConfigError", "ConversionError", "EnvError", "JaxTD3Error",
+                       "NonFiniteError"),
+    "jax_td3.run.training": ("train",),
+    "jax_td3.settings": ("TrainSettings",),
     "jax_td3.update": ("Batch", "TrainState", "init_train_state", "update", "update_from_key",
                        "update_with_internals"),
 }

@@ -51,8 +51,7 @@ def train_state_from_checkpoint(path, agent: int = 0):
     ``agent`` picks one agent of a compiled multi-seed checkpoint.
     """
     from jax_td3.backends.base import unpack_train_state
-    from jax_td3.run.checkpoint import load_checkpoint
-    from jax_td3.run.training import config_from_checkpoint
+    from jax_td3.run.checkpoint import config_from_checkpoint, load_checkpoint
 
     checkpoint = load_checkpoint(path)
     contents = checkpoint.contents

@@ -170,6 +170,13 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, contents: dict, metad
     return path
 
 
+def config_from_checkpoint(contents: dict):
+    """The algorithm config a checkpoint's contents were trained with."""
+    from jax_td3.config import make_config
+
+    return make_config(contents["config"]["algo"], **contents["config"]["fields"])
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and verify one checkpoint file (CheckpointError if missing, truncated or corrupted)."""
     path = Path(path)

@@ -22,6 +22,7 @@ from jax_td3.dtypes import enable_dtype
 from jax_td3.envs import make_jax_env
 from jax_td3.errors import ConfigError
 from jax_td3.loops.compiled import LoopSettings, train_compiled
+from jax_td3.run.directory import holds_run
 from jax_td3.run.logger import RunLogger
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.settings import TrainSettings
@@ -121,8 +122,6 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
                        announce: Callable[[str], None] | None = None) -> dict:
     """Run ``plan`` (a ``run.training.RunPlan``) as one compiled program of ``num_seeds`` agents
     (seeds ``seed``, ``seed + 1`` ...); returns the summary that summary.json holds."""
-    from jax_td3.run.training import holds_run
-
     announce = announce or (lambda message: None)
     if num_seeds < 1:
         raise ConfigError(f"`num_seeds` must be positive, got {num_seeds}")

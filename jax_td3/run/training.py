@@ -22,31 +22,21 @@ from typing import Callable
 
 import numpy as np
 
-from jax_td3.config import TD3Config, config_for_env, make_config
+from jax_td3.config import TD3Config, config_for_env
 from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
 from jax_td3.loops.host import Trainer
 from jax_td3.presets import DEFAULTS, resolve
+from jax_td3.run.checkpoint import config_from_checkpoint
+from jax_td3.run.directory import EPISODES_FILE, default_out, holds_run
 from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE, RunLogger
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.settings import TrainSettings, settings_from_values
 
-EPISODES_FILE = "episodes.csv"
-RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, "checkpoints")
 # Config fields a run may set; the environment gives the others (sizes and action box).
 CONFIG_SETTINGS = tuple(f.name for f in dataclasses.fields(TD3Config)
                         if f.name not in ("obs_dim", "act_dim", "action_low", "action_high"))
 # How a run writes its outputs (not part of what it computes).
 OUTPUT_OPTIONS = ("checkpoint_every", "keep_checkpoints", "save_buffer")
-
-
-def holds_run(out_dir) -> bool:
-    return any((Path(out_dir) / name).exists() for name in RUN_MARKERS)
-
-
-def default_out(algo: str, settings: TrainSettings, compiled: bool = False, num_seeds: int = 1) -> str:
-    if compiled:
-        return f"runs/{settings.env}-{algo}-compiled-seed{settings.seed}" + (f"-x{num_seeds}" if num_seeds > 1 else "")
-    return f"runs/{settings.env}-{algo}-{settings.backend}-seed{settings.seed}"
 
 
 def _mean(values) -> float | None:
@@ -91,12 +81,6 @@ def checkpoint_contents(trainer: Trainer, include_buffer: bool, loop: dict | Non
                 "algo": trainer.config.algo, "env": trainer.settings.env, "env_steps": trainer.env_steps,
                 "jax_td3_version": __version__, "has_buffer": include_buffer}
     return contents, metadata
-
-
-def config_from_checkpoint(contents: dict):
-    from jax_td3.config import make_config
-
-    return make_config(contents["config"]["algo"], **contents["config"]["fields"])
 
 
 def _truncate_csv(path: Path, last_step: int, step_column: str = "step") -> None:
@@ -273,13 +257,10 @@ def plan_run(values: dict, preset: str | None = None, *, compiled: bool = False,
         raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
     merged = resolve(values, preset)
     settings = settings_from_values(merged).validate()
-    out = merged.get("out") or default_out(merged["algo"], settings, compiled, num_seeds)
+    out = merged.get("out") or default_out(merged["algo"], settings.env, settings.seed, settings.backend, compiled,
+                                           num_seeds)
     return RunPlan(merged["algo"], {k: merged.get(k) for k in CONFIG_SETTINGS}, settings, str(out),
                    merged["checkpoint_every"], merged["keep_checkpoints"], merged["save_buffer"])
-
-
-def config_from_checkpoint(contents: dict) -> TD3Config:
-    return make_config(contents["config"]["algo"], **contents["config"]["fields"])
 
 
 def _same(a, b) -> bool:
