@@ -49,10 +49,3 @@ class OrnsteinUhlenbeckNoise:
         x = (state + self.theta * (self.mu - state) * self.dt
              + self.sigma * np.sqrt(self.dt) * rng.standard_normal(self.act_dim))
         return x, x
-
-    def stationary_std(self) -> float:
-        """Std of the exact OU stationary law, sigma / sqrt(2 theta) (the Euler scheme is within O(dt))."""
-        return self.sigma / np.sqrt(2 * self.theta)
-
-
-ExplorationNoise = GaussianNoise | OrnsteinUhlenbeckNoise

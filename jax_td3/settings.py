@@ -3,19 +3,19 @@
 ``TrainSettings`` is what the host (Gymnasium) loop runs with, and what a checkpoint
 stores. Its defaults are ``presets.DEFAULTS``, the one place loop defaults are stated;
 presets and explicit values are merged over them by ``presets.resolve``. The compiled
-loop takes the subset it supports (``compiled_settings``).
+loop takes the subset it supports (``run.compiled.compiled_settings``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from jax_td3.dtypes import DTYPES
 from jax_td3.errors import ConfigError
 from jax_td3.presets import DEFAULTS
 
 SCHEDULES = ("step", "episode")
 EXPLORATIONS = ("gaussian", "ou")
-DTYPES = ("float32", "float64")
 BACKENDS = ("jax", "torch")
 
 
