@@ -42,7 +42,7 @@ def test_round_trip_is_exact_including_adam(algo):
         state, _ = step(config, state, Batch(*batch), noise)
     agent = convert.make_torch_agent(config, dtype=torch.float64)
     convert.state_to_torch(config, state, agent)
-    assert agent.total_it == 5
+    assert agent.step == 5
     back = convert.state_from_torch(config, agent, state)
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(state)
     assert leaves_equal(back, state)

@@ -11,7 +11,7 @@ import torch
 from jax_td3.run.checkpoint import load_checkpoint, save_checkpoint
 from jax_td3.cli import main
 from jax_td3.envs import env_spec, make_env
-from jax_td3.run_parity import plot_drift, resume_trainer, run_whole_parity
+from jax_td3.parity import plot_drift, resume_trainer, run_whole_parity
 from jax_td3.config import config_for_env
 from jax_td3.loops.host import Trainer
 from jax_td3.run.training import checkpoint_contents
@@ -51,7 +51,7 @@ def test_a_planted_difference_is_reported_at_its_step_and_quantity(monkeypatch):
 
     def nudged(self, batch, target_noise):
         metrics = original(self, batch, target_noise)
-        if self.agent.total_it == 30:
+        if self.agent.step == 30:
             with torch.no_grad():
                 self.agent.critic_target.l2.weight[0, 0] += 1e-6
         return metrics
@@ -62,7 +62,7 @@ def test_a_planted_difference_is_reported_at_its_step_and_quantity(monkeypatch):
     report = run_whole_parity(pendulum_config(hidden=(16, 16), batch_size=16), settings)
     assert not report.passed
     d = report.first_divergence
-    assert (d.step, d.updates, d.quantity) == (130, 30, "critic_target.l2.kernel"), report.table()
+    assert (d.step, d.update, d.quantity) == (130, 30, "critic_target.l2.kernel"), report.table()
     assert 1e-9 < d.max_rel < 1e-4 and d.max_abs == pytest.approx(1e-6, rel=1e-6)
     assert report.quantities["action"].first_violation is None or report.quantities["action"].first_violation > 130
 
@@ -77,6 +77,41 @@ def test_cli_run_mode_json_and_plot(tmp_path, capsys):
     assert (out["mode"], out["steps"], out["updates"], out["evaluations"]) == ("run", 300, 200, 2)
     assert out["steps_within_tolerance"] == 300 and out["max_rel"] < 1e-9
     assert plot.stat().st_size > 10_000
+
+
+def test_cli_passes_every_config_flag_through_in_both_modes(monkeypatch, capsys):
+    """The shared config flags (incl. --adam-b1, --reward-scale, --critic-weight-decay, --init) reach the
+    config in both modes; the run mode's loop settings are the library's defaults but for 5,000 steps
+    and 5 evaluation episodes."""
+    import jax_td3.parity
+    from jax_td3.parity import ParityReport
+    from jax_td3.presets import DEFAULTS
+
+    seen = {}
+
+    def fake_update_level(config, **kwargs):
+        seen["update"] = config
+        return ParityReport(config.algo, kwargs["dtype"], 1, {}, None)
+
+    def fake_run_level(config, settings, **kwargs):
+        seen["run"], seen["settings"] = config, settings
+        return ParityReport(config.algo, settings.dtype, 0, {}, None, mode="run", env=settings.env)
+
+    monkeypatch.setattr(jax_td3.parity, "run_parity", fake_update_level)
+    monkeypatch.setattr(jax_td3.parity, "run_whole_parity", fake_run_level)
+    flags = ["--adam-b1", "0.8", "--reward-scale", "2.5", "--critic-weight-decay", "0.01", "--init", "flax",
+             "--gamma", "0.9", "--json"]
+    assert main(["parity", *flags]) == 0
+    assert main(["parity", "--run", *flags]) == 0
+    capsys.readouterr()
+    for mode in ("update", "run"):
+        config = seen[mode]
+        assert (config.adam_b1, config.reward_scale, config.critic_weight_decay, config.init, config.gamma) == \
+            (0.8, 2.5, 0.01, "flax", 0.9), mode
+    settings = seen["settings"]
+    assert (settings.total_steps, settings.eval_episodes) == (5_000, 5)
+    for name in ("env", "learning_starts", "buffer_size", "expl_noise", "eval_every"):
+        assert getattr(settings, name) == DEFAULTS[name], name
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -142,7 +142,7 @@ def test_float32_tolerance_classes():
 @pytest.mark.parametrize("plant, factor, quantity, update", [
     ("tau", 0.9, "critic_target.l1.weight", 2),     # targets first move on the first actor iteration
     ("noise_clip", 0.2, "target_action", 1),        # clip 0.1: most of the first batch's noise is clipped
-    ("discount", 0.9, "target_q", 1),
+    ("gamma", 0.9, "target_q", 1),
 ])
 def test_a_planted_difference_is_found_where_it_is(plant, factor, quantity, update):
     config = small_config("td3", batch_size=16)
@@ -165,7 +165,7 @@ def test_polyak_on_every_update_is_caught_at_the_first_non_actor_update():
 
     def train_with_eager_polyak(batch, noise=None, record=False):
         info = original_train(batch, noise, record)
-        if agent.total_it % agent.policy_freq != 0:
+        if agent.step % agent.policy_freq != 0:
             soft_update(agent.critic, agent.critic_target, agent.tau)
             soft_update(agent.actor, agent.actor_target, agent.tau)
         return info
@@ -174,3 +174,49 @@ def test_polyak_on_every_update_is_caught_at_the_first_non_actor_update():
     report = run_parity(config, dtype="float64", updates=4, seed=0, agent=agent)
     assert not report.passed
     assert (report.first_divergence.update, report.first_divergence.quantity) == (1, "critic_target.l1.weight")
+    # The schedule row sees it too: the reference moved both targets on an update without an actor step.
+    assert report.quantities["schedule"].first_violation == 1
+    assert report.quantities["schedule"].max_abs == 2
+
+
+def test_any_two_adapters_can_be_compared():
+    """The engine only talks to adapters: JAX against JAX is exact, and a reference loaded from a
+    state it did not make (after five JAX updates) continues it to float64 rounding."""
+    from jax_td3.adapters.jax import JaxAdapter
+    from jax_td3.adapters.torch_ref import TorchRefAdapter
+    from jax_td3.parity import compare_adapters
+
+    config = small_config("td3", batch_size=8, hidden=(16, 16))
+    same = compare_adapters(JaxAdapter(config, seed=4), JaxAdapter(config, seed=5), config, updates=6)
+    assert same.passed and same.backends == ("jax", "jax")
+    assert all(s.max_abs == 0 for s in same.quantities.values()), same.table()
+
+    jax_side = JaxAdapter(config, seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        batch = (rng.standard_normal((8, 3)), rng.uniform(-2, 2, (8, 1)), rng.standard_normal((8, 3)),
+                 rng.standard_normal((8, 1)), np.ones((8, 1)))
+        jax_side.update(batch, rng.standard_normal((8, 1)))
+    assert jax_side.state()["step"] == 5 and jax_side.state()["critic_adam_count"] == 5
+    report = compare_adapters(jax_side, TorchRefAdapter(config), config, updates=7)
+    assert_passed(report, config)
+    assert report.backends == ("jax", "torch_ref")
+
+
+def test_neutral_state_round_trip_is_exact():
+    """JAX layout -> neutral -> torch_ref -> neutral -> JAX layout gives back every bit."""
+    from jax_td3.adapters.jax import JaxAdapter
+    from jax_td3.adapters.torch_ref import TorchRefAdapter
+
+    config = small_config("td3", batch_size=8, hidden=(16, 12))
+    jax_side, reference = JaxAdapter(config, seed=2), TorchRefAdapter(config)
+    state = jax_side.state()
+    assert state["critic.l4.weight"].shape == (16, 4) and state["actor.l3.weight"].shape == (1, 12)
+    reference.load(state)
+    back = reference.state()
+    assert back.keys() == state.keys()
+    for name, value in state.items():
+        np.testing.assert_array_equal(back[name], value, err_msg=name)
+    jax_side.load(back)
+    for name, value in jax_side.state().items():
+        np.testing.assert_array_equal(value, state[name], err_msg=name)

@@ -109,3 +109,4 @@ def test_every_config_field_has_a_flag_or_comes_from_the_environment():
     for cls in CONFIGS.values():
         fields = {f.name for f in dataclasses.fields(cls)}
         assert fields - env_sized == set(CONFIG_SETTINGS) == set(CONFIG_FLAGS), cls.algo
+

@@ -21,7 +21,7 @@ class DDPG:
     critic_cls = DDPGCritic
 
     def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(400, 300), critic_hidden=None,
-                 discount=0.99, tau=0.001, policy_freq=1, actor_lr=1e-4, critic_lr=1e-3, critic_weight_decay=1e-2,
+                 gamma=0.99, tau=0.001, policy_freq=1, actor_lr=1e-4, critic_lr=1e-3, critic_weight_decay=1e-2,
                  adam_betas=(0.9, 0.999), adam_eps=1e-8, reward_scale=1.0, loss="mse",
                  device="cpu", dtype=torch.float32):
         self.actor = Actor(obs_dim, act_dim, action_low, action_high, hidden).to(device, dtype)
@@ -34,30 +34,30 @@ class DDPG:
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, betas=adam_betas,
                                                  eps=adam_eps, weight_decay=critic_weight_decay)
 
-        self.discount = discount
+        self.gamma = gamma
         self.tau = tau
         self.policy_freq = policy_freq
         self.reward_scale = reward_scale
         self.loss = F.smooth_l1_loss if loss == "huber" else F.mse_loss
         self.device, self.dtype = device, dtype
-        self.total_it = 0
+        self.step = 0
 
     select_action = TD3.select_action
 
     def train(self, batch: Batch, noise=None, record=False):
         """One update (``noise`` is accepted for a uniform interface and unused: no target smoothing)."""
-        self.total_it += 1
-        state, action, next_state, reward, not_done = batch
+        self.step += 1
+        obs, action, next_obs, reward, not_done = batch
         info = {}
 
         # Compute the target Q value.
         with torch.no_grad():
-            next_action = self.actor_target(next_state)
-            target_Q = self.critic_target(next_state, next_action)
-            target_Q = reward * self.reward_scale + not_done * self.discount * target_Q
+            next_action = self.actor_target(next_obs)
+            target_Q = self.critic_target(next_obs, next_action)
+            target_Q = reward * self.reward_scale + not_done * self.gamma * target_Q
 
         # Get current Q estimate and the critic loss.
-        current_Q = self.critic(state, action)
+        current_Q = self.critic(obs, action)
         critic_loss = self.loss(current_Q, target_Q)
 
         # Optimize the critic.
@@ -69,9 +69,9 @@ class DDPG:
                         critic_grads=grads_of(self.critic))
         self.critic_optimizer.step()
 
-        if self.total_it % self.policy_freq == 0:
+        if self.step % self.policy_freq == 0:
             # Compute actor loss with the critic just updated.
-            actor_Q = self.critic(state, self.actor(state))
+            actor_Q = self.critic(obs, self.actor(obs))
             actor_loss = -actor_Q.mean()
 
             # Optimize the actor.
@@ -94,9 +94,9 @@ class OurDDPG(DDPG):
     critic_cls = SingleCritic
 
     def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(256, 256), critic_hidden=None,
-                 discount=0.99, tau=0.005, policy_freq=1, actor_lr=3e-4, critic_lr=3e-4, critic_weight_decay=0.0,
+                 gamma=0.99, tau=0.005, policy_freq=1, actor_lr=3e-4, critic_lr=3e-4, critic_weight_decay=0.0,
                  **kwargs):
-        super().__init__(obs_dim, act_dim, action_low, action_high, hidden, critic_hidden, discount, tau,
+        super().__init__(obs_dim, act_dim, action_low, action_high, hidden, critic_hidden, gamma, tau,
                          policy_freq, actor_lr, critic_lr, critic_weight_decay, **kwargs)
 
 
@@ -106,8 +106,8 @@ class SeedDDPG(DDPG):
     critic_cls = SeedCritic
 
     def __init__(self, obs_dim=3, act_dim=1, action_low=(-2.0,), action_high=(2.0,), hidden=(128, 64),
-                 critic_hidden=(64, 32), discount=0.99, tau=0.005, policy_freq=1, actor_lr=5e-4, critic_lr=1e-3,
+                 critic_hidden=(64, 32), gamma=0.99, tau=0.005, policy_freq=1, actor_lr=5e-4, critic_lr=1e-3,
                  critic_weight_decay=0.0, adam_betas=(0.9, 0.99), reward_scale=0.01, loss="huber", **kwargs):
-        super().__init__(obs_dim, act_dim, action_low, action_high, hidden, critic_hidden, discount, tau,
+        super().__init__(obs_dim, act_dim, action_low, action_high, hidden, critic_hidden, gamma, tau,
                          policy_freq, actor_lr, critic_lr, critic_weight_decay, adam_betas=adam_betas,
                          reward_scale=reward_scale, loss=loss, **kwargs)

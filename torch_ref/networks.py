@@ -40,8 +40,8 @@ class Actor(nn.Module):
         self.register_buffer("scale", (high - low) / 2, persistent=False)
         self.register_buffer("bias", (high + low) / 2, persistent=False)
 
-    def forward(self, state):
-        return self.scale * torch.tanh(_mlp(self, self.names, state)) + self.bias
+    def forward(self, obs):
+        return self.scale * torch.tanh(_mlp(self, self.names, obs)) + self.bias
 
 
 class Critic(nn.Module):
@@ -53,12 +53,12 @@ class Critic(nn.Module):
         self.q1_names = _add_layers(self, sizes, first=1)
         self.q2_names = _add_layers(self, sizes, first=len(sizes))
 
-    def forward(self, state, action):
-        sa = torch.cat([state, action], 1)
+    def forward(self, obs, action):
+        sa = torch.cat([obs, action], 1)
         return _mlp(self, self.q1_names, sa), _mlp(self, self.q2_names, sa)
 
-    def Q1(self, state, action):
-        return _mlp(self, self.q1_names, torch.cat([state, action], 1))
+    def Q1(self, obs, action):
+        return _mlp(self, self.q1_names, torch.cat([obs, action], 1))
 
 
 class SingleCritic(nn.Module):
@@ -68,8 +68,8 @@ class SingleCritic(nn.Module):
         super().__init__()
         self.names = _add_layers(self, [obs_dim + act_dim, *hidden, 1], first=1)
 
-    def forward(self, state, action):
-        return _mlp(self, self.names, torch.cat([state, action], 1))
+    def forward(self, obs, action):
+        return _mlp(self, self.names, torch.cat([obs, action], 1))
 
 
 class DDPGCritic(nn.Module):
@@ -82,8 +82,8 @@ class DDPGCritic(nn.Module):
         self.l2 = nn.Linear(h1 + act_dim, h2)
         self.l3 = nn.Linear(h2, 1)
 
-    def forward(self, state, action):
-        q = F.relu(self.l1(state))
+    def forward(self, obs, action):
+        q = F.relu(self.l1(obs))
         q = F.relu(self.l2(torch.cat([q, action], 1)))
         return self.l3(q)
 
@@ -99,8 +99,8 @@ class SeedCritic(nn.Module):
         self.fc1 = nn.Linear(2 * branch, width)
         self.fc2 = nn.Linear(width, 1)
 
-    def forward(self, state, action):
-        h = torch.cat([F.relu(self.fc_s(state)), F.relu(self.fc_a(action))], dim=1)
+    def forward(self, obs, action):
+        h = torch.cat([F.relu(self.fc_s(obs)), F.relu(self.fc_a(action))], dim=1)
         return self.fc2(F.relu(self.fc1(h)))
 
 

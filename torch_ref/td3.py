@@ -2,7 +2,11 @@
 
 Differences from TD3.py, all for cross-checking: the target-policy noise can be
 passed in (standard normal draws, shape of the action), the action box may be
-asymmetric, and ``train(..., record=True)`` returns the intermediate quantities.
+asymmetric, ``train(..., record=True)`` returns the intermediate quantities, and
+two settings the DDPG variants have (critic L2 weight decay, a reward scale) exist here
+too, with defaults that leave TD3.py's arithmetic unchanged (0 and 1).
+Names follow jax_td3's so the two read alike: ``obs``/``next_obs`` for TD3.py's
+``state``/``next_state``, ``gamma`` for ``discount``, ``step`` for ``total_it``.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ from torch_ref.networks import Actor, Critic, soft_update
 
 
 class Batch(NamedTuple):
-    """(state, action, next_state, reward, not_done); reward and not_done are (B, 1)."""
+    """(obs, action, next_obs, reward, not_done); reward and not_done are (B, 1)."""
 
-    state: torch.Tensor
+    obs: torch.Tensor
     action: torch.Tensor
-    next_state: torch.Tensor
+    next_obs: torch.Tensor
     reward: torch.Tensor
     not_done: torch.Tensor
 
@@ -33,39 +37,41 @@ def grads_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 class TD3:
     def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(256, 256), critic_hidden=None,
-                 discount=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2,
+                 gamma=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2,
                  actor_lr=3e-4, critic_lr=3e-4, adam_betas=(0.9, 0.999), adam_eps=1e-8,
-                 device="cpu", dtype=torch.float32):
+                 critic_weight_decay=0.0, reward_scale=1.0, device="cpu", dtype=torch.float32):
         self.actor = Actor(obs_dim, act_dim, action_low, action_high, hidden).to(device, dtype)
         self.actor_target = copy.deepcopy(self.actor)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, betas=adam_betas, eps=adam_eps)
 
         self.critic = Critic(obs_dim, act_dim, critic_hidden or hidden).to(device, dtype)
         self.critic_target = copy.deepcopy(self.critic)
+        # PyTorch's Adam weight_decay adds wd * p to the gradient before the moments (L2, not AdamW).
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, betas=adam_betas,
-                                                 eps=adam_eps)
+                                                 eps=adam_eps, weight_decay=critic_weight_decay)
 
         self.low = torch.as_tensor(action_low, device=device, dtype=dtype)
         self.high = torch.as_tensor(action_high, device=device, dtype=dtype)
         self.action_scale = (self.high - self.low) / 2
-        self.discount = discount
+        self.gamma = gamma
         self.tau = tau
         self.policy_noise = policy_noise  # in units of the action scale, like noise_clip
         self.noise_clip = noise_clip
         self.policy_freq = policy_freq
+        self.reward_scale = reward_scale
         self.device, self.dtype = device, dtype
-        self.total_it = 0
+        self.step = 0
 
-    def select_action(self, state):
-        state = torch.as_tensor(np.asarray(state).reshape(1, -1), device=self.device, dtype=self.dtype)
+    def select_action(self, obs):
+        obs = torch.as_tensor(np.asarray(obs).reshape(1, -1), device=self.device, dtype=self.dtype)
         with torch.no_grad():
-            return self.actor(state).cpu().numpy().flatten()
+            return self.actor(obs).cpu().numpy().flatten()
 
     def train(self, batch: Batch, noise=None, record=False):
         """One update. Returns detached losses; with ``record``, also the target action, target Q,
         current Qs and gradients (cloned right after each backward)."""
-        self.total_it += 1
-        state, action, next_state, reward, not_done = batch
+        self.step += 1
+        obs, action, next_obs, reward, not_done = batch
         info = {}
 
         with torch.no_grad():
@@ -74,15 +80,15 @@ class TD3:
                 noise = torch.randn_like(action)
             clip = self.noise_clip * self.action_scale
             noise = (noise * (self.policy_noise * self.action_scale)).clamp(-clip, clip)
-            next_action = (self.actor_target(next_state) + noise).clamp(self.low, self.high)
+            next_action = (self.actor_target(next_obs) + noise).clamp(self.low, self.high)
 
             # Compute the target Q value.
-            target_Q1, target_Q2 = self.critic_target(next_state, next_action)
+            target_Q1, target_Q2 = self.critic_target(next_obs, next_action)
             target_Q = torch.min(target_Q1, target_Q2)
-            target_Q = reward + not_done * self.discount * target_Q
+            target_Q = reward * self.reward_scale + not_done * self.gamma * target_Q
 
         # Get current Q estimates.
-        current_Q1, current_Q2 = self.critic(state, action)
+        current_Q1, current_Q2 = self.critic(obs, action)
 
         # Compute critic loss.
         critic_loss = F.mse_loss(current_Q1, target_Q) + F.mse_loss(current_Q2, target_Q)
@@ -98,9 +104,9 @@ class TD3:
         self.critic_optimizer.step()
 
         # Delayed policy updates.
-        if self.total_it % self.policy_freq == 0:
+        if self.step % self.policy_freq == 0:
             # Compute actor loss.
-            actor_Q = self.critic.Q1(state, self.actor(state))
+            actor_Q = self.critic.Q1(obs, self.actor(obs))
             actor_loss = -actor_Q.mean()
 
             # Optimize the actor.

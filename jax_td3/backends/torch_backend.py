@@ -11,11 +11,10 @@ import numpy as np
 import torch
 
 import torch_ref
-from jax_td3.dtypes import enable_dtype
+from jax_td3.adapters.torch_ref import torch_dtype
 from jax_td3.convert import make_torch_agent, state_from_torch, state_to_torch
+from jax_td3.dtypes import enable_dtype
 from jax_td3.update import Batch, TrainState
-
-TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class TorchBackend:
@@ -26,10 +25,9 @@ class TorchBackend:
         one; more threads mostly add synchronisation, and on a busy machine they are many times slower."""
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        enable_dtype(dtype)
         self.config = config
-        self.dtype = np.dtype(dtype)
-        self.torch_dtype = TORCH_DTYPES[self.dtype.name]
+        self.dtype = enable_dtype(dtype)
+        self.torch_dtype = torch_dtype(self.dtype)
         self.agent = make_torch_agent(config, self.torch_dtype)
         # The JAX-layout tree structure, for state(); its values are never used.
         self._template = jax.tree_util.tree_map(np.asarray, initial_state)

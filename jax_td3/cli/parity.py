@@ -2,12 +2,13 @@
 
 Two modes:
 - update level (default): ``--updates`` consecutive updates on synthetic batches, every
-  intermediate quantity compared (``jax_td3.parity``);
+  intermediate quantity compared (``jax_td3.parity.update_level``);
 - whole run (``--run``): two training runs on a Gymnasium environment, JAX and PyTorch
   backends, stepped in lockstep; actions, transitions, losses, every parameter and
-  evaluations compared at every step (``jax_td3.run_parity``).
+  evaluations compared at every step (``jax_td3.parity.run_level``).
 
-Exit status: 0 when every quantity is within tolerance, 1 when not, 2 on bad arguments.
+Exit status: 0 when every quantity is within tolerance, 1 when not, 2 on bad arguments,
+130 when a whole run is interrupted (the report so far is printed).
 """
 
 from __future__ import annotations
@@ -15,16 +16,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jax_td3.cli.args import UsageError, float_list, int_list, nonnegative_int, positive_int
-from jax_td3.settings import BACKENDS
+from jax_td3.cli.args import (CONFIG_FLAGS, UsageError, add_config_flags, flag, float_list, given,
+                              nonnegative_int, positive_int)
 from jax_td3.config import ALGOS, CONFIGS, make_config
+from jax_td3.presets import DEFAULTS
+from jax_td3.settings import BACKENDS
 
 DEFAULT_UPDATES = 1000
 # A short run that still crosses everything a loop does: warm-up, the start of learning, episode ends
-# (Pendulum truncates every 200 steps) and evaluations.
-RUN_DEFAULTS = dict(env="Pendulum-v1", total_steps=5_000, learning_starts=1_000, buffer_size=1_000_000,
-                    expl_noise=0.1, eval_every=1_000, eval_episodes=5, backend_a="jax", backend_b="torch",
-                    params_every=1)
+# (Pendulum truncates every 200 steps) and evaluations. Loop settings are the library's defaults
+# except a shorter run with fewer evaluation episodes.
+_RUN_CHANGES = dict(total_steps=5_000, eval_episodes=5)
+RUN_DEFAULTS = dict(
+    {name: _RUN_CHANGES.get(name, DEFAULTS[name]) for name in (
+        "env", "total_steps", "learning_starts", "buffer_size", "expl_noise", "eval_every", "eval_episodes")},
+    backend_a="jax", backend_b="torch", params_every=1)
 # Flags of one mode that the other does not take.
 UPDATE_ONLY_FLAGS = ("updates", "obs_dim", "act_dim", "max_action", "action_low", "action_high")
 RUN_ONLY_FLAGS = tuple(RUN_DEFAULTS) + ("plot", "perturb")
@@ -34,19 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo", choices=ALGOS, default="td3", help="algorithm to compare")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="float64: tolerance 1e-10; float32: per-update comparison with justified tolerances "
-                             "(--run: 1e-9 and 1e-3, see jax_td3.run_parity)")
+                             "(--run: 1e-9 and 1e-3, see jax_td3.parity.run_level)")
     parser.add_argument("--updates", type=positive_int, default=None,
                         help=f"consecutive updates to compare (default {DEFAULT_UPDATES})")
-    parser.add_argument("--hidden", type=int_list, help="actor (and critic) hidden sizes, e.g. 256,256")
-    parser.add_argument("--critic-hidden", type=int_list, help="critic hidden sizes if different from --hidden")
-    parser.add_argument("--batch-size", type=positive_int, help="batch size of each update")
-    parser.add_argument("--gamma", type=float, help="discount")
-    parser.add_argument("--tau", type=float, help="Polyak rate of the target networks")
-    parser.add_argument("--policy-freq", type=positive_int, help="actor and targets update every N-th update")
-    parser.add_argument("--policy-noise", type=float, help="target-policy noise std, in units of the action scale")
-    parser.add_argument("--noise-clip", type=float, help="target-policy noise clip, in units of the action scale")
-    parser.add_argument("--actor-lr", type=float, help="actor Adam learning rate")
-    parser.add_argument("--critic-lr", type=float, help="critic Adam learning rate")
     parser.add_argument("--max-action", type=float, help="symmetric action box [-max_action, max_action]")
     parser.add_argument("--action-low", type=float_list, help="per-dimension lower bounds (asymmetric box)")
     parser.add_argument("--action-high", type=float_list, help="per-dimension upper bounds (asymmetric box)")
@@ -57,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resync", choices=("auto", "on", "off"), default="auto",
                         help="copy the JAX state into torch before each update (auto: on for float32 only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    add_config_flags(parser)
 
     whole = parser.add_argument_group("whole-run mode (--run)")
     whole.add_argument("--run", action="store_true",
@@ -88,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "a rounding difference")
 
 
+def _check_seed_critic(args) -> None:
+    if args.critic_hidden and CONFIGS[args.algo].critic_arch == "seed" and len(args.critic_hidden) != 2:
+        raise UsageError("seed-ddpg's critic takes two sizes: branch width, width after concatenation")
+
+
 def config_from_args(args):
     if args.max_action is not None and (args.action_low or args.action_high):
         raise UsageError("give either --max-action or --action-low/--action-high, not both")
@@ -98,24 +100,19 @@ def config_from_args(args):
         act_dim = len(args.action_low)
     if args.max_action is not None and args.max_action <= 0:
         raise UsageError(f"--max-action must be > 0, got {args.max_action}")
-    if args.critic_hidden and CONFIGS[args.algo].critic_arch == "seed" and len(args.critic_hidden) != 2:
-        raise UsageError("seed-ddpg's critic takes two sizes: branch width, width after concatenation")
-    return make_config(
-        args.algo, obs_dim=args.obs_dim, act_dim=act_dim, hidden=args.hidden, critic_hidden=args.critic_hidden,
-        batch_size=args.batch_size, gamma=args.gamma, tau=args.tau, policy_freq=args.policy_freq,
-        policy_noise=args.policy_noise, noise_clip=args.noise_clip, actor_lr=args.actor_lr,
-        critic_lr=args.critic_lr, max_action=args.max_action, action_low=args.action_low,
-        action_high=args.action_high)
+    _check_seed_critic(args)
+    return make_config(args.algo, obs_dim=args.obs_dim, act_dim=act_dim, max_action=args.max_action,
+                       action_low=args.action_low, action_high=args.action_high, **given(args, CONFIG_FLAGS))
 
 
-def _given(args, names) -> list[str]:
-    return ["--" + name.replace("_", "-") for name in names if getattr(args, name) is not None]
+def _given_flags(args, names) -> list[str]:
+    return [flag(name) for name in given(args, names)]
 
 
 def run(args) -> int:
     if args.run:
         return run_whole(args)
-    if extra := _given(args, RUN_ONLY_FLAGS):
+    if extra := _given_flags(args, RUN_ONLY_FLAGS):
         raise UsageError(f"{', '.join(extra)} only apply with --run")
     config = config_from_args(args)
     import torch
@@ -132,13 +129,12 @@ def run(args) -> int:
 
 
 def run_whole(args) -> int:
-    """``--run``: both backends train on the environment in lockstep (``jax_td3.run_parity``)."""
-    if extra := _given(args, UPDATE_ONLY_FLAGS):
+    """``--run``: both backends train on the environment in lockstep (``jax_td3.parity.run_level``)."""
+    if extra := _given_flags(args, UPDATE_ONLY_FLAGS):
         raise UsageError(f"{', '.join(extra)} do not apply with --run (the environment sets the sizes and box)")
     if args.resync != "auto":
         raise UsageError("--resync applies to the update-level mode only (a whole run cannot be re-synchronised)")
-    if args.critic_hidden and CONFIGS[args.algo].critic_arch == "seed" and len(args.critic_hidden) != 2:
-        raise UsageError("seed-ddpg's critic takes two sizes: branch width, width after concatenation")
+    _check_seed_critic(args)
     opts = {name: getattr(args, name) if getattr(args, name) is not None else default
             for name, default in RUN_DEFAULTS.items()}
     if args.plot:
@@ -146,9 +142,9 @@ def run_whole(args) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from jax_td3.envs import env_spec, make_env
-    from jax_td3.run_parity import UnknownTensorError, plot_drift, run_whole_parity
     from jax_td3.config import config_for_env
+    from jax_td3.envs import env_spec, make_env
+    from jax_td3.parity import UnknownTensorError, plot_drift, run_whole_parity
     from jax_td3.settings import TrainSettings
 
     env = make_env(opts["env"])
@@ -156,10 +152,7 @@ def run_whole(args) -> int:
         spec = env_spec(env)
     finally:
         env.close()
-    config = config_for_env(
-        args.algo, spec, hidden=args.hidden, critic_hidden=args.critic_hidden, batch_size=args.batch_size,
-        gamma=args.gamma, tau=args.tau, policy_freq=args.policy_freq, policy_noise=args.policy_noise,
-        noise_clip=args.noise_clip, actor_lr=args.actor_lr, critic_lr=args.critic_lr)
+    config = config_for_env(args.algo, spec, **given(args, CONFIG_FLAGS))
     settings = TrainSettings(
         env=opts["env"], total_steps=opts["total_steps"], seed=args.seed, dtype=args.dtype,
         buffer_size=opts["buffer_size"], learning_starts=opts["learning_starts"], expl_noise=opts["expl_noise"],

@@ -1,0 +1,165 @@
+"""The PyTorch reference (``torch_ref``) as an adapter, and the one place that knows its layout.
+
+torch_ref's layout is the neutral one (``adapters.base``) held in live objects: the networks are
+the agent's ``actor``, ``critic``, ``actor_target`` and ``critic_target`` modules, whose
+``named_parameters()`` are the neutral tensor names (``nn.Linear`` weights are (out, in), TD3's
+twin critic keeps Q1 in ``l1..l{n}`` and Q2 in ``l{n+1}..l{2n}``); ``torch.optim.Adam`` keeps, per
+parameter, ``step`` (the Adam count, equal across parameters), ``exp_avg`` (first moment) and
+``exp_avg_sq`` (second moment); the agent's ``step`` is the update counter. Also here: the map
+from a dtype name to torch's dtype, and from a ``TD3Config`` to torch_ref's constructors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import torch_ref
+from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names, tensor_names
+from jax_td3.config import TD3Config
+from jax_td3.dtypes import enable_dtype
+from jax_td3.errors import ConversionError
+
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_dtype(dtype) -> torch.dtype:
+    """torch's dtype for a dtype name or NumPy dtype (a torch dtype passes through)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return TORCH_DTYPES[enable_dtype(dtype).name]
+
+
+def make_agent(config: TD3Config, dtype=torch.float32, device="cpu"):
+    """The torch_ref agent with the architecture and hyperparameters of ``config`` (``dtype``: a torch
+    dtype or a name)."""
+    common = dict(hidden=config.actor_hidden, critic_hidden=config.critic_hidden_sizes, gamma=config.gamma,
+                  tau=config.tau, policy_freq=config.policy_freq, actor_lr=config.actor_lr,
+                  critic_lr=config.critic_lr, adam_betas=(config.adam_b1, config.adam_b2),
+                  adam_eps=config.adam_eps, critic_weight_decay=config.critic_weight_decay,
+                  reward_scale=config.reward_scale, device=device, dtype=torch_dtype(dtype))
+    box = (config.obs_dim, config.act_dim, config.action_low, config.action_high)
+    if config.algo == "td3":
+        return torch_ref.TD3(*box, policy_noise=config.policy_noise, noise_clip=config.noise_clip, **common)
+    return torch_ref.AGENTS[config.algo](*box, **common)
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy().copy()
+
+
+# -- torch_ref agent <-> neutral state --------------------------------------------------
+
+def agent_state(agent) -> NeutralState:
+    """The neutral state of a torch_ref agent (copies). An optimizer that has not stepped yet has
+    Adam count 0 and zero moments."""
+    out: NeutralState = {}
+    for network in NETWORKS:
+        for name, p in getattr(agent, network).named_parameters():
+            out[f"{network}.{name}"] = _numpy(p)
+    for network in ("actor", "critic"):
+        optimizer = getattr(agent, f"{network}_optimizer")
+        counts = set()
+        for name, p in getattr(agent, network).named_parameters():
+            adam = optimizer.state.get(p, {})
+            if adam:
+                counts.add(float(adam["step"]))
+                m, v = _numpy(adam["exp_avg"]), _numpy(adam["exp_avg_sq"])
+            else:
+                counts.add(0.0)
+                m, v = _numpy(torch.zeros_like(p)), _numpy(torch.zeros_like(p))
+            out[f"{network}_adam_m.{name}"], out[f"{network}_adam_v.{name}"] = m, v
+        if len(counts) != 1:
+            raise ConversionError(f"{network} optimizer: parameters have different Adam step counts {sorted(counts)}")
+        out[f"{network}_adam_count"] = int(counts.pop())
+    out["step"] = int(agent.step)
+    return out
+
+
+def _check_names(label: str, expected: list[str], module: torch.nn.Module) -> None:
+    have = [n for n, _ in module.named_parameters()]
+    missing, extra = sorted(set(expected) - set(have)), sorted(set(have) - set(expected))
+    if missing or extra:
+        raise ConversionError(f"{label}: parameter names differ: missing in torch {missing}, extra in torch {extra}")
+
+
+def _copy_into(label: str, tensor: torch.Tensor, value, source: str) -> None:
+    value = np.asarray(value)
+    if tuple(tensor.shape) != value.shape:
+        raise ConversionError(f"{label}: shape {tuple(value.shape)} ({source}) does not match "
+                              f"torch {tuple(tensor.shape)}")
+    with torch.no_grad():
+        tensor.copy_(torch.from_numpy(np.array(value)))
+
+
+def load_agent(agent, state: NeutralState, source: str = "from the neutral state") -> None:
+    """Make a torch_ref agent hold a neutral state: weights, targets, Adam states, update counter.
+    ``source`` says where the state came from in error messages."""
+    for network in NETWORKS:
+        module = getattr(agent, network)
+        _check_names(network, tensor_names(state, network), module)
+        for name, p in module.named_parameters():
+            _copy_into(f"{network}.{name}", p, state[f"{network}.{name}"], source)
+    for network in ("actor", "critic"):
+        module, optimizer = getattr(agent, network), getattr(agent, f"{network}_optimizer")
+        for moment in ("adam_m", "adam_v"):
+            _check_names(f"{network}_{moment}", tensor_names(state, f"{network}_{moment}"), module)
+        count = float(state[f"{network}_adam_count"])
+        for name, p in module.named_parameters():
+            # A fresh per-parameter state, as Adam's first step would make it.
+            adam = optimizer.state[p]
+            adam["step"] = torch.tensor(count, dtype=torch.get_default_dtype())
+            adam["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            adam["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            _copy_into(f"{network}_adam_m.{name}", adam["exp_avg"], state[f"{network}_adam_m.{name}"], source)
+            _copy_into(f"{network}_adam_v.{name}", adam["exp_avg_sq"], state[f"{network}_adam_v.{name}"], source)
+    agent.step = int(state["step"])
+
+
+# -- the adapter -------------------------------------------------------------------------
+
+class TorchRefAdapter:
+    """A torch_ref agent behind the adapter interface of ``adapters.base``.
+
+    ``agent`` may be any object with torch_ref's interface (the four modules with torch_ref's
+    parameter names, ``actor_optimizer``/``critic_optimizer``, ``step``, and ``train(batch, noise,
+    record=True)`` returning the intermediate quantities), e.g. a modified reference; by default it
+    is ``make_agent(config, dtype, device)``.
+    """
+
+    name = "torch_ref"
+
+    def __init__(self, config: TD3Config, dtype="float64", *, agent=None, device="cpu"):
+        self.config = config
+        self.dtype = enable_dtype(dtype)
+        self.torch_dtype = torch_dtype(self.dtype)
+        self.device = device
+        self.agent = agent if agent is not None else make_agent(config, self.torch_dtype, device)
+        self.quantities = quantity_names([n for n, _ in self.agent.actor.named_parameters()],
+                                         [n for n, _ in self.agent.critic.named_parameters()])
+
+    def load(self, state: NeutralState) -> None:
+        load_agent(self.agent, state)
+
+    def state(self) -> NeutralState:
+        return agent_state(self.agent)
+
+    def _tensor(self, x) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=self.torch_dtype, device=self.device)
+
+    def update(self, batch, target_noise) -> dict:
+        info = self.agent.train(torch_ref.Batch(*(self._tensor(x) for x in batch)), self._tensor(target_noise),
+                                record=True)
+        actor_updated = "actor_loss" in info
+        out = {name: _numpy(info[name]) for name in ("target_action", "target_q", "current_q", "critic_loss")
+               if name in info}
+        out.update({f"critic_grad.{name}": _numpy(g) for name, g in info.get("critic_grads", {}).items()})
+        if actor_updated:
+            out.update({name: _numpy(info[name]) for name in ("actor_q", "actor_loss") if name in info})
+            out.update({f"actor_grad.{name}": _numpy(g) for name, g in info.get("actor_grads", {}).items()})
+        out.update(agent_state(self.agent))
+        out["actor_updated"] = actor_updated
+        return out
+
+
+__all__ = ["TORCH_DTYPES", "TorchRefAdapter", "agent_state", "load_agent", "make_agent", "torch_dtype"]

@@ -1,0 +1,177 @@
+"""Update-level parity: two implementations of one update, run side by side and compared after each.
+
+Both adapters (``jax_td3.adapters``) start from the same state (the first one's, loaded into the
+second), see the same batches (replay indices drawn from one NumPy generator over a fixed synthetic
+buffer) and the same target-policy noise. After every update, every quantity both report is
+compared with ``compare.compare``: target action, target Q, current Q, critic loss, each critic
+gradient, each Adam moment, each critic parameter after Adam, actor Q values, loss and gradients
+(on actor iterations only), actor parameters, and all target parameters after Polyak.
+The schedule of the delayed update is checked too: each side must step its actor exactly on the
+iterations where ``it % policy_freq == 0``, and leave its actor and targets untouched on the others.
+
+The report keeps the largest differences of each quantity over all updates and the first update at
+which any quantity left its tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jax_td3.adapters.base import ACTOR_STEP_FAMILIES, DELAYED_FAMILIES, Adapter, family
+from jax_td3.config import TD3Config
+from jax_td3.dtypes import enable_dtype
+from jax_td3.parity.compare import ParityReport, Tracker, compare
+
+# float64: both sides do the same arithmetic in a different order; the differences are a few ulps
+# (1e-16) and stay there over thousands of updates.
+FLOAT64_TOLERANCE = 1e-10
+
+# float32 (eps = 1.2e-7), compared one update at a time (the second side is re-synchronised to the
+# first's state before each update, see ``compare_adapters``):
+# - what is computed before any backward pass (target action, target Q, current Q, critic loss) is a
+#   continuous function of the inputs and differs by rounding only: a few ulps accumulated over dot
+#   products of <= ~1000 terms, ~1e-6 relative. Tolerance 1e-5.
+# - gradients and everything after them (Adam moments, parameters, actor loss, targets) also depend on
+#   which side of zero each ReLU input falls. An input within rounding of zero (there are B x units of
+#   them per layer, so at 256-256/batch 256 about one per update) flips a unit's derivative for one
+#   sample on one side only, changing that sample's share of the gradient (up to ~1/B of it). Measured
+#   relative differences reach 6e-3 at 256-256/batch 256 and 1e-5 at 64-64/batch 32; tolerance 5e-2.
+#   This still catches errors of method (a wrong loss, a missed clip, a step on the wrong iteration
+#   give differences of order 1); subtle ones are float64's job.
+FLOAT32_FORWARD_TOLERANCE = 1e-5
+FLOAT32_TOLERANCE = 5e-2
+FORWARD_QUANTITIES = ("target_action", "target_q", "current_q", "critic_loss")
+
+
+def default_tolerance(dtype: str, quantity: str = "") -> float:
+    """The tolerance on ``max_rel`` of ``quantity`` in a comparison in ``dtype``."""
+    if dtype == "float64":
+        return FLOAT64_TOLERANCE
+    return FLOAT32_FORWARD_TOLERANCE if quantity in FORWARD_QUANTITIES else FLOAT32_TOLERANCE
+
+
+# -- synthetic data both sides share -------------------------------------------------------------
+
+@dataclasses.dataclass
+class SharedDraws:
+    """A fixed synthetic replay buffer plus one NumPy generator for indices and target-policy noise."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    next_obs: np.ndarray
+    reward: np.ndarray
+    not_done: np.ndarray
+    rng: np.random.Generator
+
+    @classmethod
+    def make(cls, config: TD3Config, seed: int, size: int | None = None) -> "SharedDraws":
+        rng = np.random.default_rng(seed)
+        n = size or max(10 * config.batch_size, 1000)
+        low, high = np.asarray(config.action_low), np.asarray(config.action_high)
+        return cls(
+            obs=rng.standard_normal((n, config.obs_dim)),
+            action=rng.uniform(low, high, (n, config.act_dim)),
+            next_obs=rng.standard_normal((n, config.obs_dim)),
+            reward=rng.standard_normal((n, 1)),
+            not_done=(rng.random((n, 1)) > 0.1).astype(np.float64),
+            rng=rng,
+        )
+
+    def next(self, batch_size: int, act_dim: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """The next batch (Fujimoto's order) and N(0, 1) target-policy noise, in float64."""
+        idx = self.rng.integers(0, self.obs.shape[0], batch_size)
+        batch = (self.obs[idx], self.action[idx], self.next_obs[idx], self.reward[idx], self.not_done[idx])
+        return batch, self.rng.standard_normal((batch_size, act_dim))
+
+
+# -- the engine ----------------------------------------------------------------------------------
+
+def _delayed(reported: dict) -> dict:
+    return {name: value for name, value in reported.items() if family(name) in DELAYED_FAMILIES}
+
+
+def _schedule_errors(reported: dict, before: dict, actor_iteration: bool) -> int:
+    """Departures of one side from the delayed-update schedule at one update (0 if none)."""
+    if "actor_updated" not in reported:
+        raise KeyError("an adapter's update() must report `actor_updated`")
+    errors = int(bool(reported["actor_updated"]) != actor_iteration)
+    if not actor_iteration:  # (on actor iterations a zero gradient may legitimately move nothing)
+        for fam in DELAYED_FAMILIES:
+            errors += int(any(not np.array_equal(before[name], value) for name, value in reported.items()
+                              if family(name) == fam and name in before))
+    return errors
+
+
+def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = "float64", updates: int = 1000,
+                     seed: int = 0, tol: float | None = None, resync: bool | None = None,
+                     progress: bool = False) -> ParityReport:
+    """Run ``updates`` updates of adapters ``a`` and ``b`` in lockstep and compare after each.
+
+    ``b`` starts from ``a``'s state (which need not be fresh: update ``it`` of the comparison is update
+    ``step + it`` of the schedule). ``config`` gives the batch size, the action box and
+    ``policy_freq``; both adapters must have been built for it and for ``dtype``. ``tol`` overrides
+    the per-quantity default tolerances (``default_tolerance``). ``resync`` (default: on for
+    float32, off for float64) loads ``a``'s state into ``b`` before every update, so each comparison
+    measures one update's rounding rather than the drift of two float32 trajectories (which
+    ``resync=False`` shows).
+    """
+    ndtype = enable_dtype(dtype)
+    resync = (dtype == "float32") if resync is None else resync
+    start = a.state()
+    b.load(start)
+    done = int(start["step"])   # updates ``a`` had done before: the delayed schedule counts on from there
+    before = [_delayed(start), _delayed(start)]
+    draws = SharedDraws.make(config, seed)
+    theirs = set(b.quantities)
+    names = [name for name in a.quantities if name in theirs]
+    tracker = Tracker()
+    for name in names:
+        tracker.expect(name, default_tolerance(dtype, name) if tol is None else tol)
+    tracker.expect("schedule", 0.0)
+
+    iterator = range(1, updates + 1)
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, desc=f"parity {config.algo} {dtype}", unit="upd")
+    for it in iterator:
+        if resync and it > 1:
+            state = a.state()
+            b.load(state)
+            before[1] = _delayed(state)
+        batch, noise = draws.next(config.batch_size, config.act_dim)
+        batch, noise = tuple(x.astype(ndtype) for x in batch), noise.astype(ndtype)
+        reported = [a.update(batch, noise), b.update(batch, noise)]
+
+        actor_iteration = (done + it) % config.policy_freq == 0
+        checks = [name for name in names
+                  if (actor_iteration or family(name) not in ACTOR_STEP_FAMILIES)
+                  and name in reported[0] and name in reported[1]]
+        differences = compare([(name, reported[0][name], reported[1][name]) for name in checks])
+        for name, (max_abs, max_rel) in differences.items():
+            tracker.record(name, max_abs, max_rel, it)
+        # After the values: a tensor that moved when it should not have is named by its value first.
+        errors = sum(_schedule_errors(out, prev, actor_iteration) for out, prev in zip(reported, before))
+        tracker.record_exact("schedule", errors, it)
+        before = [_delayed(out) for out in reported]
+    return ParityReport(config.algo, dtype, updates, tracker.stats, tracker.first, backends=(a.name, b.name))
+
+
+def run_parity(config: TD3Config, *, dtype: str = "float64", updates: int = 1000, seed: int = 0,
+               tol: float | None = None, agent=None, resync: bool | None = None,
+               progress: bool = False) -> ParityReport:
+    """Our JAX update against the PyTorch reference: ``compare_adapters(JaxAdapter, TorchRefAdapter)``.
+
+    Both start from the JAX initialisation of ``config`` with ``PRNGKey(seed)``; ``seed`` also seeds
+    the shared batches and noise. ``agent`` may be any object with torch_ref's interface (e.g. a
+    modified reference, to see where it departs); by default it is the torch_ref agent for
+    ``config``. See ``compare_adapters`` for ``tol`` and ``resync``.
+    """
+    from jax_td3.adapters.jax import JaxAdapter
+    from jax_td3.adapters.torch_ref import TorchRefAdapter
+
+    ours = JaxAdapter(config, dtype, seed=seed)
+    reference = TorchRefAdapter(config, dtype, agent=agent)
+    return compare_adapters(ours, reference, config, dtype=dtype, updates=updates, seed=seed, tol=tol,
+                            resync=resync, progress=progress)
