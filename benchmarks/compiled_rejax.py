@@ -1,7 +1,7 @@
 """Rejax's TD3 on gymnax Pendulum-v1 with the settings of our compiled benchmark (for comparison).
 
 Runs in its own virtual environment (Rejax pins its own JAX); prints one JSON line.
-It imports nothing from this project. Same work as ``benchmarks/compiled.py native``:
+It imports nothing from this project. Same work as ``jax-td3 bench compiled native``:
 hidden 64-64, batch 100, one seed, one update per step after ``--learning-starts``,
 evaluation every ``--eval-every`` steps with ``--eval-episodes`` episodes.
 """

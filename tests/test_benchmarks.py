@@ -1,8 +1,10 @@
-"""The benchmark suite: FLOP formula, the tuned PyTorch update's correctness, a tiny end-to-end run."""
+"""The benchmarks (``jax_td3.bench``, ``jax-td3 bench``): FLOP formula, the tuned PyTorch update's
+correctness, a tiny run of the update suite, and the command's handling of bad input."""
 
 from __future__ import annotations
 
 import json
+import pkgutil
 import subprocess
 import sys
 
@@ -10,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+import jax_td3.bench
 import torch_ref
-from benchmarks import flops
-from benchmarks.torch_tuned import TunedAgent
+from jax_td3.bench import flops
+from jax_td3.bench.torch_tuned import TunedAgent
 from jax_td3.cli import main
 from jax_td3.config import make_config
 from jax_td3.convert import make_torch_agent
@@ -176,9 +179,39 @@ def test_bad_input_is_one_line_and_exit_2(capsys):
     assert err == "jax-td3 bench: error: --min-rep-time must be > 0"
 
 
-def test_importing_the_suite_imports_no_environment_library():
-    code = ("import sys, benchmarks, benchmarks.suite, benchmarks.implementations, benchmarks.report, "
-            "benchmarks.matmul_rate, jax_td3.cli.bench; "
+def test_a_mode_rejects_the_suites_flags(capsys):
+    # Given with a mode, a suite flag would be ignored; it is refused instead.
+    assert main(["bench", "--quick", "--scan-updates", "5", "compiled", "native"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("jax-td3 bench: error: --quick, --scan-updates only apply to the update suite, "
+                   "not to 'bench compiled'")
+
+
+def test_a_bad_value_of_a_mode_is_named_by_its_flag(capsys, tmp_path):
+    assert main(["bench", "compiled", "update-speed", "--flag-sets", "default,nope", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jax-td3 bench: error: unknown --flag-sets nope; choose from default, "), err
+    assert list(tmp_path.iterdir()) == []
+
+
+BENCH_MODULES = sorted(f"jax_td3.bench.{m.name}" for m in pkgutil.iter_modules(jax_td3.bench.__path__))
+
+
+def test_importing_the_benchmarks_imports_no_environment_library():
+    # Every module of the package (the accelerator machine has neither Gymnasium nor PyBullet).
+    assert {"jax_td3.bench.suite", "jax_td3.bench.implementations", "jax_td3.bench.compiled",
+            "jax_td3.bench.soak", "jax_td3.bench.e2e"} <= set(BENCH_MODULES)
+    code = (f"import sys, jax_td3.bench, jax_td3.cli.bench, {', '.join(BENCH_MODULES)}; "
             "print(sorted(m for m in ('gymnasium', 'pybullet', 'pybullet_envs_gymnasium') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_command_does_not_depend_on_the_repository(tmp_path):
+    # From another directory: the help needs nothing from the checkout, and the default output
+    # directory is benchmarks/results under the current directory, not inside the package.
+    out = subprocess.run([sys.executable, "-m", "jax_td3.cli", "bench", "--help"], capture_output=True, text=True,
+                         cwd=tmp_path, check=True)
+    assert "--e2e-only" in out.stdout and "compiled" in out.stdout
+    assert "benchmarks/results in the current directory" in " ".join(out.stdout.split())
+    assert list(tmp_path.iterdir()) == []

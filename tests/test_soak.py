@@ -1,13 +1,14 @@
 """Soak (opt in: ``pytest -m soak``, ~5-10 min on 2 CPU cores; run it under the heavy-job lock):
 200,000 steps of ``train --compiled`` and 50,000 steps of the Gymnasium loop, each in a
 subprocess whose RSS is sampled from /proc; memory must not grow beyond the replay rows
-written plus a fixed slack (the bound and its reasons: ``benchmarks/soak.py``)."""
+written plus a fixed slack (the bound and its reasons: ``jax_td3/bench/soak.py``; the same
+cases as a command: ``jax-td3 bench soak``)."""
 
 import math
 
 import pytest
 
-from benchmarks.soak import CASES, run_case
+from jax_td3.bench.soak import CASES, run_case
 
 pytestmark = pytest.mark.soak
 

@@ -1,4 +1,4 @@
-"""Results on disk: one JSON per run, a Markdown table, PNG plots."""
+"""Results on disk: one JSON per run (every benchmark), the update suite's Markdown table and PNG plots."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from pathlib import Path
 HEADLINE = {"hidden": [256, 256], "batch": 256}
 
 
-def write_json(results: dict, path: Path) -> None:
+def write_json(results: dict, path: Path) -> Path:
     """Written to a temporary name and renamed, so an interrupted run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     tmp.replace(path)
+    return path
 
 
 def _hidden(row) -> str:

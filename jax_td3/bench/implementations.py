@@ -7,7 +7,7 @@ here raises ``Unavailable`` with the reason, which goes into the results.
 
 Every JAX runner calls the project's one update (``jax_td3.update.update`` or
 ``jax_td3.replay.multi_update``); the PyTorch ones are ``torch_ref`` as written
-and ``benchmarks.torch_tuned``.
+and ``jax_td3.bench.torch_tuned``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ import numpy as np
 import torch
 
 import torch_ref
-from benchmarks.torch_tuned import CudaGraphUpdate, TunedAgent
+from jax_td3.bench.replay_data import FIELDS, device_replay
+from jax_td3.bench.torch_tuned import CudaGraphUpdate, TunedAgent
 from jax_td3.config import TD3Config
 from jax_td3.convert import make_torch_agent
-from jax_td3.replay import ReplayState, multi_update, replay_sample, sample_and_update
-from jax_td3.update import Batch, TrainState, init_train_state, sample_target_noise, update
+from jax_td3.loops.agents import train_state_axes
+from jax_td3.replay import multi_update, replay_sample, sample_and_update
+from jax_td3.update import TrainState, init_train_state, sample_target_noise, update
 from jax_td3.xla_options import compiler_options
 
 
@@ -67,19 +69,6 @@ IMPLEMENTATIONS = {
 }
 
 
-def random_transitions(config: TD3Config, count: int, seed: int) -> dict[str, np.ndarray]:
-    """Random float32 transitions (the update's cost does not depend on the values)."""
-    rng = np.random.default_rng(seed)
-    low, high = np.asarray(config.action_low), np.asarray(config.action_high)
-    return {
-        "obs": rng.standard_normal((count, config.obs_dim), np.float32),
-        "action": rng.uniform(low, high, (count, config.act_dim)).astype(np.float32),
-        "next_obs": rng.standard_normal((count, config.obs_dim), np.float32),
-        "reward": rng.standard_normal((count, 1), np.float32),
-        "not_done": (rng.uniform(size=(count, 1)) > 0.005).astype(np.float32),
-    }
-
-
 # -- PyTorch --------------------------------------------------------------------------------
 
 def _torch_sync(device: str) -> Callable[[object], None]:
@@ -99,8 +88,7 @@ def _torch_ref(config: TD3Config, setup: Setup, data) -> Runner:
     def call():
         # Fujimoto's ReplayBuffer.sample: numpy indices, then one host->device tensor per field.
         index = rng.integers(0, setup.replay_size, size=config.batch_size)
-        batch = torch_ref.Batch(*(torch.FloatTensor(data[name][index]).to(device)
-                                  for name in ("obs", "action", "next_obs", "reward", "not_done")))
+        batch = torch_ref.Batch(*(torch.FloatTensor(data[name][index]).to(device) for name in FIELDS))
         return agent.train(batch)
     return Runner(call, _torch_sync(device), 1)
 
@@ -108,7 +96,7 @@ def _torch_ref(config: TD3Config, setup: Setup, data) -> Runner:
 def _tuned_agent(config: TD3Config, setup: Setup, data) -> TunedAgent:
     torch.manual_seed(setup.seed)
     agent = TunedAgent(config, setup.torch_device, torch.float32, replay_capacity=setup.replay_size)
-    agent.add(*(data[name] for name in ("obs", "action", "next_obs", "reward", "not_done")))
+    agent.add(*(data[name] for name in FIELDS))
     return agent
 
 
@@ -149,12 +137,6 @@ def _jax_precision(setup: Setup):
     return jax.default_matmul_precision("bfloat16" if setup.bf16 else "float32")
 
 
-def _jax_replay(config: TD3Config, setup: Setup, data) -> ReplayState:
-    """A full device buffer holding ``data`` (built directly: no per-op compilation)."""
-    return ReplayState(*(jax.device_put(np.asarray(data[name], np.float32)) for name in Batch._fields),
-                       position=jax.device_put(np.int32(0)), size=jax.device_put(np.int32(setup.replay_size)))
-
-
 def _fresh_state(config: TD3Config, seed: int, agents: int | None = None) -> TrainState:
     """A train state of ``init_train_state``'s structure with random weights and zeroed Adam states;
     ``agents`` of them stacked on a leading axis (sharing one step counter) when given.
@@ -189,7 +171,7 @@ class _Holder:
 
 
 def _jax_jit(config: TD3Config, setup: Setup, data) -> Runner:
-    replay = _jax_replay(config, setup, data)
+    replay = device_replay(data)
     jit_update = jax.jit(update, static_argnums=0, donate_argnums=1, compiler_options=compiler_options())
 
     @functools.partial(jax.jit, compiler_options=compiler_options())
@@ -209,7 +191,7 @@ def _jax_jit(config: TD3Config, setup: Setup, data) -> Runner:
 
 
 def _jax_scan(config: TD3Config, setup: Setup, data) -> Runner:
-    replay = _jax_replay(config, setup, data)
+    replay = device_replay(data)
     k = setup.scan_updates
 
     def fused(state, replay, key):
@@ -227,11 +209,11 @@ def _jax_scan(config: TD3Config, setup: Setup, data) -> Runner:
 
 
 def _jax_vmap(config: TD3Config, setup: Setup, data) -> Runner:
-    replay = _jax_replay(config, setup, data)
+    replay = device_replay(data)
     n = setup.vmap_agents
     # Agents step in lockstep: one shared update counter (not vmapped) keeps TD3's delayed actor
     # update a real branch; a per-agent counter would turn lax.cond into computing both branches.
-    state_axes = TrainState(0, 0, 0, 0, 0, 0, None)
+    state_axes = train_state_axes()
 
     def step(states, replay, key):
         key, *agent_keys = jax.random.split(key, n + 1)

@@ -89,7 +89,7 @@ class TunedAgent:
         self.action_bias = torch.tensor(config.action_bias, **factory)
         self.low = torch.tensor(config.action_low, **factory)
         self.high = torch.tensor(config.action_high, **factory)
-        self.total_it = 0
+        self.step = 0
 
         # The replay buffer: one row per transition, [obs | action | next_obs | reward | not_done].
         self.widths = (config.obs_dim, config.act_dim, config.obs_dim, 1, 1)
@@ -163,9 +163,9 @@ class TunedAgent:
 
     def update(self, batch, noise):
         """One update on ``batch`` = (obs, action, next_obs, reward, not_done) with N(0, 1) target noise."""
-        self.total_it += 1
+        self.step += 1
         self.critic_step(*batch, noise)
-        if self.total_it % self.config.policy_freq == 0:
+        if self.step % self.config.policy_freq == 0:
             self.actor_step(batch[0])
 
     def compile(self, **options):
@@ -185,7 +185,7 @@ class TunedAgent:
         for mine, theirs in ((self.critic, agent.critic), (self.critic_target, agent.critic_target)):
             names = [theirs.q1_names, theirs.q2_names] if hasattr(theirs, "q1_names") else [theirs.names]
             _load_linears(mine, [[getattr(theirs, n) for n in member] for member in names])
-        self.total_it = agent.total_it
+        self.step = agent.step
 
 
 def _load_linears(stacked: StackedMLP, members: list[list[nn.Linear]]) -> None:
@@ -230,4 +230,4 @@ class CudaGraphUpdate:
 
     def replay(self):
         self.graph.replay()
-        self.agent.total_it += self.updates_per_replay
+        self.agent.step += self.updates_per_replay

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from benchmarks.flops import Shape, gemm_flops
+from jax_td3.bench.flops import Shape, gemm_flops
 
 _TRIALS = 3        # best of
 

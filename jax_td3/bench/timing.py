@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +29,22 @@ class Timing:
         q1, q3 = np.percentile(self.per_update_s, [25, 75])
         return dict(median=self.median_s, q1=float(q1), q3=float(q3), min=float(min(self.per_update_s)),
                     max=float(max(self.per_update_s)), reps=list(self.per_update_s))
+
+
+def timed(call: Callable[[], T]) -> tuple[T, float]:
+    """``call()``'s result and its wall seconds (``call`` must wait for its own work: block_until_ready)."""
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
+def repeat_timed(call: Callable[[], T], repeats: int) -> tuple[T, list[float]]:
+    """The last result and the wall seconds of each of ``repeats`` calls (nothing excluded: warm up first)."""
+    result, seconds = None, []
+    for _ in range(repeats):
+        result, elapsed = timed(call)
+        seconds.append(elapsed)
+    return result, seconds
 
 
 def time_calls(call: Callable[[], object], sync: Callable[[object], None], updates_per_call: int,

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 MANY_SEEDS = 16
+DEFAULT_STEPS = 5_000   # environment steps per run; updates start after jax-td3 train's learning_starts (1,000)
 
 
 def runs(steps: int, seed: int) -> list[dict]:

@@ -1,6 +1,6 @@
 """Soak runs: long `jax-td3 train` runs whose memory must stay flat.
 
-    flock LOCKFILE .venv/bin/python benchmarks/soak.py [--only compiled|gymnasium]
+    flock LOCKFILE jax-td3 bench soak [--only compiled|gymnasium]
 
 Two cases, each `jax-td3 train` in a subprocess (TD3, Pendulum-v1, hidden 64-64, batch
 100, default buffer of 1,000,000 transitions, evaluation every 5,000 steps with 10
@@ -13,6 +13,7 @@ episodes, seed 0, float32, no progress bar):
 
 The parent reads ``/proc/PID/status`` (VmRSS, RssAnon, VmHWM) every 0.2 s and watches
 metrics.csv, so every evaluation row gets the child's RSS at the moment it appeared.
+The parent imports neither JAX nor PyTorch (the child alone holds the accelerator).
 
 Memory bound. The baseline is the RSS at the first evaluation after updates began
 (step ``eval_every`` here, past ``learning_starts`` = 1,000): by then the replay buffer
@@ -34,24 +35,24 @@ slope leaves out the last row: its sample is taken while the process is already 
 its final checkpoint and plotting the learning curve (importing matplotlib), which the
 end-of-run figures include but which is not growth during training. The JSON records the
 RSS at every evaluation.
-Results: ``benchmarks/results/soak.json`` (this script) and ``soak.md`` (the write-up).
+Results: ``benchmarks/results/soak.json`` (``jax-td3 bench soak``) and ``soak.md`` (the write-up).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from jax_td3.bench.machine import machine_info
+from jax_td3.errors import ConfigError
+
 MiB = 1024 * 1024
 POLL_SECONDS = 0.2
 SLACK_FRACTION = 0.10
@@ -194,32 +195,24 @@ def run_case(case: SoakCase, out_dir: Path, log_path: Path | None = None) -> dic
     return result
 
 
-def machine() -> dict:
-    return {"load_average": os.getloadavg(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version()}
+def run_soak(names: Sequence[str] | None = None, announce: Callable[[str], None] | None = None) -> dict:
+    """Run the cases ``names`` (default all) one after the other, in a scratch directory that is removed after.
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=tuple(CASES), action="append", help="run only this case (repeatable)")
-    parser.add_argument("--output", default=str(RESULTS / "soak.json"), help="where to write the JSON")
-    args = parser.parse_args(argv)
-    results = {"machine_before": machine(), "cases": {}}
+    ``announce`` gets a line as each case starts and its figures (JSON) as it ends.
+    """
+    names = list(names or CASES)
+    unknown = [name for name in names if name not in CASES]
+    if unknown:
+        raise ConfigError(f"unknown soak case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    announce = announce or (lambda message: None)
+    results = {"machine_before": machine_info(frameworks=False), "cases": {}}
     with tempfile.TemporaryDirectory(prefix="jax-td3-soak-") as scratch:
-        for name in args.only or tuple(CASES):
-            print(f"soak {name}: {CASES[name].total_steps:,} steps ...", flush=True)
+        for name in names:
+            announce(f"soak {name}: {CASES[name].total_steps:,} steps ...")
             result = run_case(CASES[name], Path(scratch) / name)
             results["cases"][name] = result
-            print(json.dumps({k: v for k, v in result.items()
-                              if k not in ("rss_mib_at_each_evaluation", "summary", "output_tail")}, indent=2),
-                  flush=True)
-    results["machine_after"] = machine()
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"written: {args.output}")
-    ok = all(r["returncode"] == 0 and r["within_bound"] for r in results["cases"].values())
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            announce(json.dumps({k: v for k, v in result.items()
+                                 if k not in ("rss_mib_at_each_evaluation", "summary", "output_tail")}, indent=2))
+    results["machine_after"] = machine_info(frameworks=False)
+    results["passed"] = all(r["returncode"] == 0 and r["within_bound"] for r in results["cases"].values())
+    return results

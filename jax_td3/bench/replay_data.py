@@ -1,0 +1,37 @@
+"""Replay contents for timing updates: random transitions, on the host and as a full device buffer.
+
+An update's cost does not depend on the values it reads, so every timed update samples
+from random float32 transitions of the config's sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jax_td3.config import TD3Config
+
+FIELDS = ("obs", "action", "next_obs", "reward", "not_done")   # Fujimoto's order, as Batch and ReplayState
+
+
+def random_transitions(config: TD3Config, count: int, seed: int) -> dict[str, np.ndarray]:
+    """``count`` random float32 transitions: {field: (count, width)}."""
+    rng = np.random.default_rng(seed)
+    low, high = np.asarray(config.action_low), np.asarray(config.action_high)
+    return {
+        "obs": rng.standard_normal((count, config.obs_dim), np.float32),
+        "action": rng.uniform(low, high, (count, config.act_dim)).astype(np.float32),
+        "next_obs": rng.standard_normal((count, config.obs_dim), np.float32),
+        "reward": rng.standard_normal((count, 1), np.float32),
+        "not_done": (rng.uniform(size=(count, 1)) > 0.005).astype(np.float32),
+    }
+
+
+def device_replay(data: dict[str, np.ndarray]):
+    """A full ``jax_td3.replay.ReplayState`` holding ``data`` (built directly: no per-op compilation)."""
+    import jax
+
+    from jax_td3.replay import ReplayState
+
+    size = len(data["obs"])
+    return ReplayState(*(jax.device_put(np.asarray(data[name], np.float32)) for name in FIELDS),
+                       position=jax.device_put(np.int32(0)), size=jax.device_put(np.int32(size)))
