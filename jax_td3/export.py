@@ -75,8 +75,7 @@ def torch_export(config, state, dtype: str, step: int | None = None) -> dict:
 
     from jax_td3.convert import make_torch_agent, state_to_torch
 
-    torch_dtype = getattr(torch, dtype)
-    agent = make_torch_agent(config, torch_dtype)
+    agent = make_torch_agent(config, dtype)
     state_to_torch(config, state, agent)
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
     description = dict(
@@ -128,7 +127,7 @@ def train_state_from_torch_export(path):
     except KeyError as err:
         raise CheckpointError(f"{path}: its config lacks {err}") from None
     enable_dtype(dtype)
-    agent = make_torch_agent(config, getattr(torch, dtype))
+    agent = make_torch_agent(config, dtype)
     for name in NETWORKS:
         if name not in blob:
             raise CheckpointError(f"{path}: no {name!r} state_dict")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -179,20 +180,30 @@ class TunedAgent:
 
     # -- interop with the reference --------------------------------------------------------
     def load_reference(self, agent) -> None:
-        """Copy online and target weights from a fresh ``torch_ref`` agent (Adam states start at zero)."""
-        for mine, theirs in ((self.actor, agent.actor), (self.actor_target, agent.actor_target)):
-            _load_linears(mine, [[getattr(theirs, n) for n in theirs.names]])
-        for mine, theirs in ((self.critic, agent.critic), (self.critic_target, agent.critic_target)):
-            names = [theirs.q1_names, theirs.q2_names] if hasattr(theirs, "q1_names") else [theirs.names]
-            _load_linears(mine, [[getattr(theirs, n) for n in member] for member in names])
-        self.step = agent.step
+        """Copy online and target weights from a fresh ``torch_ref`` agent (Adam states start at zero),
+        read through its neutral state (``jax_td3.adapters``), so no torch_ref layout is assumed here."""
+        from jax_td3.adapters.torch_ref import agent_state
+
+        state = agent_state(agent)
+        for mine, network in ((self.actor, "actor"), (self.actor_target, "actor_target"),
+                              (self.critic, "critic"), (self.critic_target, "critic_target")):
+            _load_layers(mine, state, network)
+        self.step = state["step"]
 
 
-def _load_linears(stacked: StackedMLP, members: list[list[nn.Linear]]) -> None:
+def _load_layers(stacked: StackedMLP, state: dict, network: str) -> None:
+    """Fill ``stacked`` from the neutral state's ``network`` family: layers ``l1``, ``l2`` ... in
+    order, split into as many equal members as the stack has (TD3's Q1 then Q2)."""
+    layers = sorted({name.split(".")[1] for name in state if name.startswith(network + ".")},
+                    key=lambda layer: int(layer[1:]))
+    depth = len(stacked.weights)
+    members = [layers[i:i + depth] for i in range(0, len(layers), depth)]
     with torch.no_grad():
-        for layer, (w, b) in enumerate(zip(stacked.weights, stacked.biases)):
-            w.copy_(torch.stack([m[layer].weight.T for m in members]))
-            b.copy_(torch.stack([m[layer].bias[None] for m in members]))
+        for depth_index, (w, b) in enumerate(zip(stacked.weights, stacked.biases)):
+            weights = [state[f"{network}.{member[depth_index]}.weight"].T for member in members]
+            biases = [state[f"{network}.{member[depth_index]}.bias"][None] for member in members]
+            w.copy_(torch.as_tensor(np.stack(weights), dtype=w.dtype, device=w.device))
+            b.copy_(torch.as_tensor(np.stack(biases), dtype=b.dtype, device=b.device))
 
 
 class CudaGraphUpdate:
