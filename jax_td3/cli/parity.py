@@ -145,7 +145,8 @@ def run_whole(args) -> int:
     from jax_td3.config import config_for_env
     from jax_td3.envs import env_spec, make_env
     from jax_td3.parity import UnknownTensorError, plot_drift, run_whole_parity
-    from jax_td3.settings import TrainSettings
+    from jax_td3.presets import resolve
+    from jax_td3.settings import settings_from_values
 
     env = make_env(opts["env"])
     try:
@@ -153,11 +154,11 @@ def run_whole(args) -> int:
     finally:
         env.close()
     config = config_for_env(args.algo, spec, **given(args, CONFIG_FLAGS))
-    settings = TrainSettings(
-        env=opts["env"], total_steps=opts["total_steps"], seed=args.seed, dtype=args.dtype,
-        buffer_size=opts["buffer_size"], learning_starts=opts["learning_starts"], expl_noise=opts["expl_noise"],
-        eval_every=opts["eval_every"], eval_episodes=opts["eval_episodes"],
-        exploration="ou" if args.algo == "seed-ddpg" else "gaussian").validate()
+    run_settings = {name: opts[name] for name in ("env", "total_steps", "learning_starts", "buffer_size",
+                                                  "expl_noise", "eval_every", "eval_episodes")}
+    # The rest (exploration noise by algorithm included) as `jax-td3 train` would set it.
+    settings = settings_from_values(resolve(dict(run_settings, algo=args.algo, seed=args.seed, dtype=args.dtype),
+                                            None)).validate()
     try:
         report = run_whole_parity(config, settings, backends=(opts["backend_a"], opts["backend_b"]), tol=args.tol,
                                   params_every=opts["params_every"], perturb=args.perturb,
