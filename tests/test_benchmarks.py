@@ -215,3 +215,35 @@ def test_the_command_does_not_depend_on_the_repository(tmp_path):
     assert "--e2e-only" in out.stdout and "compiled" in out.stdout
     assert "benchmarks/results in the current directory" in " ".join(out.stdout.split())
     assert list(tmp_path.iterdir()) == []
+
+
+def _failing_grid(tmp_path, hidden, impl="jax_jit"):
+    # 9999999-9999999 is refused before anything is built (its train state alone is thousands of TiB).
+    return main(["bench", "--algos", "td3", "--hidden", *hidden, "--batch", "2", "--impls", impl,
+                 "--repetitions", "1", "--min-rep-time", "0.002", "--device", "cpu", "--out-dir", str(tmp_path),
+                 "--name", "bad", "--no-progress"])
+
+
+def test_a_grid_whose_every_cell_fails_exits_1_naming_them(tmp_path, capsys, recwarn):
+    assert _failing_grid(tmp_path, ["9999999-9999999"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("jax-td3 bench: error: every cell failed (1): td3 9999999-9999999 b2 jax_jit; "), err
+    assert "refused before running" in err and "TiB" in err
+    # The results are still written; no empty plots (and no legend warning) of a grid that measured nothing.
+    rows = json.loads((tmp_path / "bad.json").read_text())["rows"]
+    assert [row["status"] for row in rows] == ["failed"]
+    assert "failed: refused before running" in (tmp_path / "bad.md").read_text()
+    assert not list(tmp_path.glob("*.png"))
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+
+
+def test_a_partly_failed_grid_lists_the_failed_cells_and_writes_the_rest(tmp_path, capsys, recwarn):
+    assert _failing_grid(tmp_path, ["8-8", "9999999-9999999"], impl="torch_ref") == 0  # torch_ref: no compiling
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"jax-td3 bench: 1 of 2 cells failed: td3 9999999-9999999 b2 torch_ref "
+                                        f"(reasons in {tmp_path / 'bad.md'})"]
+    rows = json.loads((tmp_path / "bad.json").read_text())["rows"]
+    assert [row["status"] for row in rows] == ["ok", "failed"]
+    assert (tmp_path / "bad-updates.png").is_file()
+    assert not [w for w in recwarn if "legend" in str(w.message)]

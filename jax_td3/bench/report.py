@@ -120,7 +120,8 @@ def plot(results: dict, stem: Path) -> list[Path]:
                 ax.set_xlabel("batch size")
                 ax.set_ylabel(label)
                 ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
+        if axes[0][0].get_legend_handles_labels()[0]:   # a legend only where a line was drawn
+            axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{results['run_name']}: {label}", fontsize=10)
         fig.tight_layout()
         path = stem.parent / f"{stem.name}-{suffix}.png"

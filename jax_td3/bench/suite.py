@@ -104,14 +104,66 @@ def _torch_device(device: str) -> str:
     return device
 
 
+def state_bytes(config, agents: int = 1) -> int:
+    """A lower bound of one cell's memory: its float32 train state (actor and critics, their targets,
+    Adam's two moments of each), ``agents`` times. Replay data, activations and compiled code come on top."""
+    from jax_td3.bench import flops
+
+    actor, critic = flops.layer_sizes(config)
+    count = lambda layers: sum(n_in * n_out + n_out for n_in, n_out in layers)
+    return 4 * 4 * agents * (count(actor) + config.num_critics * count(critic))
+
+
+def memory_limit(torch_device: str) -> tuple[int, str] | None:
+    """(bytes, what) of the memory a cell lives in: the host's RAM, or the GPU's when JAX or PyTorch
+    runs on one, whichever is smaller; None when it cannot be told."""
+    import os
+
+    import jax
+
+    limits = []
+    try:
+        limits.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "memory"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    if torch_device == "cuda" or jax.default_backend() == "gpu":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                limits.append((torch.cuda.get_device_properties(0).total_memory, "GPU memory"))
+        except Exception:  # noqa: BLE001 - the GPU's size is a refinement, not a requirement
+            pass
+    return min(limits) if limits else None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**40:,.0f} TiB" if n >= 2**40 else f"{n / 2**30:,.1f} GiB"
+
+
+def cell_name(row: dict) -> str:
+    """How a summary names a row: "td3 256-256 b100 jax_jit" (+ " bf16"), or an end-to-end run's name."""
+    if "impl" not in row:
+        return str(row.get("name", "?"))
+    bf16 = " bf16" if row.get("matmul_dtype") == "bfloat16" else ""
+    return f"{row['algo']} {'-'.join(map(str, row['hidden']))} b{row['batch']} {row['impl']}{bf16}"
+
+
+def outcome(results: dict) -> dict:
+    """What a run came to: ``{"ok": [...], "failed": [...], "skipped": [...]}``, each a list of rows
+    (grid cells, then end-to-end runs). A run whose every row failed or was skipped measured nothing."""
+    rows = list(results.get("rows") or []) + list(results.get("e2e") or [])
+    return {status: [r for r in rows if r.get("status") == status] for status in ("ok", "failed", "skipped")}
+
+
 def _one_line(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}".strip().splitlines()
     return text[0][:300] if text else type(err).__name__
 
 
-def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], list[dict], float]:
+def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], list[dict], float | None]:
     """Time every (algo, hidden, batch, impl) of ``settings`` (a ``SuiteSettings.record()``);
-    returns (rows, matmul table, square-1024 matmul FLOP/s)."""
+    returns (rows, matmul table, square-1024 matmul FLOP/s; None when no cell was built)."""
     import jax
     import torch
     from tqdm import tqdm
@@ -129,7 +181,7 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     rates = MatmulRates(settings["torch_device"], target_s=min(0.02, settings["min_rep_s"] / 5))
-    peak = peak_rate()
+    peak = None   # measured at the first cell that is built (a grid of refused cells needs none)
     on_gpu = settings["torch_device"] == "cuda" or jax.default_backend() == "gpu"
     variants = [False, True] if on_gpu else [False]   # bf16 matmul rows only on GPU
     cells = [(algo, tuple(hidden), batch, impl, bf16)
@@ -138,11 +190,26 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
              if not (bf16 and impl == "torch_ref")]
     rows = []
     data_cache = {}
+    limit = memory_limit(settings["torch_device"])
     bar = tqdm(cells, desc="bench", disable=not progress, dynamic_ncols=True)
     for algo, hidden, batch, impl, bf16 in bar:
         bar.set_postfix_str(f"{algo} {'-'.join(map(str, hidden))} b{batch} {impl}{' bf16' if bf16 else ''}")
         config = make_config(algo, obs_dim=OBS_DIM, act_dim=ACT_DIM, max_action=1.0, hidden=hidden,
                              batch_size=batch)
+        row = {"algo": algo, "hidden": list(hidden), "batch": batch, "impl": impl,
+               "matmul_dtype": "bfloat16" if bf16 else "float32"}
+        need = state_bytes(config, settings["vmap_agents"] if impl == "jax_vmap" else 1)
+        if limit is not None and need > limit[0]:
+            # Refused before building: allocating it would fail anyway, after seconds of swapping or worse.
+            row.update(status="failed", reason=f"refused before running: the train state alone needs "
+                                               f"{_gib(need)}, more than this machine's {_gib(limit[0])} "
+                                               f"of {limit[1]}")
+            rows.append(row)
+            if on_row is not None:
+                on_row(rows, rates.table(), peak)
+            continue
+        if peak is None:
+            peak = peak_rate()
         # K and N shrink for big cells so that one call stays around CALL_BUDGET_S at the peak rate.
         updates_in_budget = int(CALL_BUDGET_S * peak / flops.update_flops(config, batch))
         setup = Setup(torch_device=settings["torch_device"],
@@ -151,8 +218,6 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
                       bf16=bf16, seed=settings["seed"])
         if algo not in data_cache:
             data_cache[algo] = random_transitions(config, setup.replay_size, settings["seed"])
-        row = {"algo": algo, "hidden": list(hidden), "batch": batch, "impl": impl,
-               "matmul_dtype": "bfloat16" if bf16 else "float32"}
         try:
             runner = build(impl, config, setup, data_cache[algo])
             timing = time_calls(runner.call, runner.sync, runner.updates_per_call,
@@ -192,7 +257,8 @@ def write_report(results: dict, stem: Path, plots: bool = True,
         text += "\n" + e2e.markdown(results["e2e"])
     stem.with_suffix(".md").write_text(text)
     written = [stem.with_suffix(".md")]
-    if plots and results["rows"]:
+    # No plots of a grid that measured nothing (they would be empty axes).
+    if plots and any(row["status"] == "ok" for row in results["rows"]):
         try:
             written += report.plot(results, stem)
         except ImportError:
@@ -209,6 +275,9 @@ def run_suite(settings: SuiteSettings, out_dir: Path, name: str | None = None, *
     Writes OUT_DIR/NAME.json after every cell, then NAME.md and the plots; returns the results
     and the paths written. NAME defaults to DEVICE-GRID-TIMESTAMP. A KeyboardInterrupt ends
     the measuring early: what was measured is written and ``results["interrupted"]`` is True.
+    A cell that fails is recorded (status "failed", with the reason) and the grid goes on;
+    ``outcome(results)`` sorts the rows into measured, failed and skipped. A cell whose train
+    state alone would not fit in the machine's memory is refused (failed) without being built.
     """
     from jax_td3.bench import report
     from jax_td3.bench.implementations import IMPLEMENTATIONS

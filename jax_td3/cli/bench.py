@@ -60,7 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jax_td3.bench.suite import ALGOS, DEVICES
 
     parser.epilog = ("Without a MODE the update suite runs (the options above). Run 'jax-td3 bench MODE --help' "
-                     "and 'jax-td3 bench compiled MODE --help' for the options of a mode.")
+                     "and 'jax-td3 bench compiled MODE --help' for the options of a mode. Exit status of the "
+                     "suite: 0 when at least one cell was measured (failed cells, if any, are listed at the end "
+                     "and in the table), 1 when none was (every cell failed or was skipped), 2 for bad input, "
+                     "130 when interrupted; the files are written in every case.")
 
     grid = parser.add_argument_group("grid (default: td3 and ourddpg, 256-256 x batch 100, 256, 5 repetitions)")
     size = grid.add_mutually_exclusive_group()
@@ -239,11 +242,35 @@ def _run_suite(args) -> int:
     results, written = run_suite(settings, args.out_dir, args.name, updates=updates, e2e_steps=e2e_steps,
                                  plots=not args.no_plots, progress=not args.no_progress,
                                  command=" ".join(sys.argv), announce=_announce)
-    print("\n".join(report.headline_ratios(results)))
+    headline = report.headline_ratios(results)
+    if headline:
+        print("\n".join(headline))
     print("wrote " + ", ".join(str(p) for p in written))
     if results["interrupted"]:
         print("jax-td3 bench: interrupted; the files hold every cell measured so far", file=sys.stderr)
         return 130
+    return _verdict(results, written[0].with_suffix(".md"))
+
+
+def _verdict(results: dict, table: Path) -> int:
+    """Exit status of a finished suite run: 1 when nothing was measured (every cell failed or was
+    skipped), else 0; failed cells are listed on one stderr line either way."""
+    from jax_td3.bench.suite import cell_name, outcome
+
+    rows = outcome(results)
+    failed, skipped = rows["failed"], rows["skipped"]
+    names = lambda group: ", ".join(cell_name(r) for r in group)
+    if not rows["ok"] and (failed or skipped):
+        first = (failed or skipped)[0]
+        what = (f"every cell failed ({len(failed)})" if not skipped else
+                f"nothing was measured ({len(failed)} failed, {len(skipped)} skipped)")
+        print(f"jax-td3 bench: error: {what}: {names(failed + skipped)}; first reason: {first['reason']} "
+              f"(all reasons in {table})", file=sys.stderr)
+        return 1
+    if failed:
+        total = len(rows["ok"]) + len(failed) + len(skipped)
+        print(f"jax-td3 bench: {len(failed)} of {total} cells failed: {names(failed)} (reasons in {table})",
+              file=sys.stderr)
     return 0
 
 

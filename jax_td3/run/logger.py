@@ -49,11 +49,36 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
-    """Rows of a ``metrics.csv`` as dicts of floats (empty cells become NaN)."""
+def read_metrics(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[dict[str, float]]:
+    """Rows of a ``metrics.csv`` as dicts of floats (empty cells become NaN).
+
+    Raises ConfigError naming the file when it has no header line, lacks a column of
+    ``required``, or holds a cell that is not a number.
+    """
+    from jax_td3.errors import ConfigError
+
     with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
-                for row in csv.DictReader(f)]
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames
+        if not columns:
+            expected = ", ".join(required or LEADING_COLUMNS)
+            raise ConfigError(f"{path} is empty (no header line; expected the columns {expected})")
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise ConfigError(f"{path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                              f"(it has {', '.join(c for c in columns if c) or 'none'})")
+        rows = []
+        for row in reader:
+            values = {}
+            for k, v in row.items():
+                if k is None:  # cells beyond the header
+                    continue
+                try:
+                    values[k] = float(v) if v not in ("", None) else math.nan
+                except ValueError:
+                    raise ConfigError(f"{path} line {reader.line_num}: {k} is not a number ({v!r})") from None
+            rows.append(values)
+        return rows
 
 
 class RunLogger:

@@ -11,22 +11,35 @@ import os
 import warnings
 from pathlib import Path
 
+from jax_td3.errors import ConfigError, JaxTD3Error
 from jax_td3.run.logger import CURVE_FILE, METRICS_FILE, read_metrics
+
+REQUIRED_COLUMNS = ("step", "eval_return_mean")   # eval_return_std is optional (no band without it)
 
 
 def plot_runs(run_dirs: list[str | os.PathLike], out_file: str | os.PathLike,
               labels: list[str] | None = None, title: str | None = None) -> Path:
-    """Draw eval_return_mean vs step of every run into ``out_file`` (PNG); returns its path."""
+    """Draw eval_return_mean vs step of every run into ``out_file`` (PNG); returns its path.
+
+    Raises ConfigError naming the file when a run's metrics.csv lacks ``step`` or
+    ``eval_return_mean``, or holds no rows; nothing is drawn then.
+    """
+    # Every file is read before matplotlib starts, so a bad one writes no half-empty plot.
+    runs = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / METRICS_FILE
+        rows = read_metrics(path, required=REQUIRED_COLUMNS)
+        if not rows:
+            raise ConfigError(f"{path} holds no evaluation rows (only a header line)")
+        runs.append(rows)
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = labels or [Path(d).name or str(d) for d in run_dirs]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run_dir, label in zip(run_dirs, labels):
-        rows = read_metrics(Path(run_dir) / METRICS_FILE)
-        if not rows:
-            continue
+    for rows, label in zip(runs, labels):
         steps = [r["step"] for r in rows]
         mean = [r["eval_return_mean"] for r in rows]
         std = [r.get("eval_return_std", 0.0) for r in rows]
@@ -47,12 +60,12 @@ def plot_runs(run_dirs: list[str | os.PathLike], out_file: str | os.PathLike,
 
 
 def draw_learning_curve(run_dir: str | os.PathLike) -> Path | None:
-    """``learning_curve.png`` of one run directory; None (with a warning) without matplotlib or metrics."""
+    """``learning_curve.png`` of one run directory; None (with a warning) without matplotlib or usable metrics."""
     run_dir = Path(run_dir)
     if not (run_dir / METRICS_FILE).exists():
         return None
     try:
         return plot_runs([run_dir], run_dir / CURVE_FILE)
-    except ImportError as err:
+    except (ImportError, JaxTD3Error) as err:  # a finished run is not failed for want of its picture
         warnings.warn(f"learning curve not drawn ({err})", stacklevel=2)
         return None

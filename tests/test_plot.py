@@ -1,0 +1,52 @@
+"""``jax-td3 plot`` and the library under it (``jax_td3.run.plot``) on metrics files it cannot draw."""
+
+from __future__ import annotations
+
+import pytest
+
+from jax_td3.cli import main
+from jax_td3.errors import ConfigError
+from jax_td3.run.logger import read_metrics
+from jax_td3.run.plot import draw_learning_curve, plot_runs
+
+
+def _run_dir(tmp_path, text, name="run"):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "metrics.csv").write_text(text)
+    return run
+
+
+@pytest.mark.parametrize("text, message", [
+    ("step,wall_time,return\n0,0.1,-100\n", "lacks the column eval_return_mean (it has step, wall_time, return)"),
+    ("time,score\n0,-100\n", "lacks the columns step, eval_return_mean (it has time, score)"),
+    ("step,wall_time,eval_return_mean,eval_return_std\n", "holds no evaluation rows (only a header line)"),
+    ("", "is empty (no header line; expected the columns step, eval_return_mean)"),
+    ("step,eval_return_mean\n0,abc\n", "line 2: eval_return_mean is not a number ('abc')"),
+])
+def test_plot_of_an_unusable_metrics_file_is_one_line_and_exit_2(tmp_path, capsys, recwarn, text, message):
+    good = _run_dir(tmp_path, "step,eval_return_mean\n0,-10\n100,-5\n", name="good")
+    bad = _run_dir(tmp_path, text)
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(good), str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"jax-td3 plot: error: {bad / 'metrics.csv'} {message}\n"
+    assert not out.exists()
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+
+
+def test_the_library_raises_config_error_and_a_run_without_std_still_plots(tmp_path):
+    bad = _run_dir(tmp_path, "time,score\n0,-100\n")
+    with pytest.raises(ConfigError, match="lacks the columns step, eval_return_mean"):
+        plot_runs([bad], tmp_path / "x.png")
+    with pytest.raises(ConfigError, match="lacks the column step"):
+        read_metrics(bad / "metrics.csv", required=("step",))
+    assert read_metrics(bad / "metrics.csv") == [{"time": 0.0, "score": -100.0}]   # no requirement: as before
+    # eval_return_std is optional.
+    good = _run_dir(tmp_path, "step,eval_return_mean\n0,-10\n100,-5\n", name="good")
+    assert main(["plot", str(good), "--out", str(tmp_path / "one.png")]) == 0
+    assert (tmp_path / "one.png").read_bytes()[:4] == b"\x89PNG"
+    # The curve drawn at the end of a run warns rather than fails on a file it cannot use.
+    with pytest.warns(UserWarning, match="learning curve not drawn"):
+        assert draw_learning_curve(bad) is None
+    assert draw_learning_curve(good) == good / "learning_curve.png"
