@@ -20,6 +20,10 @@ class ConfigError(JaxTD3Error, ValueError):
     """An algorithm config or a loop setting is out of its valid range, or two settings conflict."""
 
 
+class RunDirectoryInUse(JaxTD3Error, RuntimeError):
+    """Another jax-td3 run (another process) holds the run directory; the message names that process."""
+
+
 class EnvError(JaxTD3Error, ValueError):
     """An environment id is unknown, not installed, or the environment does not fit TD3/DDPG."""
 

@@ -17,6 +17,11 @@ from jax_td3.presets import DEFAULTS
 SCHEDULES = ("step", "episode")
 EXPLORATIONS = ("gaussian", "ou")
 BACKENDS = ("jax", "torch")
+# Seeds must be 0 <= seed < SEED_LIMIT: jax.random.PRNGKey/key take uint32-range seeds, NumPy's
+# SeedSequence any int >= 0, and the compiled loop holds seeds as int32 and adds offsets to them
+# (agent i of a multi-seed run gets seed + i; evaluation environments seed + EVAL_SEED_OFFSET = 100),
+# so the limit leaves 1000 of headroom below 2**31. Larger seeds raised OverflowError deep inside.
+SEED_LIMIT = 2 ** 31 - 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +77,7 @@ class TrainSettings:
             (self.update_schedule in SCHEDULES, f"update schedule must be one of {', '.join(SCHEDULES)}"),
             (self.exploration in EXPLORATIONS, f"exploration must be one of {', '.join(EXPLORATIONS)}"),
             (self.total_steps > 0, f"total steps must be positive, got {self.total_steps}"),
+            (0 <= self.seed < SEED_LIMIT, f"`seed` must be in [0, 2**31 - 1000), got {self.seed}"),
             (self.buffer_size > 0, f"buffer size must be positive, got {self.buffer_size}"),
             (self.learning_starts >= 0, "learning starts must be >= 0"),
             (self.warmup_steps >= 0, "random steps must be >= 0"),

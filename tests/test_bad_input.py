@@ -48,6 +48,8 @@ def finished_run(tmp_path_factory):
     (["--tau", "1.5"], "tau must be in (0, 1]"),
     (["--gamma", "2"], "gamma must be in [0, 1]"),
     (["--batch-size", "64", "--buffer-size", "10"], "batch size 64 is larger than the buffer size 10"),
+    (["--out", "/proc/nope/run"], "cannot write the run directory --out /proc/nope/run"),
+    (["--seed", "99999999999999999999"], "--seed must be in [0, 2**31 - 1000), got 99999999999999999999"),
 ])
 def test_train_bad_flag(flags, message, tmp_path, capsys):
     assert message in one_line_error(capsys, ["train", *QUICK, "--out", str(tmp_path / "run"), *flags])
@@ -134,3 +136,42 @@ def test_compiled_run_into_a_directory_holding_another_run(finished_run, capsys)
 def test_compiled_resume_is_refused(tmp_path, capsys):
     line = one_line_error(capsys, ["train", "--compiled", "--resume", "--out", str(tmp_path / "run")])
     assert "--resume is for the Gymnasium loop" in line
+
+
+def test_replay_buffer_larger_than_memory(tmp_path, capsys):
+    pytest.importorskip("pybullet_envs_gymnasium")
+    line = one_line_error(capsys, ["train", *QUICK, "--out", str(tmp_path / "run"), "--env",
+                                   "HalfCheetahBulletEnv-v0", "--buffer-size", "1000000000"])
+    assert "the run needs" in line and "replay buffer" in line and "at --buffer-size 1,000,000,000" in line
+    assert "of memory is available" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_networks_larger_than_memory_are_refused_at_once(tmp_path, capsys):
+    import time
+
+    start = time.perf_counter()
+    line = one_line_error(capsys, ["train", *QUICK, "--out", str(tmp_path / "run"), "--hidden", "100000,100000"])
+    assert time.perf_counter() - start < 30
+    assert "the run needs" in line and "networks and Adam" in line and "of memory is available" in line
+
+
+def test_compiled_agents_larger_than_memory(tmp_path, capsys):
+    import time
+
+    start = time.perf_counter()
+    line = one_line_error(capsys, ["train", "--compiled", "--num-seeds", "100000", "--buffer-size", "1000000",
+                                   "--total-steps", "1000000", "--no-progress", "--out", str(tmp_path / "run")])
+    assert time.perf_counter() - start < 30
+    assert "replay buffers" in line and "for 100,000 agents" in line and "of memory is available" in line
+
+
+def test_compiled_seeds_past_int32(tmp_path, capsys):
+    line = one_line_error(capsys, ["train", "--compiled", "--num-seeds", "2000", "--seed", "2147481000",
+                                   "--total-steps", "100", "--no-progress", "--out", str(tmp_path / "run")])
+    assert "--seed + --num-seeds - 1 must be below 2**31 - 1000" in line
+
+
+def test_export_to_an_unwritable_place(finished_run, capsys):
+    line = one_line_error(capsys, ["export", str(finished_run), "--to", "torch", "/proc/x.pt"])
+    assert line.startswith("jax-td3 export: error: cannot write /proc/x.pt")

@@ -9,6 +9,7 @@ agent's final train state. A compiled run is one program: it cannot be resumed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -22,7 +23,8 @@ from jax_td3.dtypes import enable_dtype
 from jax_td3.envs import make_jax_env
 from jax_td3.errors import ConfigError
 from jax_td3.loops.compiled import LoopSettings, train_compiled
-from jax_td3.run.directory import holds_run
+from jax_td3.run.checks import check_compiled_memory
+from jax_td3.run.directory import hold, holds_run
 from jax_td3.run.logger import RunLogger
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.settings import TrainSettings
@@ -130,41 +132,47 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
     env = make_jax_env(settings.env)
     enable_dtype(settings.dtype)
     config = config_for_env(plan.algo, env.spec, **plan.config_overrides)
+    check_compiled_memory(config, settings, loop.capacity, num_seeds)  # seeds and memory, before allocating
     seeds = settings.seed + np.arange(num_seeds)
     out_dir = plan.out
-    if holds_run(Path(out_dir)):
-        raise ConfigError(f"{out_dir} already holds a run; choose another `out` (compiled runs cannot be "
-                          f"resumed)")
-    run_config = {"algo": plan.algo, "preset": preset, "compiled": True,
-                  "num_seeds": num_seeds, "seeds": seeds.tolist(), "config": dataclasses.asdict(config),
-                  "settings": dataclasses.asdict(settings), "loop": dataclasses.asdict(loop),
-                  "devices": [str(d) for d in jax.devices()]}
-    logger = RunLogger(out_dir, run_config)
-    reporter = _Reporter(logger, loop.total_steps, num_seeds, progress=progress)
-    start = time.perf_counter()
-    if progress:
-        announce(f"compiling the training program for {num_seeds} agent(s) on {len(jax.devices())} device(s) ...")
-    try:
-        result = train_compiled(config, loop, seeds, env=env, dtype=np.dtype(settings.dtype),
-                                on_progress=reporter.on_progress, on_eval=reporter.on_eval)
-    finally:
-        reporter.close()
-    wall_seconds = time.perf_counter() - start
-    final = result.eval_returns[:, -1, :].mean(axis=1)
-    checkpoint = _save_final_checkpoint(out_dir, config, loop, env.spec.env_id, settings.dtype, seeds, result.agents)
-    summary = {
-        "algo": plan.algo, "env": settings.env, "compiled": True, "num_seeds": num_seeds, "seeds": seeds.tolist(),
-        "final_eval_return": [float(x) for x in final], "final_eval_return_mean": float(final.mean()),
-        "eval_steps": result.eval_steps.tolist(),
-        "eval_return_curve": result.eval_returns.mean(axis=2).tolist(),
-        "env_steps": loop.total_steps, "updates": loop.updates,
-        "compile_seconds": round(result.compile_seconds, 3), "run_seconds": round(result.run_seconds, 3),
-        "wall_seconds": round(wall_seconds, 3),
-        "env_steps_per_second": round(num_seeds * loop.total_steps / result.run_seconds, 1),
-        "devices": len(jax.devices()), "dtype": settings.dtype, "interrupted": False,
-        "last_checkpoint": checkpoint,
-    }
-    logger.finish(summary)
-    draw_learning_curve(out_dir)
+    # The directory is held (``directory.hold``) before it is checked and while the program runs;
+    # by the first host only (the others write nothing of their own into it).
+    with hold(out_dir) if jax.process_index() == 0 else contextlib.nullcontext():
+        if holds_run(Path(out_dir)):
+            raise ConfigError(f"{out_dir} already holds a run; choose another `out` (compiled runs cannot be "
+                              f"resumed)")
+        run_config = {"algo": plan.algo, "preset": preset, "compiled": True,
+                      "num_seeds": num_seeds, "seeds": seeds.tolist(), "config": dataclasses.asdict(config),
+                      "settings": dataclasses.asdict(settings), "loop": dataclasses.asdict(loop),
+                      "devices": [str(d) for d in jax.devices()]}
+        logger = RunLogger(out_dir, run_config)
+        reporter = _Reporter(logger, loop.total_steps, num_seeds, progress=progress)
+        start = time.perf_counter()
+        if progress:
+            announce(f"compiling the training program for {num_seeds} agent(s) on {len(jax.devices())} "
+                     f"device(s) ...")
+        try:
+            result = train_compiled(config, loop, seeds, env=env, dtype=np.dtype(settings.dtype),
+                                    on_progress=reporter.on_progress, on_eval=reporter.on_eval)
+        finally:
+            reporter.close()
+        wall_seconds = time.perf_counter() - start
+        final = result.eval_returns[:, -1, :].mean(axis=1)
+        checkpoint = _save_final_checkpoint(out_dir, config, loop, env.spec.env_id, settings.dtype, seeds,
+                                            result.agents)
+        summary = {
+            "algo": plan.algo, "env": settings.env, "compiled": True, "num_seeds": num_seeds, "seeds": seeds.tolist(),
+            "final_eval_return": [float(x) for x in final], "final_eval_return_mean": float(final.mean()),
+            "eval_steps": result.eval_steps.tolist(),
+            "eval_return_curve": result.eval_returns.mean(axis=2).tolist(),
+            "env_steps": loop.total_steps, "updates": loop.updates,
+            "compile_seconds": round(result.compile_seconds, 3), "run_seconds": round(result.run_seconds, 3),
+            "wall_seconds": round(wall_seconds, 3),
+            "env_steps_per_second": round(num_seeds * loop.total_steps / result.run_seconds, 1),
+            "devices": len(jax.devices()), "dtype": settings.dtype, "interrupted": False,
+            "last_checkpoint": checkpoint,
+        }
+        logger.finish(summary)
+        draw_learning_curve(out_dir)
     summary["out"] = str(out_dir)
     return summary

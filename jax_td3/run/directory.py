@@ -1,19 +1,114 @@
-"""What a run directory is: the files that mark one, and the default name of a new one."""
+"""What a run directory is: the files that mark one, the lock a run holds on it, and the
+default name of a new one."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
+import sys
 from pathlib import Path
 
+from jax_td3.errors import RunDirectoryInUse
 from jax_td3.run.checkpoint import CHECKPOINT_DIR
 from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE
 
 EPISODES_FILE = "episodes.csv"
 RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR)
+# Held (flock) by the run writing the directory; not a run marker: a directory holding only
+# this file holds no run. It names the holder (pid and command line) for the refusal message.
+LOCK_FILE = ".lock"
 
 
 def holds_run(out_dir) -> bool:
     """True if ``out_dir`` already holds (part of) a run: a new run must not write over it."""
     return any((Path(out_dir) / name).exists() for name in RUN_MARKERS)
+
+
+def _command_line() -> str:
+    """This process's command line, short enough for a one-line message."""
+    argv = list(sys.argv) or ["python"]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:  # python -m PACKAGE ...
+        name = spec.name.removesuffix(".__main__")
+        head = ["jax-td3"] if name == "jax_td3.cli" else ["python", "-m", name]
+    else:
+        head = [os.path.basename(argv[0]) or "python"]
+    line = shlex.join(head + argv[1:]).replace("\n", " ")
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _holder(fd: int) -> str:
+    """'pid 1234: jax-td3 train ...' as the holder wrote it into the lock file (read via ``fd``)."""
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    pid, _, command = text.partition("\n")
+    if not pid.strip().isdigit():
+        return "pid unknown"
+    command = command.strip().replace("\n", " ")
+    return f"pid {pid.strip()}: {command}" if command else f"pid {pid.strip()}"
+
+
+@contextlib.contextmanager
+def hold(out_dir):
+    """Hold ``out_dir`` (created if missing) for one run: an exclusive ``flock`` on ``out_dir/.lock``,
+    released on exit, and by the kernel when the process dies (even by SIGKILL).
+
+    Raises ``RunDirectoryInUse`` at once, naming the holder, when another open lock (another
+    process, or another ``hold`` of the same directory) has it. Take it before reading
+    anything in the directory to resume from, and before writing into it. A directory this
+    call created and nothing else wrote into is removed again on exit.
+    """
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = out_dir / LOCK_FILE
+    fd = _lock(lock_path, out_dir)
+    try:
+        before = os.fstat(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n{_command_line()}\n".encode(), 0)
+        try:
+            yield out_dir
+        finally:
+            # No stale holder once released, and the file's times as they were: a hold that
+            # wrote nothing else leaves the directory as it found it.
+            os.ftruncate(fd, 0)
+            with contextlib.suppress(OSError):
+                os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))
+            if created and [p.name for p in out_dir.iterdir()] == [LOCK_FILE]:
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()  # still locked: a waiter on this file re-checks in _lock
+                    out_dir.rmdir()
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock(lock_path: Path, out_dir: Path) -> int:
+    """An fd holding the exclusive flock of ``lock_path``, the file now at that path."""
+    import fcntl
+
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunDirectoryInUse(f"{out_dir} is in use by another jax-td3 run ({holder}); wait for it "
+                                    f"or choose another `out`") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            mine, there = os.fstat(fd), os.stat(lock_path)
+            if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the file was removed by a holder that released it: lock the new one
 
 
 def default_out(algo: str, env: str, seed: int, backend: str, compiled: bool = False, num_seeds: int = 1) -> str:

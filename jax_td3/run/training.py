@@ -27,7 +27,8 @@ from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
 from jax_td3.loops.host import Trainer
 from jax_td3.presets import DEFAULTS, resolve
 from jax_td3.run.checkpoint import config_from_checkpoint
-from jax_td3.run.directory import EPISODES_FILE, default_out, holds_run
+from jax_td3.run.checks import check_run_memory, ensure_writable_dir
+from jax_td3.run.directory import EPISODES_FILE, default_out, hold, holds_run
 from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE, RunLogger
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.settings import TrainSettings, settings_from_values
@@ -129,7 +130,20 @@ def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None 
     A NaN or infinity (observation, reward, loss or parameter) raises ``NonFiniteError``
     without writing a checkpoint of the bad state, so the newest checkpoint is the last
     good one (``settings.skip_nonfinite`` drops bad transitions instead).
+
+    The run holds ``out_dir`` (``directory.hold``) while it runs: RunDirectoryInUse if another
+    run holds it. A caller that resumes should read its checkpoint under the same hold.
     """
+    with hold(out_dir):
+        return _run_training(trainer, out_dir, run_config, checkpoint_every=checkpoint_every,
+                             keep_checkpoints=keep_checkpoints, save_buffer=save_buffer, progress=progress,
+                             resume_loop=resume_loop)
+
+
+def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None = None, *,
+                  checkpoint_every: int | None = None, keep_checkpoints: int = 3, save_buffer: bool = True,
+                  progress: bool = True, resume_loop: dict | None = None) -> dict:
+    """``run_training`` in a directory the caller holds."""
     from tqdm import tqdm
 
     from jax_td3.run.checkpoint import save_checkpoint
@@ -259,6 +273,7 @@ def plan_run(values: dict, preset: str | None = None, *, compiled: bool = False,
     settings = settings_from_values(merged).validate()
     out = merged.get("out") or default_out(merged["algo"], settings.env, settings.seed, settings.backend, compiled,
                                            num_seeds)
+    ensure_writable_dir(out)  # before anything is built
     return RunPlan(merged["algo"], {k: merged.get(k) for k in CONFIG_SETTINGS}, settings, str(out),
                    merged["checkpoint_every"], merged["keep_checkpoints"], merged["save_buffer"])
 
@@ -342,11 +357,20 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
                                   announce=announce)
     if num_seeds not in (None, 1):
         raise ConfigError("`num_seeds` > 1 needs `compiled` (the Gymnasium loop trains one seed per run)")
+    plan = plan_run(values, preset)
+    out_dir = Path(plan.out)
+    if resume and not out_dir.is_dir():
+        raise CheckpointError(f"`resume`: no complete checkpoint in {out_dir / 'checkpoints'}")
+    with hold(out_dir):  # before anything in it is read or written
+        return _train_in(out_dir, plan, preset, resume, requested, progress, environment, announce)
+
+
+def _train_in(out_dir: Path, plan: RunPlan, preset, resume: bool, requested: set[str], progress: bool,
+              environment, announce) -> dict:
+    """``train`` of the Gymnasium loop in ``out_dir``, which the caller holds."""
     from jax_td3.envs import env_spec, make_env
     from jax_td3.run.checkpoint import latest_valid_checkpoint
 
-    plan = plan_run(values, preset)
-    out_dir = Path(plan.out)
     checkpoint = None
     if resume:
         checkpoint = latest_valid_checkpoint(out_dir)  # warns about and skips truncated or corrupted ones
@@ -373,6 +397,7 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
                       "settings": dataclasses.asdict(settings), "out": plan.out,
                       "checkpoint_every": plan.checkpoint_every, "keep_checkpoints": plan.keep_checkpoints,
                       "save_buffer": plan.save_buffer}
+    check_run_memory(config, settings)  # refuse at once what cannot fit, before allocating it
     trainer = Trainer(config, settings, env=env)
     try:
         if checkpoint is not None:
@@ -382,9 +407,9 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
             trainer.restore(checkpoint.contents["trainer"])
             announce(f"resuming {out_dir} from {checkpoint.path.name} (step {trainer.env_steps:,} of "
                      f"{settings.total_steps:,})")
-        return run_training(trainer, out_dir, run_config, checkpoint_every=plan.checkpoint_every,
-                            keep_checkpoints=plan.keep_checkpoints, save_buffer=plan.save_buffer,
-                            progress=progress,
-                            resume_loop=checkpoint.contents.get("loop", {}) if checkpoint is not None else None)
+        return _run_training(trainer, out_dir, run_config, checkpoint_every=plan.checkpoint_every,
+                             keep_checkpoints=plan.keep_checkpoints, save_buffer=plan.save_buffer,
+                             progress=progress,
+                             resume_loop=checkpoint.contents.get("loop", {}) if checkpoint is not None else None)
     finally:
         trainer.close()

@@ -1,0 +1,221 @@
+"""Checks a run makes before it builds anything, so that bad input fails at once in one line.
+
+``ensure_writable_dir`` checks that the run directory can be created and written.
+``check_run_memory`` / ``check_compiled_memory`` estimate what a run allocates (networks,
+target copies and Adam moments; replay buffers) and raise ``ConfigError`` when it exceeds
+the memory there is, instead of a numpy ``MemoryError`` traceback, an out-of-memory kill
+or a machine that swaps for minutes. The estimates are pure functions of the sizes
+(``train_state_bytes``, ``replay_bytes``, ``host_loop_needs``, ``compiled_loop_needs``,
+``refuse_if_too_big``) so tests can give them sizes; only ``available_*`` look at the machine.
+
+The replay buffer is allocated with ``np.zeros`` (pages are only touched as transitions
+are written), so numpy may not fail at once for a buffer that cannot fit: this check is
+what refuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from jax_td3.errors import ConfigError
+
+GiB = 1024 ** 3
+
+
+# -- the run directory ------------------------------------------------------------------------
+
+def ensure_writable_dir(path) -> Path:
+    """Check that directory ``path`` can be created (if missing) and written; ConfigError naming `out` if not.
+
+    Leaves the file system as it found it: directories made for the check are removed again
+    (the run makes them when it writes its first file).
+    """
+    path = Path(path)
+    created = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    try:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"`out` {path} is a file, not a directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+                pass
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            raise ConfigError(f"cannot write the run directory `out` {path}: {reason}") from None
+    finally:
+        for directory in created:  # deepest first
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+    return path
+
+
+# -- seeds --------------------------------------------------------------------------------------
+
+# The compiled loop holds seeds as int32 and adds offsets to them (agent i gets `seed` + i, its
+# evaluation environments `seed` + i + exploration.EVAL_SEED_OFFSET); settings.SEED_LIMIT keeps
+# a single run's seed below 2**31 - 1000. Here: the last agent's seed must stay below it too.
+def check_compiled_seeds(seed: int, num_seeds: int) -> None:
+    from jax_td3.settings import SEED_LIMIT
+
+    if seed + num_seeds - 1 >= SEED_LIMIT:
+        raise ConfigError(f"`seed` + `num_seeds` - 1 must be below 2**31 - 1000 (the compiled loop's seeds "
+                          f"are int32), got {seed} + {num_seeds} - 1")
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+def train_state_bytes(config, dtype) -> int:
+    """Exact bytes of one agent's train state (actor and critics, their targets, both Adam moments,
+    the counters), counted from shapes alone: nothing is allocated."""
+    import jax
+    import jax.numpy as jnp
+
+    from jax_td3.update import init_train_state
+
+    itemsize = np.dtype(dtype).itemsize
+    shapes = jax.eval_shape(lambda: init_train_state(config, jax.random.PRNGKey(0), jnp.float32))
+    total = 0
+    for leaf in jax.tree_util.tree_leaves(shapes):
+        size = int(np.prod(leaf.shape, dtype=np.int64))
+        # Floating leaves take ``dtype`` (counted here so that float64 needs no x64 mode switched on).
+        total += size * (itemsize if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf.dtype.itemsize)
+    return total
+
+
+def replay_bytes(capacity: int, obs_dim: int, act_dim: int, dtype) -> int:
+    """Bytes of a replay buffer: ``capacity`` x (obs, next_obs, action, reward, not_done)."""
+    return int(capacity) * (2 * obs_dim + act_dim + 2) * np.dtype(dtype).itemsize
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes in GiB, MiB or KiB, one decimal (the largest unit that shows at least 0.1)."""
+    for unit, size in (("GiB", GiB), ("MiB", 1024 ** 2)):
+        if n >= size // 20:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n / 1024:,.1f} KiB"
+
+
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """Bytes a run needs in one memory, by part: ``((description, bytes), ...)``; a description
+    has ``{}`` where the size goes."""
+
+    parts: tuple[tuple[str, int], ...]
+
+    @property
+    def total(self) -> int:
+        return sum(size for _, size in self.parts)
+
+    def __add__(self, other: "Need") -> "Need":
+        return Need(self.parts + other.parts)
+
+    def describe(self) -> str:
+        return "; ".join(text.format(format_bytes(size)) for text, size in self.parts if size)
+
+
+def host_loop_needs(config, settings, *, device_is_host: bool) -> tuple[Need, Need]:
+    """(host, device) needs of a Gymnasium-loop run. With ``device_is_host`` (JAX on the CPU)
+    the device part is counted in the host's and the device need is empty."""
+    dtype = settings.dtype
+    state = train_state_bytes(config, dtype)
+    replay = replay_bytes(settings.buffer_size, config.obs_dim, config.act_dim, dtype)
+    host = [(f"replay buffer {{}} at `buffer_size` {settings.buffer_size:,}", replay)]
+    device = [("networks and Adam {}", state)]
+    if settings.backend == "torch":  # the PyTorch learner keeps its own copy on the host
+        host.append(("PyTorch networks and Adam {}", state))
+    if settings.updates_per_call > 1:  # jax_backend.load_replay: a device copy of the ring
+        device.append((f"device replay copy {{}} (`updates_per_call` {settings.updates_per_call})", replay))
+    if device_is_host:
+        return Need(tuple(host + device)), Need(())
+    return Need(tuple(host)), Need(tuple(device))
+
+
+def compiled_loop_needs(config, capacity: int, num_seeds: int, dtype) -> Need:
+    """Device need of a compiled run: ``num_seeds`` agents, each with its train state and a device
+    replay of ``capacity`` (``LoopSettings.capacity``: min(`buffer_size`, `total_steps`))."""
+    agents = f" for {num_seeds:,} agents" if num_seeds > 1 else ""
+    return Need((
+        (f"replay buffers {{}} at {capacity:,} transitions{agents}",
+         num_seeds * replay_bytes(capacity, config.obs_dim, config.act_dim, dtype)),
+        (f"networks and Adam {{}}{agents}", num_seeds * train_state_bytes(config, dtype)),
+    ))
+
+
+def refuse_if_too_big(need: Need, available: int | None, where: str = "memory") -> None:
+    """ConfigError when ``need`` exceeds ``available`` bytes (None: unknown, nothing is checked)."""
+    if available is not None and need.total > available:
+        raise ConfigError(f"the run needs {format_bytes(need.total)} ({need.describe()}) but "
+                          f"{format_bytes(available)} of {where} is available")
+
+
+def available_host_memory() -> int | None:
+    """MemAvailable from /proc/meminfo, else free physical pages (os.sysconf); None if neither."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _accelerator():
+    """The first JAX device if it is not the CPU, else None."""
+    import jax
+
+    device = jax.devices()[0]
+    return None if device.platform == "cpu" else device
+
+
+def available_device_memory(device) -> int | None:
+    """The allocator's ``bytes_limit`` of ``device``; None when it does not report one."""
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # some backends raise instead of returning None
+        return None
+    limit = stats.get("bytes_limit")
+    return int(limit) if limit else None
+
+
+def check_run_memory(config, settings) -> None:
+    """Refuse (ConfigError, one line) a Gymnasium-loop run that cannot fit in host or device memory."""
+    device = _accelerator()
+    host, on_device = host_loop_needs(config, settings, device_is_host=device is None)
+    refuse_if_too_big(host, available_host_memory())
+    if device is not None:
+        refuse_if_too_big(on_device, available_device_memory(device), f"memory on {device}")
+
+
+def check_compiled_memory(config, settings, capacity: int, num_seeds: int) -> None:
+    """Refuse a compiled run of ``num_seeds`` agents that cannot fit (and seeds that overflow int32).
+
+    The agents are split over the devices that divide their number (``loops.agents.agent_mesh``).
+    """
+    import jax
+
+    check_compiled_seeds(settings.seed, num_seeds)
+    need = compiled_loop_needs(config, capacity, num_seeds, settings.dtype)
+    device = _accelerator()
+    if device is None:
+        refuse_if_too_big(need, available_host_memory())
+        return
+    devices = len(jax.devices())
+    count = max(d for d in range(1, devices + 1) if num_seeds % d == 0)
+    per_device = available_device_memory(device)
+    where = f"memory on {count} device(s) {device.platform}" if count > 1 else f"memory on {device}"
+    refuse_if_too_big(need, None if per_device is None else per_device * count, where)
