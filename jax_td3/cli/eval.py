@@ -2,6 +2,7 @@
 
 CHECKPOINT is a checkpoint file, a run directory (its newest valid checkpoint), or a PyTorch
 file written by ``jax-td3 export --to torch``. Either backend runs either backend's checkpoint.
+``--video PATH`` (.mp4 or .gif) also records the episodes, headless; needs ``pip install 'jax-td3[video]'``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ def add_arguments(parser) -> None:
                         help="framework that runs the policy (either loads either backend's checkpoint)")
     parser.add_argument("--agent", type=nonnegative_int, default=0,
                         help="which agent of a compiled multi-seed checkpoint (default 0)")
+    parser.add_argument("--video", metavar="PATH", default=None,
+                        help="also record the episodes to PATH (.mp4 or .gif), headless; the returns are the "
+                             "same as without it (needs pip install 'jax-td3[video]')")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args) -> int:
     from jax_td3.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend, args.agent)
+    result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend, args.agent,
+                                 video=args.video)
     if args.json:
         import json
         print(json.dumps(result))
@@ -36,4 +41,6 @@ def run(args) -> int:
         print(f"{result['env']}: return {result['eval_return_mean']:.2f} +- {result['eval_return_std']:.2f} "
               f"over {result['episodes']} episodes (checkpoint {result['checkpoint']}, step {result['step']}, "
               f"trained with {result['trained_with']}, run by {args.backend})")
+        if "video" in result:
+            print(f"video: {result['video']} ({result['video_frames']} frames)")
     return 0

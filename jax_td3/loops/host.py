@@ -369,8 +369,12 @@ def jax_key_data(key):
     return jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
-def evaluate_policy(act, env, episodes: int, seed: int, dtype=np.float32) -> list[float]:
-    """Undiscounted returns of ``episodes`` episodes of ``act`` (obs -> action); the first reset uses ``seed``."""
+def evaluate_policy(act, env, episodes: int, seed: int, dtype=np.float32, on_step=None) -> list[float]:
+    """Undiscounted returns of ``episodes`` episodes of ``act`` (obs -> action); the first reset uses ``seed``.
+
+    ``on_step(env)``, if given, is called after every ``env.step`` (e.g. to record ``env.render()``);
+    it must not touch the episode (no reset, no step, no use of the env's random generator).
+    """
     low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
     returns = []
     for episode in range(episodes):
@@ -379,6 +383,8 @@ def evaluate_policy(act, env, episodes: int, seed: int, dtype=np.float32) -> lis
         while not finished:
             action = np.clip(act(np.asarray(obs, dtype)), low, high)
             obs, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
+            if on_step is not None:
+                on_step(env)
             total += float(reward)
             finished = terminated or truncated
         returns.append(total)
