@@ -89,6 +89,10 @@ class TD3Config:
 
     def validate(self) -> "TD3Config":
         """Raise ConfigError with a one-line reason if any value is out of range."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{field.name} must be a finite number, got {value}")
         if self.obs_dim <= 0 or self.act_dim <= 0:
             raise ConfigError(f"obs_dim and act_dim must be positive, got {self.obs_dim}, {self.act_dim}")
         if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:

@@ -9,6 +9,7 @@ loop takes the subset it supports (``run.compiled.compiled_settings``).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from jax_td3.dtypes import DTYPES
 from jax_td3.errors import ConfigError
@@ -71,6 +72,9 @@ class TrainSettings:
 
     def validate(self) -> "TrainSettings":
         """Raise ConfigError naming the first setting that is out of range or conflicts with another."""
+        for name in ("expl_noise", "ou_theta", "ou_sigma", "ou_mu", "ou_dt"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"`{name}` must be a finite number, got {getattr(self, name)}")
         checks = [
             (self.backend in BACKENDS, f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}"),
             (self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}"),

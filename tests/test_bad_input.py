@@ -48,6 +48,10 @@ def finished_run(tmp_path_factory):
     (["--tau", "1.5"], "tau must be in (0, 1]"),
     (["--gamma", "2"], "gamma must be in [0, 1]"),
     (["--batch-size", "64", "--buffer-size", "10"], "batch size 64 is larger than the buffer size 10"),
+    (["--critic-weight-decay", "nan"], "critic_weight_decay must be a finite number, got nan"),
+    (["--reward-scale", "nan"], "reward_scale must be a finite number, got nan"),
+    (["--actor-lr", "inf"], "actor_lr must be a finite number, got inf"),
+    (["--expl-noise", "inf"], "--expl-noise must be a finite number, got inf"),
     (["--out", "/proc/nope/run"], "cannot write the run directory --out /proc/nope/run"),
     (["--seed", "99999999999999999999"], "--seed must be in [0, 2**31 - 1000), got 99999999999999999999"),
 ])
@@ -175,3 +179,15 @@ def test_compiled_seeds_past_int32(tmp_path, capsys):
 def test_export_to_an_unwritable_place(finished_run, capsys):
     line = one_line_error(capsys, ["export", str(finished_run), "--to", "torch", "/proc/x.pt"])
     assert line.startswith("jax-td3 export: error: cannot write /proc/x.pt")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plot", "RUN", "--out", "/proc/x.png"], "cannot write --out /proc/x.png"),
+    (["parity", "--tol", "nan", "--updates", "3"], "expected a finite non-negative number, got 'nan'"),
+    (["parity", "--run", "--total-steps", "10", "--plot", "/proc/x.png"], "cannot write --plot /proc/x.png"),
+    (["bench", "--quick", "--impls", "jax_jit", "--out-dir", "/proc/x"],
+     "cannot write the results directory --out-dir /proc/x"),
+])
+def test_unwritable_outputs_and_absurd_tolerances_are_refused_before_any_work(argv, message, finished_run, capsys):
+    argv = [str(finished_run) if a == "RUN" else a for a in argv]
+    assert message in one_line_error(capsys, argv)

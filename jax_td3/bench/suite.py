@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from jax_td3.errors import ConfigError
+from jax_td3.run.checks import format_bytes
 
 ALGOS = ("td3", "ourddpg")           # OurDDPG is the DDPG the suite times (TD3's networks, one critic)
 GRIDS = ("default", "quick", "full")
@@ -107,11 +110,9 @@ def _torch_device(device: str) -> str:
 def state_bytes(config, agents: int = 1) -> int:
     """A lower bound of one cell's memory: its float32 train state (actor and critics, their targets,
     Adam's two moments of each), ``agents`` times. Replay data, activations and compiled code come on top."""
-    from jax_td3.bench import flops
+    from jax_td3.run.checks import train_state_bytes
 
-    actor, critic = flops.layer_sizes(config)
-    count = lambda layers: sum(n_in * n_out + n_out for n_in, n_out in layers)
-    return 4 * 4 * agents * (count(actor) + config.num_critics * count(critic))
+    return agents * train_state_bytes(config, np.float32)
 
 
 def memory_limit(torch_device: str) -> tuple[int, str] | None:
@@ -135,10 +136,6 @@ def memory_limit(torch_device: str) -> tuple[int, str] | None:
         except Exception:  # noqa: BLE001 - the GPU's size is a refinement, not a requirement
             pass
     return min(limits) if limits else None
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**40:,.0f} TiB" if n >= 2**40 else f"{n / 2**30:,.1f} GiB"
 
 
 def cell_name(row: dict) -> str:
@@ -202,7 +199,7 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
         if limit is not None and need > limit[0]:
             # Refused before building: allocating it would fail anyway, after seconds of swapping or worse.
             row.update(status="failed", reason=f"refused before running: the train state alone needs "
-                                               f"{_gib(need)}, more than this machine's {_gib(limit[0])} "
+                                               f"{format_bytes(need)}, more than this machine's {format_bytes(limit[0])} "
                                                f"of {limit[1]}")
             rows.append(row)
             if on_row is not None:

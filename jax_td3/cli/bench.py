@@ -205,6 +205,10 @@ def _announce(message: str) -> None:
 
 
 def run(args) -> int:
+    from jax_td3.run.checks import ensure_writable_dir
+
+    if not getattr(args, "report_only", None):
+        ensure_writable_dir(args.out_dir, "out_dir", "the results directory")
     if args.mode is not None:
         extra = [flag(name) for name in given(args, SUITE_ONLY_FLAGS)]
         if extra:

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from jax_td3.cli.args import (CONFIG_FLAGS, UsageError, add_config_flags, flag, float_list, given,
-                              nonnegative_int, positive_int)
+                              nonnegative_float, nonnegative_int, positive_int)
 from jax_td3.config import ALGOS, CONFIGS, make_config
 from jax_td3.presets import DEFAULTS
 from jax_td3.settings import BACKENDS
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--obs-dim", type=positive_int, default=None, help="observation size (default 3)")
     parser.add_argument("--act-dim", type=positive_int, default=None, help="action size (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of the shared draws")
-    parser.add_argument("--tol", type=float, help="override every quantity's tolerance")
+    parser.add_argument("--tol", type=nonnegative_float, help="override every quantity's tolerance")
     parser.add_argument("--resync", choices=("auto", "on", "off"), default="auto",
                         help="copy the JAX state into torch before each update (auto: on for float32 only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -177,8 +177,6 @@ def run_whole(args) -> int:
 
 def _check_writable(path: str) -> None:
     """Fail before a long run, not after it, when the plot cannot be written."""
-    from pathlib import Path
+    from jax_td3.run.checks import ensure_writable_file
 
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise UsageError(f"cannot write --plot {path}: directory {parent} does not exist")
+    ensure_writable_file(path, "plot")

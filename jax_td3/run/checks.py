@@ -29,8 +29,9 @@ GiB = 1024 ** 3
 
 # -- the run directory ------------------------------------------------------------------------
 
-def ensure_writable_dir(path) -> Path:
-    """Check that directory ``path`` can be created (if missing) and written; ConfigError naming `out` if not.
+def ensure_writable_dir(path, setting: str = "out", what: str = "the run directory") -> Path:
+    """Check that directory ``path`` can be created (if missing) and written; ConfigError naming the
+    ``setting`` that gave it if not.
 
     Leaves the file system as it found it: directories made for the check are removed again
     (the run makes them when it writes its first file).
@@ -43,20 +44,36 @@ def ensure_writable_dir(path) -> Path:
         probe = probe.parent
     try:
         if path.exists() and not path.is_dir():
-            raise ConfigError(f"`out` {path} is a file, not a directory")
+            raise ConfigError(f"`{setting}` {path} is a file, not a directory")
         try:
             path.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
                 pass
         except OSError as err:
             reason = err.strerror or type(err).__name__
-            raise ConfigError(f"cannot write the run directory `out` {path}: {reason}") from None
+            raise ConfigError(f"cannot write {what} `{setting}` {path}: {reason}") from None
     finally:
         for directory in created:  # deepest first
             try:
                 directory.rmdir()
             except OSError:
                 break
+    return path
+
+
+def ensure_writable_file(path, setting: str) -> Path:
+    """Check, before long work, that file ``path`` can be written (its directory exists and takes a
+    new file; an existing file is left as it is); ConfigError naming ``setting`` if not."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"`{setting}` {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write `{setting}` {path}: directory {path.parent} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write `{setting}` {path}: {err.strerror or type(err).__name__}") from None
     return path
 
 
@@ -99,7 +116,10 @@ def replay_bytes(capacity: int, obs_dim: int, act_dim: int, dtype) -> int:
 
 
 def format_bytes(n: int) -> str:
-    """``n`` bytes in GiB, MiB or KiB, one decimal (the largest unit that shows at least 0.1)."""
+    """``n`` bytes in TiB (from 1 TiB), else GiB, MiB or KiB, one decimal (the largest unit that shows
+    at least 0.1)."""
+    if n >= 1024 ** 4:
+        return f"{n / 1024 ** 4:,.1f} TiB"
     for unit, size in (("GiB", GiB), ("MiB", 1024 ** 2)):
         if n >= size // 20:
             return f"{n / size:,.1f} {unit}"

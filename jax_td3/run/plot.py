@@ -24,6 +24,9 @@ def plot_runs(run_dirs: list[str | os.PathLike], out_file: str | os.PathLike,
     Raises ConfigError naming the file when a run's metrics.csv lacks ``step`` or
     ``eval_return_mean``, or holds no rows; nothing is drawn then.
     """
+    from jax_td3.run.checks import ensure_writable_file
+
+    ensure_writable_file(out_file, "out")
     # Every file is read before matplotlib starts, so a bad one writes no half-empty plot.
     runs = []
     for run_dir in run_dirs:
