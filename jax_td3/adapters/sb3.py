@@ -1,0 +1,355 @@
+"""Stable-Baselines3's TD3 (PyTorch) as a parity adapter: SB3's own ``TD3.train`` on its own networks
+and optimizers, fed our batches and our target-policy noise.
+
+``td3`` maps to SB3's ``TD3``, ``ourddpg`` to SB3's ``DDPG`` (its TD3 with ``policy_delay=1``, one
+critic and the target noise clipped to 0). Needs the ``thirdparty`` extra (``stable-baselines3``); written against SB3 2.9.2.
+
+Seams (the only places where this adapter reaches into SB3's update; everything else is SB3's code):
+
+- **batch**: ``model.replay_buffer.sample`` is replaced (on this model's buffer instance only) by a
+  function returning SB3's ``ReplayBufferSamples`` built from our batch. SB3 stores ``dones`` where
+  Fujimoto stores ``not_done``: we pass ``dones = 1 - not_done`` and SB3 computes
+  ``(1 - dones)`` (td3/td3.py:184); with ``not_done`` in {0, 1} both are exact. ``discounts`` is
+  ``None``, so SB3 uses ``self.gamma`` (td3/td3.py:173), as the reference does.
+- **target noise**: SB3 draws ``replay_data.actions.clone().data.normal_(0, self.target_policy_noise)``
+  (td3/td3.py:177). During ``train`` only, ``torch.Tensor.normal_`` is replaced by a function that
+  accepts exactly one call, on a tensor of the batch's action shape with mean 0 and std
+  ``target_policy_noise``, and fills it with ``our_standard_normal * std`` (what ``normal_``'s
+  ``mean + std * z`` gives with mean 0). Any other call raises, so a changed SB3 that draws elsewhere
+  is caught rather than silently fed. The previous ``normal_`` is restored afterwards.
+- **observation, not recomputation**: forward hooks on SB3's modules and step pre-hooks on its two
+  Adam optimizers read what SB3 computes: the input of ``critic_target`` (the smoothed target
+  action), the outputs of ``critic`` (current Q), the gradients just before each ``optimizer.step``,
+  and Q1 of the actor step (``critic.qf0`` called after the critic step). ``target_q`` is the second
+  argument of SB3's ``F.mse_loss`` calls (td3/td3.py:190), read through a wrapper on the ``F``
+  name of SB3's td3 module during ``train``. Losses come from SB3's logger (``train/critic_loss``,
+  ``train/actor_loss``, td3/td3.py:218-219): with one gradient step they are ``np.mean`` of one
+  ``loss.item()``, i.e. the loss itself.
+
+Semantics (SB3 2.9.2, ``stable_baselines3/td3/td3.py``):
+
+- counter: ``_n_updates += 1`` before the step (line 169) and the actor steps when
+  ``_n_updates % policy_delay == 0`` (line 200). Ours: the actor steps on update ``step + 1`` when
+  ``(step + 1) % policy_freq == 0``. So SB3's ``_n_updates`` is our ``step``.
+- actions: SB3 policies act in [-1, 1] and the algorithm rescales to the env's box; the replay
+  buffer, the critics and the target clamp (``.clamp(-1, 1)``, line 179) all work in [-1, 1] units,
+  and ``target_policy_noise``/``target_noise_clip`` are in those units. Our batches hold actions in
+  the env's box and our critics take them unscaled, so the two parameterisations coincide only for
+  the box [-1, 1]; any other box is refused.
+- one ``learning_rate`` for both optimizers (reset from the schedule at every ``train``, line 165),
+  and one ``optimizer_kwargs`` (so a weight decay would hit the actor too): different actor and
+  critic learning rates and a critic weight decay are refused; there is no reward scale.
+- precision: float32 only. SB3 casts every Box observation to float32 before its networks
+  (``preprocess_obs`` returns ``obs.float()``, common/preprocessing.py:120, called from
+  ``extract_features``, common/policies.py:130), so a float64 policy would see float32-rounded
+  observations (and its actor would fail on mixed dtypes); ``dtype="float64"`` is refused.
+- Polyak: ``polyak_update`` (common/utils.py) does ``target.mul_(1 - tau); target.add_(param,
+  alpha=tau)``; the reference does ``tau * param + (1 - tau) * target``: the same value, rounded in a
+  different order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names, tensor_names
+from jax_td3.adapters.torch_ref import torch_dtype
+from jax_td3.config import TD3Config
+from jax_td3.dtypes import enable_dtype
+from jax_td3.errors import ConfigError, ConversionError
+
+SB3_VERSION = "2.9.2"
+
+
+def _refuse(config: TD3Config) -> None:
+    """Raise ConfigError for what SB3's TD3 cannot express."""
+    if config.algo not in ("td3", "ourddpg"):
+        raise ConfigError(f"`algo` {config.algo!r} is not supported by the SB3 adapter (td3, ourddpg)")
+    if config.algo == "ourddpg" and config.policy_freq != 1:
+        raise ConfigError("`policy_freq` must be 1 for SB3's DDPG (it fixes policy_delay=1)")
+    if config.actor_lr != config.critic_lr:
+        raise ConfigError("`actor_lr` and `critic_lr` must be equal for SB3 (its TD3 takes one learning_rate)")
+    if config.critic_weight_decay != 0:
+        raise ConfigError("`critic_weight_decay` must be 0 for SB3 (its optimizer_kwargs apply to actor and critic)")
+    if config.reward_scale != 1:
+        raise ConfigError("`reward_scale` must be 1 for SB3 (its TD3 has no reward scale)")
+    if any(lo != -1.0 for lo in config.action_low) or any(hi != 1.0 for hi in config.action_high):
+        raise ConfigError("`action_low`/`action_high` must be -1/1 for SB3 (its critics and target clamp work in "
+                          "[-1, 1] units)")
+
+
+def _dummy_env(config: TD3Config):
+    import gymnasium as gym
+
+    class _BoxEnv(gym.Env):
+        """A never-stepped env that only carries the spaces SB3 builds its networks from."""
+
+        def __init__(self):
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (config.obs_dim,), np.float32)
+            self.action_space = gym.spaces.Box(np.asarray(config.action_low, np.float32),
+                                               np.asarray(config.action_high, np.float32), dtype=np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(config.obs_dim, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(config.obs_dim, np.float32), 0.0, False, False, {}
+
+    return _BoxEnv()
+
+
+def _refuse_dtype(dtype) -> None:
+    if np.dtype(dtype).name != "float32":
+        raise ConfigError(f"`dtype` {np.dtype(dtype).name} is not supported by the SB3 adapter (float32 only: SB3 "
+                          "casts observations to float32)")
+
+
+def make_model(config: TD3Config, dtype="float32"):
+    """SB3's TD3 for ``config`` on CPU (float32: see the module docstring)."""
+    from stable_baselines3 import DDPG, TD3
+
+    _refuse(config)
+    _refuse_dtype(dtype)
+    policy_kwargs = dict(net_arch=dict(pi=list(config.actor_hidden), qf=list(config.critic_hidden_sizes)),
+                         optimizer_kwargs=dict(betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps))
+    common = dict(learning_rate=config.actor_lr, buffer_size=config.batch_size, learning_starts=0,
+                  batch_size=config.batch_size, tau=config.tau, gamma=config.gamma, policy_kwargs=policy_kwargs,
+                  device="cpu", seed=0)
+    if config.algo == "ourddpg":
+        # SB3's DDPG is its TD3 with policy_delay=1, one critic, and target noise clipped to 0
+        # (ddpg/ddpg.py:107-115: policy_delay=1, target_noise_clip=0.0, target_policy_noise=0.1,
+        # n_critics=1): the target action is
+        # actor_target(s') + (+-0), clamped to [-1, 1] where tanh already is.
+        model = DDPG("MlpPolicy", _dummy_env(config), **common)
+    else:
+        model = TD3("MlpPolicy", _dummy_env(config), policy_delay=config.policy_freq,
+                    target_policy_noise=config.policy_noise, target_noise_clip=config.noise_clip, **common)
+    from stable_baselines3.common.logger import Logger
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
+# -- layout: neutral names <-> SB3 modules ------------------------------------------------
+
+def _layer_map(model, network: str) -> dict[str, torch.nn.Parameter]:
+    """Neutral tensor name -> SB3 parameter, for one of the four networks."""
+    policy = model.policy
+    out = {}
+    if network in ("actor", "actor_target"):
+        linears = [m for m in getattr(policy, network).mu if isinstance(m, torch.nn.Linear)]
+    else:
+        critic = getattr(policy, network)
+        linears = [m for q in critic.q_networks for m in q if isinstance(m, torch.nn.Linear)]
+    for i, layer in enumerate(linears, start=1):
+        out[f"l{i}.weight"], out[f"l{i}.bias"] = layer.weight, layer.bias
+    return out
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy().copy()
+
+
+def model_state(model) -> NeutralState:
+    out: NeutralState = {}
+    for network in NETWORKS:
+        for name, p in _layer_map(model, network).items():
+            out[f"{network}.{name}"] = _numpy(p)
+    for network in ("actor", "critic"):
+        optimizer = getattr(model.policy, network).optimizer
+        counts = set()
+        for name, p in _layer_map(model, network).items():
+            adam = optimizer.state.get(p, {})
+            if adam:
+                counts.add(float(adam["step"]))
+                m, v = _numpy(adam["exp_avg"]), _numpy(adam["exp_avg_sq"])
+            else:
+                counts.add(0.0)
+                m = v = _numpy(torch.zeros_like(p))
+            out[f"{network}_adam_m.{name}"], out[f"{network}_adam_v.{name}"] = m, v.copy()
+        if len(counts) != 1:
+            raise ConversionError(f"SB3 {network} optimizer: parameters have different Adam step counts {sorted(counts)}")
+        out[f"{network}_adam_count"] = int(counts.pop())
+    out["step"] = int(model._n_updates)
+    return out
+
+
+def _check(label: str, expected: list[str], have: dict) -> None:
+    missing, extra = sorted(set(expected) - set(have)), sorted(set(have) - set(expected))
+    if missing or extra:
+        raise ConversionError(f"{label}: parameter names differ: missing in SB3 {missing}, extra in SB3 {extra}")
+
+
+def _copy_into(label: str, tensor: torch.Tensor, value) -> None:
+    value = np.asarray(value)
+    if tuple(tensor.shape) != value.shape:
+        raise ConversionError(f"{label}: shape {tuple(value.shape)} does not match SB3 {tuple(tensor.shape)}")
+    with torch.no_grad():
+        tensor.copy_(torch.from_numpy(np.array(value)))
+
+
+def load_model(model, state: NeutralState) -> None:
+    for network in NETWORKS:
+        params = _layer_map(model, network)
+        _check(network, tensor_names(state, network), params)
+        for name, p in params.items():
+            _copy_into(f"{network}.{name}", p, state[f"{network}.{name}"])
+    for network in ("actor", "critic"):
+        params, optimizer = _layer_map(model, network), getattr(model.policy, network).optimizer
+        for moment in ("adam_m", "adam_v"):
+            _check(f"{network}_{moment}", tensor_names(state, f"{network}_{moment}"), params)
+        count = float(state[f"{network}_adam_count"])
+        for name, p in params.items():
+            adam = optimizer.state[p]
+            adam["step"] = torch.tensor(count, dtype=torch.get_default_dtype())
+            adam["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            adam["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            _copy_into(f"{network}_adam_m.{name}", adam["exp_avg"], state[f"{network}_adam_m.{name}"])
+            _copy_into(f"{network}_adam_v.{name}", adam["exp_avg_sq"], state[f"{network}_adam_v.{name}"])
+    model._n_updates = int(state["step"])
+
+
+# -- the adapter -------------------------------------------------------------------------
+
+class _MseSpy:
+    """Stands in for ``torch.nn.functional`` in SB3's td3 module during ``train``: records the target
+    of each ``mse_loss`` call and otherwise forwards to the real module."""
+
+    def __init__(self, functional, record: list):
+        self._f, self._record = functional, record
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def mse_loss(self, input, target, *args, **kwargs):
+        self._record.append(target.detach().clone())
+        return self._f.mse_loss(input, target, *args, **kwargs)
+
+
+class SB3Adapter:
+    """Stable-Baselines3's TD3 behind the adapter interface of ``adapters.base`` (see the module
+    docstring for the seams and the semantic differences)."""
+
+    name = "sb3"
+
+    def __init__(self, config: TD3Config, dtype="float32"):
+        _refuse_dtype(dtype)
+        self.config = config
+        self.dtype = enable_dtype(dtype)
+        self.torch_dtype = torch_dtype(self.dtype)
+        self.model = make_model(config, self.dtype)
+        self._batch = None
+        self.model.replay_buffer.sample = self._sample   # instance attribute: this buffer only
+        self.quantities = quantity_names(list(_layer_map(self.model, "actor")), list(_layer_map(self.model, "critic")))
+
+    def load(self, state: NeutralState) -> None:
+        load_model(self.model, state)
+
+    def state(self) -> NeutralState:
+        return model_state(self.model)
+
+    def _sample(self, batch_size, env=None):
+        from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+        if self._batch is None:
+            raise RuntimeError("SB3 sampled its replay buffer outside SB3Adapter.update")
+        obs, action, next_obs, reward, not_done = self._batch
+        self._batch = None   # exactly one sample per update
+        if batch_size != obs.shape[0]:
+            raise RuntimeError(f"SB3 asked for a batch of {batch_size}, the update has {obs.shape[0]}")
+        return ReplayBufferSamples(observations=obs, actions=action, next_observations=next_obs,
+                                   dones=1 - not_done, rewards=reward)
+
+    def _tensor(self, x) -> torch.Tensor:
+        return torch.as_tensor(np.array(x), dtype=self.torch_dtype)
+
+    @contextlib.contextmanager
+    def _shared_noise(self, noise: torch.Tensor):
+        original = torch.Tensor.normal_
+        calls = []
+        std_expected = self.model.target_policy_noise
+
+        def normal_(tensor, mean=0.0, std=1.0, *, generator=None):
+            if calls or tuple(tensor.shape) != tuple(noise.shape) or mean != 0 or std != std_expected:
+                raise RuntimeError(f"SB3 drew normal_ (shape {tuple(tensor.shape)}, mean {mean}, std {std}) "
+                                   "where the adapter expected exactly one target-noise draw")
+            calls.append(1)
+            with torch.no_grad():
+                tensor.copy_(noise * std)
+            return tensor
+
+        torch.Tensor.normal_ = normal_
+        try:
+            yield calls
+        finally:
+            torch.Tensor.normal_ = original
+        if not calls:
+            raise RuntimeError("SB3 did not draw its target noise through Tensor.normal_")
+
+    def update(self, batch, target_noise) -> dict:
+        import stable_baselines3.td3.td3 as td3_module
+
+        model, policy = self.model, self.model.policy
+        self._batch = tuple(self._tensor(x) for x in batch)
+        noise = self._tensor(target_noise)
+        seen: dict = {"critic_calls": 0}
+        targets: list = []
+
+        def on_target_critic(module, args):
+            seen["target_action"] = _numpy(args[1])
+
+        def on_critic(module, args, output):
+            seen["current_q"] = np.stack([_numpy(q) for q in output])
+
+        def on_q1(module, args, output):
+            if seen.get("critic_stepped"):          # the actor step's Q1(s, mu(s))
+                seen["actor_q"] = _numpy(output)
+
+        def grads(key, params):
+            def hook(optimizer, args, kwargs):
+                seen[key] = {name: _numpy(p.grad) for name, p in params.items()}
+                if key == "critic_grad":
+                    seen["critic_stepped"] = True
+            return hook
+
+        handles = [policy.critic_target.register_forward_pre_hook(on_target_critic),
+                   policy.critic.register_forward_hook(on_critic),
+                   policy.critic.q_networks[0].register_forward_hook(on_q1),
+                   policy.critic.optimizer.register_step_pre_hook(grads("critic_grad", _layer_map(model, "critic"))),
+                   policy.actor.optimizer.register_step_pre_hook(grads("actor_grad", _layer_map(model, "actor")))]
+        model.logger.name_to_value.clear()
+        original_f = td3_module.F
+        td3_module.F = _MseSpy(original_f, targets)
+        try:
+            with self._shared_noise(noise):
+                model.train(gradient_steps=1, batch_size=self.config.batch_size)
+        finally:
+            td3_module.F = original_f
+            for h in handles:
+                h.remove()
+            self._batch = None
+
+        logged = model.logger.name_to_value
+        actor_updated = "train/actor_loss" in logged
+        dtype = self.dtype
+        out = {"critic_loss": np.asarray(logged["train/critic_loss"], dtype=dtype)}
+        for key in ("target_action", "current_q"):
+            if key in seen:
+                out[key] = seen[key]
+        if targets:
+            out["target_q"] = _numpy(targets[0])
+        out.update({f"critic_grad.{n}": g for n, g in seen.get("critic_grad", {}).items()})
+        if actor_updated:
+            out["actor_loss"] = np.asarray(logged["train/actor_loss"], dtype=dtype)
+            if "actor_q" in seen:
+                out["actor_q"] = seen["actor_q"]
+            out.update({f"actor_grad.{n}": g for n, g in seen.get("actor_grad", {}).items()})
+        out.update(model_state(model))
+        out["actor_updated"] = actor_updated
+        return out
+
+
+__all__ = ["SB3Adapter", "SB3_VERSION", "load_model", "make_model", "model_state"]
