@@ -1,10 +1,68 @@
 """Adapters: each implementation under test behind one small interface (``adapters.base``).
 
 ``jax_td3.adapters.jax`` wraps our JAX update and owns the JAX layout; ``jax_td3.adapters.torch_ref``
-wraps the PyTorch reference and owns torch_ref's layout. The parity engine (``jax_td3.parity``)
-and ``jax_td3.convert`` go through them and know neither layout.
+wraps the PyTorch reference and owns torch_ref's layout; ``jax_td3.adapters.sb3`` (and ``sbx``)
+drive third-party implementations. The parity engine (``jax_td3.parity``) and ``jax_td3.convert``
+go through them and know neither layout.
+
+``make_adapter(name, config, dtype)`` builds one by its name in ``ADAPTERS``. The adapter modules are
+imported only then, so importing this package costs NumPy and nothing else (no JAX, torch or
+third-party library).
 """
 
-from jax_td3.adapters.base import Adapter, NeutralState
+from __future__ import annotations
 
-__all__ = ["Adapter", "NeutralState"]
+import importlib
+
+from jax_td3.adapters.base import Adapter, NeutralState
+from jax_td3.errors import ConfigError
+
+# name -> (module, class). "torch" is the PyTorch reference (torch_ref), as in the backends' names.
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "jax": ("jax_td3.adapters.jax", "JaxAdapter"),
+    "torch": ("jax_td3.adapters.torch_ref", "TorchRefAdapter"),
+    "sb3": ("jax_td3.adapters.sb3", "SB3Adapter"),
+    "sbx": ("jax_td3.adapters.sbx", "SBXAdapter"),
+}
+# Adapters of implementations that are not this project's dependencies: the `thirdparty` extra.
+THIRD_PARTY = {"sb3": "stable_baselines3", "sbx": "sbx"}
+INSTALL_HINT = "pip install 'jax-td3[thirdparty]'"
+
+
+def _missing(name: str, err: ImportError) -> bool:
+    """Whether ``err`` means the third-party library (or the adapter module) of ``name`` is absent,
+    as opposed to a broken import inside code that is there."""
+    missing = getattr(err, "name", None) or ""
+    library = THIRD_PARTY.get(name)
+    if library is None:
+        return False
+    return (missing == library or missing.startswith(library + ".")
+            or missing == ADAPTERS[name][0])
+
+
+def make_adapter(name: str, config, dtype="float64", *, seed: int = 0) -> Adapter:
+    """The adapter called ``name`` (a key of ``ADAPTERS``) for ``config`` in ``dtype``.
+
+    ``seed`` sets the initial weights of the adapters that take one (``jax``: ``PRNGKey(seed)``); the
+    others start from their own initialisation (in a comparison only the first adapter's start
+    matters: the second is loaded with it). A configuration the implementation cannot express
+    raises the adapter's ``ConfigError``; a third-party library that is not installed raises a
+    ``ConfigError`` naming the install command.
+    """
+    if name not in ADAPTERS:
+        raise ConfigError(f"unknown adapter {name!r}; choose from {', '.join(ADAPTERS)}")
+    module_name, class_name = ADAPTERS[name]
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        if name == "jax":
+            return cls(config, dtype, seed=seed)
+        return cls(config, dtype)
+    except ImportError as err:
+        if not _missing(name, err):
+            raise
+        what = "its adapter (jax_td3/adapters/sbx.py) is not written yet" if err.name == module_name else \
+            f"{THIRD_PARTY[name]} is not installed"
+        raise ConfigError(f"the {name} adapter needs the thirdparty extra ({what}): {INSTALL_HINT}") from None
+
+
+__all__ = ["ADAPTERS", "Adapter", "INSTALL_HINT", "NeutralState", "THIRD_PARTY", "make_adapter"]

@@ -2,7 +2,9 @@
 
 Two modes:
 - update level (default): ``--updates`` consecutive updates on synthetic batches, every
-  intermediate quantity compared (``jax_td3.parity.update_level``);
+  intermediate quantity compared (``jax_td3.parity.update_level``); by default JAX against
+  torch_ref, any two of ``jax_td3.adapters.ADAPTERS`` (jax, torch, sb3, sbx) with
+  ``--backend-a``/``--backend-b``;
 - whole run (``--run``): two training runs on a Gymnasium environment, JAX and PyTorch
   backends, stepped in lockstep; actions, transitions, losses, every parameter and
   evaluations compared at every step (``jax_td3.parity.run_level``).
@@ -14,8 +16,10 @@ Exit status: 0 when every quantity is within tolerance, 1 when not, 2 on bad arg
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
+from jax_td3.adapters import ADAPTERS
 from jax_td3.cli.args import (CONFIG_FLAGS, UsageError, add_config_flags, flag, float_list, given,
                               nonnegative_float, nonnegative_int, positive_int)
 from jax_td3.config import ALGOS, CONFIGS, make_config
@@ -31,9 +35,14 @@ RUN_DEFAULTS = dict(
     {name: _RUN_CHANGES.get(name, DEFAULTS[name]) for name in (
         "env", "total_steps", "learning_starts", "buffer_size", "expl_noise", "eval_every", "eval_episodes")},
     backend_a="jax", backend_b="torch", params_every=1)
-# Flags of one mode that the other does not take.
+# Flags of one mode that the other does not take (--backend-a/--backend-b apply to both).
 UPDATE_ONLY_FLAGS = ("updates", "obs_dim", "act_dim", "max_action", "action_low", "action_high")
-RUN_ONLY_FLAGS = tuple(RUN_DEFAULTS) + ("plot", "perturb")
+RUN_ONLY_FLAGS = tuple(name for name in RUN_DEFAULTS if not name.startswith("backend_")) + ("plot", "perturb")
+# The update-level mode compares any two adapters; a whole run needs learner backends.
+UPDATE_BACKENDS = tuple(ADAPTERS)
+THIRD_PARTY_HELP = ("sb3 and sbx (the thirdparty extra: pip install 'jax-td3[thirdparty]') take the update-level "
+                    "mode only, --dtype float32 only, --algo td3 (sb3 also ourddpg) and only the box [-1, 1] (the "
+                    "default box of td3 and ourddpg); other settings they cannot express are refused")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(--run: 1e-9 and 1e-3, see jax_td3.parity.run_level)")
     parser.add_argument("--updates", type=positive_int, default=None,
                         help=f"consecutive updates to compare (default {DEFAULT_UPDATES})")
-    parser.add_argument("--max-action", type=float, help="symmetric action box [-max_action, max_action]")
+    parser.add_argument("--max-action", type=float,
+                        help="symmetric action box [-max_action, max_action] (default: the algorithm's, "
+                             "[-1, 1] except seed-ddpg's [-2, 2])")
     parser.add_argument("--action-low", type=float_list, help="per-dimension lower bounds (asymmetric box)")
     parser.add_argument("--action-high", type=float_list, help="per-dimension upper bounds (asymmetric box)")
     parser.add_argument("--obs-dim", type=positive_int, default=None, help="observation size (default 3)")
@@ -51,8 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of the shared draws")
     parser.add_argument("--tol", type=nonnegative_float, help="override every quantity's tolerance")
     parser.add_argument("--resync", choices=("auto", "on", "off"), default="auto",
-                        help="copy the JAX state into torch before each update (auto: on for float32 only)")
+                        help="copy the first backend's state into the second before each update "
+                             "(auto: on for float32 only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--backend-a", choices=UPDATE_BACKENDS, default=None,
+                        help="first implementation (default jax); its initial state is loaded into the second. "
+                             "torch is the PyTorch reference (torch_ref). " + THIRD_PARTY_HELP)
+    parser.add_argument("--backend-b", choices=UPDATE_BACKENDS, default=None,
+                        help="second implementation (default torch); --run takes jax and torch only")
     add_config_flags(parser)
 
     whole = parser.add_argument_group("whole-run mode (--run)")
@@ -73,8 +90,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"evaluate both policies every this many steps (default {RUN_DEFAULTS['eval_every']:,})")
     whole.add_argument("--eval-episodes", type=positive_int, default=None,
                        help=f"episodes per evaluation (default {RUN_DEFAULTS['eval_episodes']})")
-    whole.add_argument("--backend-a", choices=BACKENDS, default=None, help="first backend (default jax)")
-    whole.add_argument("--backend-b", choices=BACKENDS, default=None, help="second backend (default torch)")
     whole.add_argument("--params-every", type=positive_int, default=None,
                        help="compare the whole train state every this many steps (default 1: every step)")
     whole.add_argument("--plot", metavar="FILE", default=None,
@@ -115,6 +130,7 @@ def run(args) -> int:
     if extra := _given_flags(args, RUN_ONLY_FLAGS):
         raise UsageError(f"{', '.join(extra)} only apply with --run")
     config = config_from_args(args)
+    backends = (args.backend_a or RUN_DEFAULTS["backend_a"], args.backend_b or RUN_DEFAULTS["backend_b"])
     import torch
 
     # The networks compared here are small: one thread is faster and immune to oversubscription.
@@ -122,9 +138,22 @@ def run(args) -> int:
     from jax_td3.parity import run_parity
 
     resync = {"auto": None, "on": True, "off": False}[args.resync]
-    report = run_parity(config, dtype=args.dtype, updates=args.updates or DEFAULT_UPDATES, seed=args.seed, tol=args.tol,
-                        resync=resync, progress=not args.json and sys.stderr.isatty())
-    print(report.to_json() if args.json else report.table())
+    options = dict(dtype=args.dtype, updates=args.updates or DEFAULT_UPDATES, seed=args.seed, tol=args.tol,
+                   resync=resync, progress=not args.json and sys.stderr.isatty())
+    if backends == ("jax", "torch"):
+        report = run_parity(config, **options)
+    else:
+        from jax_td3.adapters import make_adapter
+        from jax_td3.parity.update_level import compare_adapters
+
+        a, b = (make_adapter(name, config, args.dtype, seed=args.seed) for name in backends)
+        report = compare_adapters(a, b, config, **options)
+    if backends == ("jax", "torch"):   # today's output, unchanged
+        print(report.to_json() if args.json else report.table())
+    elif args.json:
+        print(json.dumps(dict(report.to_dict(), backends=list(report.backends))))
+    else:
+        print(report.table() + f" ({' vs '.join(report.backends)})")
     return 0 if report.passed else 1
 
 
@@ -135,6 +164,10 @@ def run_whole(args) -> int:
     if args.resync != "auto":
         raise UsageError("--resync applies to the update-level mode only (a whole run cannot be re-synchronised)")
     _check_seed_critic(args)
+    for option, backend in (("--backend-a", args.backend_a), ("--backend-b", args.backend_b)):
+        if backend is not None and backend not in BACKENDS:
+            raise UsageError(f"{option} {backend} applies to the update-level mode only; --run trains with "
+                             f"learner backends: {', '.join(BACKENDS)}")
     opts = {name: getattr(args, name) if getattr(args, name) is not None else default
             for name, default in RUN_DEFAULTS.items()}
     if args.plot:

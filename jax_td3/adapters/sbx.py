@@ -1,0 +1,404 @@
+"""SBX's TD3 (Stable-Baselines3 in JAX, PyPI ``sbx-rl``) as a parity adapter: SBX's own ``TD3.train`` and
+its ``_train`` / ``update_critic`` / ``update_actor`` / ``soft_update`` on its own Flax networks and optax
+Adam states, fed our batches and our target-policy noise.
+
+Only ``td3`` is supported. Needs the ``thirdparty`` extra (``sbx-rl``); written against sbx-rl 0.28.0
+(jax 0.10.2, flax 0.12.8, optax 0.2.8). Paths below are in ``sbx/td3/td3.py`` unless named.
+
+Seams (the only places where this adapter reaches into SBX's update; everything else is SBX's code):
+
+- **batch**: ``model.replay_buffer.sample`` is replaced (on this model's buffer instance only) by a
+  function returning SB3's ``ReplayBufferSamples`` built from our batch; SBX's ``train`` samples
+  ``batch_size * gradient_steps`` rows (line 131; we run ``gradient_steps=1``) and converts them to
+  NumPy itself (lines 136-158). ``dones = 1 - not_done``: SBX computes ``(1 - dones)`` (line 214),
+  exact for ``not_done`` in {0, 1}. ``discounts`` is ``None``, so SBX fills ``self.gamma`` as float32
+  (line 145).
+- **target noise**: SBX draws ``jax.random.normal(noise_key, actions.shape) * target_policy_noise``
+  inside the jitted ``update_critic`` (line 200). ``train`` calls ``self._train(...)`` (line 165), an
+  attribute lookup: this model's instance gets a ``_train`` that runs SBX's own ``_train`` body
+  (``TD3._train.__wrapped__``, the function under its ``jax.jit``, line 268-355) inside one
+  ``jax.jit`` of ours that takes the noise as an argument. While that jit traces, the name ``jax`` in
+  SBX's td3 module is a proxy that forwards everything except ``random.normal``, which must be called
+  exactly once, on a PRNG key with the batch's action shape, and returns our standard normal (SBX
+  then multiplies by ``target_policy_noise`` and clips, lines 200-202, as the reference does with
+  ``policy_noise * action_scale`` on the box [-1, 1]). Anything else raises. The proxy is removed when
+  the trace ends; the compiled function keeps the noise as an input. ``_train`` calls
+  ``cls.update_critic`` / ``cls.update_actor`` / ``cls.soft_update`` (lines 313, 326, 331): we pass as
+  ``cls`` a subclass whose three methods are SBX's own bodies (their ``__wrapped__``), not their
+  ``jax.jit`` wrappers, because a nested jit would cache a trace holding our noise tracer (and would
+  then serve it to any later SBX model in the process). XLA inlines nested jits anyway (not yet
+  checked: that the adapter, fed SBX's own draw, reproduces SBX's unpatched ``train`` bit for bit).
+- **observation**: losses come from SBX's logger (``train/critic_loss``, ``train/actor_loss``,
+  lines 179-180). Intermediate values (target action, target Q, current Q, gradients, actor Q) live
+  inside SBX's ``fori_loop`` body and ``value_and_grad`` (lines 296-348, 216-221) and are not
+  returned: they are not reported.
+
+Semantics (differences from Fujimoto's TD3.py, which ``JaxAdapter`` implements):
+
+- critic loss: ``0.5 * ((target_q - current_q) ** 2).mean(axis=1).sum()`` (line 219), half the sum
+  of the two MSEs. ``critic_loss`` is reported as ``2 *`` SBX's value (exact). SBX's critic
+  gradients are half of ours, so ``critic_adam_m`` is (about) half and ``critic_adam_v`` a quarter
+  of ours on a fresh state, and the Adam step ``m / (sqrt(v) + eps)`` differs only through ``eps``.
+- targets: ``soft_update`` runs on *every* update, right after the critic step and *before* the
+  delayed actor step (line 326, outside the ``jax.lax.cond`` of line 328). Fujimoto updates both
+  targets only on the delayed updates, after the actor step. So SBX's targets move on every update,
+  and its actor target follows the actor before that update's actor step.
+- actor loss: ``-min(Q1, Q2)(s, mu(s)).mean()`` over all critics (lines 249-251); Fujimoto uses Q1.
+- counter: the actor steps when ``(_n_updates + 1 + i) % policy_delay == 0`` (lines 170, 329) with
+  ``i = 0``: the same schedule as ours; ``_n_updates`` is our ``step``.
+- actions: SBX acts in [-1, 1] like SB3 (its target clip ``jnp.clip(..., -1, 1)``, line 202), so only
+  the box [-1, 1] is accepted. One ``optimizer_kwargs`` for both optimizers (td3/policies.py:94-97,
+  120-123): a critic weight decay is refused; the learning rates are separate (``learning_rate``
+  for the actor, ``qf_learning_rate`` for the critic). No reward scale.
+- precision: float32 only. SBX's Flax modules create float32 params and ``train`` builds float32
+  discounts (line 145); ``dtype="float64"`` is refused.
+- Polyak: ``optax.incremental_update(new, old, tau)`` (line 262): ``new * tau + old * (1 - tau)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+
+import numpy as np
+
+from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names, tensor_names
+from jax_td3.config import TD3Config
+from jax_td3.dtypes import enable_dtype
+from jax_td3.errors import ConfigError, ConversionError
+
+SBX_VERSION = "0.28.0"
+
+
+def _refuse(config: TD3Config) -> None:
+    """Raise ConfigError for what SBX's TD3 cannot express."""
+    if config.algo != "td3":
+        raise ConfigError(f"`algo` {config.algo!r} is not supported by the SBX adapter (td3 only)")
+    if config.critic_weight_decay != 0:
+        raise ConfigError("`critic_weight_decay` must be 0 for SBX (its optimizer_kwargs apply to actor and critic)")
+    if config.reward_scale != 1:
+        raise ConfigError("`reward_scale` must be 1 for SBX (its TD3 has no reward scale)")
+    if any(lo != -1.0 for lo in config.action_low) or any(hi != 1.0 for hi in config.action_high):
+        raise ConfigError("`action_low`/`action_high` must be -1/1 for SBX (its actor and target clip work in "
+                          "[-1, 1] units)")
+    if config.critic_arch != "mlp" or config.num_critics != 2:
+        raise ConfigError("`algo` td3 with a twin MLP critic is the only critic SBX's TD3 builds")
+
+
+def _refuse_dtype(dtype) -> None:
+    if np.dtype(dtype).name != "float32":
+        raise ConfigError(f"`dtype` {np.dtype(dtype).name} is not supported by the SBX adapter (float32 only: SBX "
+                          "builds float32 params and discounts)")
+
+
+def _dummy_env(config: TD3Config):
+    from jax_td3.adapters.sb3 import _dummy_env as sb3_env   # the same never-stepped Box env
+    return sb3_env(config)
+
+
+def make_model(config: TD3Config, dtype="float32"):
+    """SBX's TD3 for ``config`` (float32: see the module docstring)."""
+    from sbx import TD3
+
+    _refuse(config)
+    _refuse_dtype(dtype)
+    policy_kwargs = dict(net_arch=dict(pi=list(config.actor_hidden), qf=list(config.critic_hidden_sizes)),
+                         optimizer_kwargs=dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps))
+    model = TD3("MlpPolicy", _dummy_env(config), learning_rate=config.actor_lr, qf_learning_rate=config.critic_lr,
+                buffer_size=config.batch_size, learning_starts=0, batch_size=config.batch_size, tau=config.tau,
+                gamma=config.gamma, policy_delay=config.policy_freq, target_policy_noise=config.policy_noise,
+                target_noise_clip=config.noise_clip, policy_kwargs=policy_kwargs, device="cpu", seed=0)
+    from stable_baselines3.common.logger import Logger
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
+# -- layout: neutral names <-> SBX's Flax trees --------------------------------------------
+#
+# actor: {"params": {"Dense_0": {"kernel" (in, out), "bias"}, ...}}: Dense_i is neutral l{i+1}, transposed.
+# critic: {"params": {"VmapContinuousCritic_0": {"Dense_i": {"kernel" (2, in, out), "bias" (2, out)}}}}
+# (nn.vmap over the critics, sbx/common/policies.py:191-205): slice c of Dense_i is neutral l{i+1+c*n}.
+# Adam: optax.adam's state (ScaleByAdamState(count, mu, nu), EmptyState()); mu/nu shaped like params.
+
+_CRITIC_SCOPE = "VmapContinuousCritic_0"
+_FIELDS = {"actor": ("actor_state", "params"), "critic": ("qf_state", "params"),
+           "actor_target": ("actor_state", "target_params"), "critic_target": ("qf_state", "target_params")}
+
+
+def _dense_layers(tree: dict) -> list[str]:
+    names = [k for k in tree if re.fullmatch(r"Dense_\d+", k)]
+    if len(names) != len(tree):
+        raise ConversionError(f"SBX tree has unexpected modules {sorted(set(tree) - set(names))}")
+    return sorted(names, key=lambda k: int(k.split("_")[1]))
+
+
+def _layout(network: str, tree) -> list[tuple[str, tuple, bool]]:
+    """``(neutral name, (path..., leaf, critic index or None), transpose)`` for a params-like tree."""
+    out = []
+    if network == "actor":
+        for i, layer in enumerate(_dense_layers(tree["params"]), start=1):
+            out += [(f"l{i}.weight", (layer, "kernel", None), True), (f"l{i}.bias", (layer, "bias", None), False)]
+        return out
+    layers = _dense_layers(tree["params"][_CRITIC_SCOPE])
+    n_critics = np.shape(tree["params"][_CRITIC_SCOPE][layers[0]]["bias"])[0]
+    for c in range(n_critics):
+        for i, layer in enumerate(layers, start=1):
+            number = i + c * len(layers)
+            out += [(f"l{number}.weight", (layer, "kernel", c), True), (f"l{number}.bias", (layer, "bias", c), False)]
+    return out
+
+
+def _leaves(network: str, tree) -> dict:
+    return tree["params"] if network == "actor" else tree["params"][_CRITIC_SCOPE]
+
+
+def _tensors(network: str, tree) -> dict[str, np.ndarray]:
+    layers = _leaves(network, tree)
+    out = {}
+    for name, (layer, leaf, c), transpose in _layout(network, tree):
+        x = np.asarray(layers[layer][leaf])
+        x = x if c is None else x[c]
+        out[name] = np.array(x.T if transpose else x)
+    return out
+
+
+def _fill(network: str, template, fam: str, state: NeutralState):
+    """A tree shaped like ``template`` (same containers) holding ``state``'s ``fam`` entries."""
+    import jax.numpy as jnp
+
+    pairs = _layout(network, template)
+    expected, have = {n for n, _, _ in pairs}, set(tensor_names(state, fam))
+    if expected != have:
+        raise ConversionError(f"{fam}: parameter names differ: missing in the state {sorted(expected - have)}, "
+                              f"extra in the state {sorted(have - expected)}")
+    layers = {layer: {leaf: np.array(v) for leaf, v in leaves.items()}
+              for layer, leaves in _leaves(network, template).items()}
+    for name, (layer, leaf, c), transpose in pairs:
+        given = np.asarray(state[f"{fam}.{name}"])
+        value = given.T if transpose else given
+        shape = layers[layer][leaf].shape if c is None else layers[layer][leaf].shape[1:]
+        if value.shape != shape:
+            raise ConversionError(f"{fam}.{name}: shape {given.shape} does not match SBX {shape} (transposed)")
+        if c is None:
+            layers[layer][leaf] = value.copy()
+        else:
+            layers[layer][leaf] = layers[layer][leaf].astype(value.dtype)
+            layers[layer][leaf][c] = value
+    built = {layer: {leaf: jnp.asarray(v) for leaf, v in leaves.items()} for layer, leaves in layers.items()}
+    return {"params": built} if network == "actor" else {"params": {_CRITIC_SCOPE: built}}
+
+
+def _adam(train_state):
+    import optax
+
+    adam = train_state.opt_state[0]
+    if not isinstance(adam, optax.ScaleByAdamState):
+        raise ConversionError(f"SBX optimizer state starts with {type(adam).__name__}, not ScaleByAdamState")
+    return adam
+
+
+def model_state(model) -> NeutralState:
+    policy = model.policy
+    out: NeutralState = {}
+    for fam in NETWORKS:
+        field, leaf = _FIELDS[fam]
+        network = fam.replace("_target", "")
+        out.update({f"{fam}.{n}": v for n, v in _tensors(network, getattr(getattr(policy, field), leaf)).items()})
+    for network, field in (("actor", "actor_state"), ("critic", "qf_state")):
+        adam = _adam(getattr(policy, field))
+        out.update({f"{network}_adam_m.{n}": v for n, v in _tensors(network, adam.mu).items()})
+        out.update({f"{network}_adam_v.{n}": v for n, v in _tensors(network, adam.nu).items()})
+        out[f"{network}_adam_count"] = int(np.asarray(adam.count))
+    out["step"] = int(model._n_updates)
+    return out
+
+
+def load_model(model, state: NeutralState) -> None:
+    import jax.numpy as jnp
+
+    policy = model.policy
+    for network, field in (("actor", "actor_state"), ("critic", "qf_state")):
+        ts = getattr(policy, field)
+        adam = _adam(ts)
+        count = int(state[f"{network}_adam_count"])
+        adam = adam._replace(count=jnp.asarray(count, adam.count.dtype),
+                             mu=_fill(network, adam.mu, f"{network}_adam_m", state),
+                             nu=_fill(network, adam.nu, f"{network}_adam_v", state))
+        # flax's TrainState.step (not used by SBX's TD3 math) follows the Adam count.
+        ts = ts.replace(params=_fill(network, ts.params, network, state),
+                        target_params=_fill(network, ts.target_params, f"{network}_target", state),
+                        opt_state=(adam, *ts.opt_state[1:]), step=jnp.asarray(count, jnp.asarray(ts.step).dtype))
+        setattr(policy, field, ts)
+    model._n_updates = int(state["step"])
+
+
+# -- the noise seam ------------------------------------------------------------------------
+
+_TRACE_LOCK = threading.Lock()
+
+
+class _RandomProxy:
+    """``jax.random`` for SBX's td3 module during our trace: ``normal`` returns the shared noise."""
+
+    def __init__(self, random_module, noise, calls: list):
+        self._random, self._noise, self._calls = random_module, noise, calls
+
+    def __getattr__(self, name):
+        return getattr(self._random, name)
+
+    def normal(self, key, shape=(), dtype=None):
+        import jax
+        import jax.numpy as jnp
+
+        is_key = jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape == (2,))
+        if self._calls or not is_key or tuple(shape) != tuple(self._noise.shape):
+            raise RuntimeError(f"SBX drew jax.random.normal(shape={tuple(shape)}) where the adapter expected exactly "
+                               f"one target-noise draw of shape {tuple(self._noise.shape)}")
+        self._calls.append(1)
+        return self._noise if dtype is None else self._noise.astype(dtype)
+
+
+class _JaxProxy:
+    def __init__(self, jax_module, random_proxy):
+        self._jax, self.random = jax_module, random_proxy
+
+    def __getattr__(self, name):
+        return getattr(self._jax, name)
+
+
+@contextlib.contextmanager
+def _noise_substituted(noise):
+    import jax
+    import sbx.td3.td3 as td3_module
+
+    calls: list = []
+    with _TRACE_LOCK:
+        original = td3_module.jax
+        td3_module.jax = _JaxProxy(jax, _RandomProxy(jax.random, noise, calls))
+        try:
+            yield
+        finally:
+            td3_module.jax = original
+    if not calls:
+        raise RuntimeError("SBX did not draw its target noise through jax.random.normal")
+
+
+_FED_TRAIN = None
+
+
+def _fed_train():
+    """One jitted function: SBX's ``_train`` body with ``noise`` substituted for its target-noise draw."""
+    global _FED_TRAIN
+    if _FED_TRAIN is None:
+        import jax
+        from sbx.td3.td3 import TD3
+
+        def raw(name):
+            attr = TD3.__dict__[name]
+            return attr.__func__.__wrapped__   # staticmethod/classmethod -> jax.jit -> SBX's function
+
+        class _SBXBodies(TD3):
+            update_critic = staticmethod(raw("update_critic"))
+            update_actor = staticmethod(raw("update_actor"))
+            soft_update = staticmethod(raw("soft_update"))
+
+        train_body = raw("_train")
+
+        def fed(noise, tau, gradient_steps, data, policy_delay, policy_delay_offset, target_policy_noise,
+                target_noise_clip, qf_state, actor_state, key):
+            with _noise_substituted(noise):
+                return train_body(_SBXBodies, tau, gradient_steps, data, policy_delay, policy_delay_offset,
+                                  target_policy_noise, target_noise_clip, qf_state, actor_state, key)
+
+        _FED_TRAIN = jax.jit(fed, static_argnames=("gradient_steps", "policy_delay", "policy_delay_offset"))
+    return _FED_TRAIN
+
+
+# -- the adapter -------------------------------------------------------------------------
+
+def _x32():
+    """SBX is written for JAX's default 32-bit mode: with x64 on (a float64 comparison earlier in the
+    process, or the parity tests' conftest) its Python floats become float64 and its ``lax.cond``
+    branches disagree in dtype. Its model is built and stepped with x64 off."""
+    import jax
+
+    return jax.enable_x64(False)
+
+
+class SBXAdapter:
+    """SBX's TD3 behind the adapter interface of ``adapters.base`` (see the module docstring for the
+    seams and the semantic differences)."""
+
+    name = "sbx"
+
+    def __init__(self, config: TD3Config, dtype="float32"):
+        _refuse(config)
+        _refuse_dtype(dtype)
+        self.config = config
+        self.dtype = enable_dtype(dtype)
+        with _x32():
+            self.model = make_model(config, self.dtype)
+        self._batch = None
+        self._noise = None
+        self.model.replay_buffer.sample = self._sample   # instance attributes: this model only
+        self.model._train = self._train
+        policy = self.model.policy
+        self.quantities = quantity_names(
+            [n for n, _, _ in _layout("actor", policy.actor_state.params)],
+            [n for n, _, _ in _layout("critic", policy.qf_state.params)],
+            families=("critic_loss", "critic_adam_m", "critic_adam_v", "critic", "actor_loss", "actor_adam_m",
+                      "actor_adam_v", "actor", "critic_target", "actor_target"))
+
+    def load(self, state: NeutralState) -> None:
+        with _x32():
+            load_model(self.model, state)
+
+    def state(self) -> NeutralState:
+        return model_state(self.model)
+
+    def _sample(self, batch_size, env=None):
+        import torch
+        from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+        if self._batch is None:
+            raise RuntimeError("SBX sampled its replay buffer outside SBXAdapter.update")
+        obs, action, next_obs, reward, not_done = self._batch
+        self._batch = None   # exactly one sample per update
+        if batch_size != obs.shape[0]:
+            raise RuntimeError(f"SBX asked for a batch of {batch_size}, the update has {obs.shape[0]}")
+        t = lambda x: torch.from_numpy(np.array(x, np.float32))
+        return ReplayBufferSamples(observations=t(obs), actions=t(action), next_observations=t(next_obs),
+                                   dones=t(1 - np.asarray(not_done)), rewards=t(reward))
+
+    def _train(self, *args):
+        import jax.numpy as jnp
+
+        if self._noise is None:
+            raise RuntimeError("SBX trained outside SBXAdapter.update")
+        noise, self._noise = self._noise, None
+        return _fed_train()(jnp.asarray(noise), *args)
+
+    def update(self, batch, target_noise) -> dict:
+        model = self.model
+        before = int(np.asarray(_adam(model.policy.actor_state).count))
+        self._batch = tuple(np.asarray(x, self.dtype) for x in batch)
+        self._noise = np.asarray(target_noise, self.dtype)
+        model.logger.name_to_value.clear()
+        try:
+            with _x32():
+                model.train(gradient_steps=1, batch_size=self.config.batch_size)
+        finally:
+            self._batch = self._noise = None
+        logged = model.logger.name_to_value
+        out = model_state(model)
+        actor_updated = out["actor_adam_count"] != before
+        # SBX's loss is half the sum of the critics' MSE (td3.py:219); doubling is exact.
+        out["critic_loss"] = np.asarray(2 * np.float32(logged["train/critic_loss"]), self.dtype)
+        if actor_updated:
+            out["actor_loss"] = np.asarray(logged["train/actor_loss"], self.dtype)
+        out["actor_updated"] = actor_updated
+        return out
+
+
+__all__ = ["SBXAdapter", "SBX_VERSION", "load_model", "make_model", "model_state"]
