@@ -71,7 +71,6 @@ def train_state_from_checkpoint(path, agent: int = 0):
 
 def torch_export(config, state, dtype: str, step: int | None = None) -> dict:
     """The export dict (see the module docstring) of a JAX-layout train state."""
-    import torch
 
     from jax_td3.convert import make_torch_agent, state_to_torch
 

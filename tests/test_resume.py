@@ -1,7 +1,6 @@
 """Resuming a run: exact after SIGKILL (both backends), a finished run left alone, refusals; NaN guard."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys

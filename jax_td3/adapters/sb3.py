@@ -55,11 +55,11 @@ import contextlib
 import numpy as np
 import torch
 
-from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names, tensor_names
-from jax_td3.adapters.torch_ref import torch_dtype
+from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names
+from jax_td3.adapters.torch_ref import load_modules, modules_state, torch_dtype
 from jax_td3.config import TD3Config
 from jax_td3.dtypes import enable_dtype
-from jax_td3.errors import ConfigError, ConversionError
+from jax_td3.errors import ConfigError
 
 SB3_VERSION = "2.9.2"
 
@@ -153,62 +153,18 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy().copy()
 
 
+def _model_layout(model) -> tuple[dict, dict]:
+    params = {network: _layer_map(model, network) for network in NETWORKS}
+    return params, {network: getattr(model.policy, network).optimizer for network in ("actor", "critic")}
+
+
 def model_state(model) -> NeutralState:
-    out: NeutralState = {}
-    for network in NETWORKS:
-        for name, p in _layer_map(model, network).items():
-            out[f"{network}.{name}"] = _numpy(p)
-    for network in ("actor", "critic"):
-        optimizer = getattr(model.policy, network).optimizer
-        counts = set()
-        for name, p in _layer_map(model, network).items():
-            adam = optimizer.state.get(p, {})
-            if adam:
-                counts.add(float(adam["step"]))
-                m, v = _numpy(adam["exp_avg"]), _numpy(adam["exp_avg_sq"])
-            else:
-                counts.add(0.0)
-                m = v = _numpy(torch.zeros_like(p))
-            out[f"{network}_adam_m.{name}"], out[f"{network}_adam_v.{name}"] = m, v.copy()
-        if len(counts) != 1:
-            raise ConversionError(f"SB3 {network} optimizer: parameters have different Adam step counts {sorted(counts)}")
-        out[f"{network}_adam_count"] = int(counts.pop())
-    out["step"] = int(model._n_updates)
-    return out
-
-
-def _check(label: str, expected: list[str], have: dict) -> None:
-    missing, extra = sorted(set(expected) - set(have)), sorted(set(have) - set(expected))
-    if missing or extra:
-        raise ConversionError(f"{label}: parameter names differ: missing in SB3 {missing}, extra in SB3 {extra}")
-
-
-def _copy_into(label: str, tensor: torch.Tensor, value) -> None:
-    value = np.asarray(value)
-    if tuple(tensor.shape) != value.shape:
-        raise ConversionError(f"{label}: shape {tuple(value.shape)} does not match SB3 {tuple(tensor.shape)}")
-    with torch.no_grad():
-        tensor.copy_(torch.from_numpy(np.array(value)))
+    """The neutral state of an SB3 TD3/DDPG model (copies); the update counter is its ``_n_updates``."""
+    return modules_state(*_model_layout(model), model._n_updates, library="SB3")
 
 
 def load_model(model, state: NeutralState) -> None:
-    for network in NETWORKS:
-        params = _layer_map(model, network)
-        _check(network, tensor_names(state, network), params)
-        for name, p in params.items():
-            _copy_into(f"{network}.{name}", p, state[f"{network}.{name}"])
-    for network in ("actor", "critic"):
-        params, optimizer = _layer_map(model, network), getattr(model.policy, network).optimizer
-        for moment in ("adam_m", "adam_v"):
-            _check(f"{network}_{moment}", tensor_names(state, f"{network}_{moment}"), params)
-        count = float(state[f"{network}_adam_count"])
-        for name, p in params.items():
-            adam = optimizer.state[p]
-            adam["step"] = torch.tensor(count, dtype=torch.get_default_dtype())
-            adam["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            adam["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            _copy_into(f"{network}_adam_m.{name}", adam["exp_avg"], state[f"{network}_adam_m.{name}"])
-            _copy_into(f"{network}_adam_v.{name}", adam["exp_avg_sq"], state[f"{network}_adam_v.{name}"])
+    load_modules(*_model_layout(model), state, library="SB3")
     model._n_updates = int(state["step"])
 
 

@@ -50,18 +50,21 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 
 # -- torch_ref agent <-> neutral state --------------------------------------------------
 
-def agent_state(agent) -> NeutralState:
-    """The neutral state of a torch_ref agent (copies). An optimizer that has not stepped yet has
-    Adam count 0 and zero moments."""
+def modules_state(params: dict, optimizers: dict, step: int, library: str = "torch") -> NeutralState:
+    """The neutral state of PyTorch networks trained with ``torch.optim.Adam`` (copies).
+
+    ``params`` maps each of ``NETWORKS`` to ``{neutral tensor name: parameter}``; ``optimizers`` maps
+    "actor" and "critic" to their Adam. An optimizer that has not stepped yet has Adam count 0 and
+    zero moments. Shared by every adapter over a PyTorch implementation (torch_ref, Stable-Baselines3).
+    """
     out: NeutralState = {}
     for network in NETWORKS:
-        for name, p in getattr(agent, network).named_parameters():
+        for name, p in params[network].items():
             out[f"{network}.{name}"] = _numpy(p)
     for network in ("actor", "critic"):
-        optimizer = getattr(agent, f"{network}_optimizer")
         counts = set()
-        for name, p in getattr(agent, network).named_parameters():
-            adam = optimizer.state.get(p, {})
+        for name, p in params[network].items():
+            adam = optimizers[network].state.get(p, {})
             if adam:
                 counts.add(float(adam["step"]))
                 m, v = _numpy(adam["exp_avg"]), _numpy(adam["exp_avg_sq"])
@@ -70,49 +73,67 @@ def agent_state(agent) -> NeutralState:
                 m, v = _numpy(torch.zeros_like(p)), _numpy(torch.zeros_like(p))
             out[f"{network}_adam_m.{name}"], out[f"{network}_adam_v.{name}"] = m, v
         if len(counts) != 1:
-            raise ConversionError(f"{network} optimizer: parameters have different Adam step counts {sorted(counts)}")
+            raise ConversionError(f"{library} {network} optimizer: parameters have different Adam step counts "
+                                  f"{sorted(counts)}")
         out[f"{network}_adam_count"] = int(counts.pop())
-    out["step"] = int(agent.step)
+    out["step"] = int(step)
     return out
 
 
-def _check_names(label: str, expected: list[str], module: torch.nn.Module) -> None:
-    have = [n for n, _ in module.named_parameters()]
+def _check_names(label: str, expected: list[str], have, library: str) -> None:
     missing, extra = sorted(set(expected) - set(have)), sorted(set(have) - set(expected))
     if missing or extra:
-        raise ConversionError(f"{label}: parameter names differ: missing in torch {missing}, extra in torch {extra}")
+        raise ConversionError(f"{label}: parameter names differ: missing in {library} {missing}, "
+                              f"extra in {library} {extra}")
 
 
-def _copy_into(label: str, tensor: torch.Tensor, value, source: str) -> None:
+def _copy_into(label: str, tensor: torch.Tensor, value, source: str, library: str) -> None:
     value = np.asarray(value)
     if tuple(tensor.shape) != value.shape:
         raise ConversionError(f"{label}: shape {tuple(value.shape)} ({source}) does not match "
-                              f"torch {tuple(tensor.shape)}")
+                              f"{library} {tuple(tensor.shape)}")
     with torch.no_grad():
         tensor.copy_(torch.from_numpy(np.array(value)))
 
 
-def load_agent(agent, state: NeutralState, source: str = "from the neutral state") -> None:
-    """Make a torch_ref agent hold a neutral state: weights, targets, Adam states, update counter.
+def load_modules(params: dict, optimizers: dict, state: NeutralState, source: str = "from the neutral state",
+                 library: str = "torch") -> None:
+    """Make PyTorch networks and their Adam optimizers (laid out as for ``modules_state``) hold the
+    weights, targets and Adam states of a neutral state; the caller sets its own update counter.
     ``source`` says where the state came from in error messages."""
     for network in NETWORKS:
-        module = getattr(agent, network)
-        _check_names(network, tensor_names(state, network), module)
-        for name, p in module.named_parameters():
-            _copy_into(f"{network}.{name}", p, state[f"{network}.{name}"], source)
+        _check_names(network, tensor_names(state, network), params[network], library)
+        for name, p in params[network].items():
+            _copy_into(f"{network}.{name}", p, state[f"{network}.{name}"], source, library)
     for network in ("actor", "critic"):
-        module, optimizer = getattr(agent, network), getattr(agent, f"{network}_optimizer")
         for moment in ("adam_m", "adam_v"):
-            _check_names(f"{network}_{moment}", tensor_names(state, f"{network}_{moment}"), module)
+            _check_names(f"{network}_{moment}", tensor_names(state, f"{network}_{moment}"), params[network], library)
         count = float(state[f"{network}_adam_count"])
-        for name, p in module.named_parameters():
+        for name, p in params[network].items():
             # A fresh per-parameter state, as Adam's first step would make it.
-            adam = optimizer.state[p]
+            adam = optimizers[network].state[p]
             adam["step"] = torch.tensor(count, dtype=torch.get_default_dtype())
             adam["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             adam["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            _copy_into(f"{network}_adam_m.{name}", adam["exp_avg"], state[f"{network}_adam_m.{name}"], source)
-            _copy_into(f"{network}_adam_v.{name}", adam["exp_avg_sq"], state[f"{network}_adam_v.{name}"], source)
+            _copy_into(f"{network}_adam_m.{name}", adam["exp_avg"], state[f"{network}_adam_m.{name}"], source,
+                       library)
+            _copy_into(f"{network}_adam_v.{name}", adam["exp_avg_sq"], state[f"{network}_adam_v.{name}"], source,
+                       library)
+
+
+def _agent_layout(agent) -> tuple[dict, dict]:
+    params = {network: dict(getattr(agent, network).named_parameters()) for network in NETWORKS}
+    return params, {"actor": agent.actor_optimizer, "critic": agent.critic_optimizer}
+
+
+def agent_state(agent) -> NeutralState:
+    """The neutral state of a torch_ref agent (copies)."""
+    return modules_state(*_agent_layout(agent), agent.step)
+
+
+def load_agent(agent, state: NeutralState, source: str = "from the neutral state") -> None:
+    """Make a torch_ref agent hold a neutral state: weights, targets, Adam states, update counter."""
+    load_modules(*_agent_layout(agent), state, source)
     agent.step = int(state["step"])
 
 

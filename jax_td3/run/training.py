@@ -29,7 +29,7 @@ from jax_td3.presets import DEFAULTS, resolve
 from jax_td3.run.checkpoint import config_from_checkpoint
 from jax_td3.run.checks import check_run_memory, ensure_writable_dir
 from jax_td3.run.directory import EPISODES_FILE, default_out, hold, holds_run
-from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE, RunLogger
+from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.settings import TrainSettings, settings_from_values
 
