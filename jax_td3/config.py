@@ -22,6 +22,9 @@ import jax
 
 from jax_td3.errors import ConfigError
 
+TARGET_UPDATES = ("delayed", "every_update")
+ACTOR_QS = ("q1", "min")
+
 
 def static(default, **kwargs):
     return dataclasses.field(default=default, metadata=dict(static=True), **kwargs)
@@ -66,6 +69,17 @@ class TD3Config:
     """L2 added to the critic gradient before Adam's moments (PyTorch Adam ``weight_decay``)."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before the target (seed-ddpg divides by 100)."""
+    critic_loss_scale: float = 1.0
+    """The critic loss (the sum over critics of each one's mean loss) is multiplied by this before
+    the gradient. 1 is Fujimoto's; SBX's TD3 minimises half of it (0.5). With Adam it changes the
+    step only through ``adam_eps`` (docs/algorithms.md)."""
+    target_update: str = static("delayed")
+    """When Polyak moves the target networks: "delayed" (Fujimoto's: on the actor's updates only, after
+    the actor step) or "every_update" (SBX's: on every update, right after the critic step and before
+    the delayed actor step, so the actor target follows the actor as it was before that update)."""
+    actor_q: str = static("q1")
+    """What the actor ascends: "q1" (Fujimoto's: the first critic) or "min" (SBX's: the minimum over the
+    critics). With one critic the two are the same."""
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -126,6 +140,12 @@ class TD3Config:
             raise ConfigError(f"critic_weight_decay must be >= 0, got {self.critic_weight_decay}")
         if self.init not in ("torch", "flax"):
             raise ConfigError(f"init must be 'torch' or 'flax', got {self.init!r}")
+        if not self.critic_loss_scale > 0:
+            raise ConfigError(f"critic_loss_scale must be > 0, got {self.critic_loss_scale}")
+        if self.target_update not in TARGET_UPDATES:
+            raise ConfigError(f"target_update must be one of {', '.join(TARGET_UPDATES)}, got {self.target_update!r}")
+        if self.actor_q not in ACTOR_QS:
+            raise ConfigError(f"actor_q must be one of {', '.join(ACTOR_QS)}, got {self.actor_q!r}")
         return self
 
 

@@ -42,16 +42,28 @@ def td_target(config: TD3Config, critic_target_params, batch, next_action):
 
 
 def critic_loss(config: TD3Config, critic_params, batch, y):
-    """Steps 10-11: sum over critics of mean (Q_i(s, a) - y)^2 (Huber for seed-ddpg)."""
+    """Steps 10-11: critic_loss_scale * sum over critics of mean (Q_i(s, a) - y)^2 (Huber for seed-ddpg).
+
+    ``critic_loss_scale`` is 1 (Fujimoto's) unless set; SBX's TD3 uses 0.5. Multiplying by 1 is exact,
+    so the default computes the unscaled loss and gradients bit for bit.
+    """
     current_qs = critic_values(config, critic_params, batch.obs, batch.action)
     if config.critic_loss == "huber":
         per_critic = jnp.mean(optax.huber_loss(current_qs, y[None], delta=1.0), axis=(1, 2))
     else:
         per_critic = jnp.mean((current_qs - y[None]) ** 2, axis=(1, 2))
-    return jnp.sum(per_critic), current_qs
+    return config.critic_loss_scale * jnp.sum(per_critic), current_qs
 
 
 def actor_loss(config: TD3Config, actor_params, critic_params, obs):
-    """Step 13: -mean Q1(s, mu(s)) with the critic just updated; also returns Q1(s, mu(s))."""
-    actor_q = first_critic_value(config, critic_params, obs, actor_action(config, actor_params, obs))
+    """Step 13: -mean Q(s, mu(s)) with the critic just updated; also returns Q(s, mu(s)).
+
+    Q is the first critic (``actor_q="q1"``, Fujimoto's) or the minimum over the critics
+    (``actor_q="min"``, SBX's).
+    """
+    action = actor_action(config, actor_params, obs)
+    if config.actor_q == "min":
+        actor_q = jnp.min(critic_values(config, critic_params, obs, action), axis=0)
+    else:
+        actor_q = first_critic_value(config, critic_params, obs, action)
     return -jnp.mean(actor_q), actor_q

@@ -116,21 +116,33 @@ def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, ta
         critic_grads, state.critic_opt_state, state.critic_params)
     critic_params = optax.apply_updates(state.critic_params, critic_updates)
 
-    # Steps 13-15, every policy_freq-th update: actor step on Q1, then Polyak on all targets.
+    # target_update="every_update" (SBX's order): Polyak on all targets now, on every update, from the
+    # critic just stepped and the actor as it is before this update's (delayed) actor step.
+    every_update = config.target_update == "every_update"
+    if every_update:
+        actor_target_params = polyak(state.actor_params, state.actor_target_params, config.tau)
+        critic_target_params = polyak(critic_params, state.critic_target_params, config.tau)
+    else:
+        actor_target_params, critic_target_params = state.actor_target_params, state.critic_target_params
+
+    # Steps 13-15, every policy_freq-th update: actor step on Q1 (or min Q), then (target_update="delayed",
+    # Fujimoto's) Polyak on all targets.
     def actor_and_targets(_):
         (loss, actor_q), grads = jax.value_and_grad(losses.actor_loss, argnums=1, has_aux=True)(
             config, state.actor_params, critic_params, batch.obs)
         updates, opt_state = actor_optimizer(config).update(grads, state.actor_opt_state, state.actor_params)
         actor_params = optax.apply_updates(state.actor_params, updates)
-        return (actor_params, opt_state,
-                polyak(actor_params, state.actor_target_params, config.tau),
-                polyak(critic_params, state.critic_target_params, config.tau),
-                loss, actor_q, grads)
+        if every_update:
+            targets = (actor_target_params, critic_target_params)
+        else:
+            targets = (polyak(actor_params, actor_target_params, config.tau),
+                       polyak(critic_params, critic_target_params, config.tau))
+        return (actor_params, opt_state, *targets, loss, actor_q, grads)
 
     def unchanged(_):
         zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.actor_params)
-        return (state.actor_params, state.actor_opt_state, state.actor_target_params,
-                state.critic_target_params, jnp.zeros((), critic_loss.dtype), jnp.zeros_like(current_qs[0]),
+        return (state.actor_params, state.actor_opt_state, actor_target_params,
+                critic_target_params, jnp.zeros((), critic_loss.dtype), jnp.zeros_like(current_qs[0]),
                 zero_grads)
 
     if config.policy_freq == 1:
@@ -155,7 +167,7 @@ def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, ta
         "target_q": y,
         "current_q": current_qs,
         "critic_grads": critic_grads,
-        "actor_q": actor_q,                 # Q1(s, mu(s)) of the actor step (zeros where skipped)
+        "actor_q": actor_q,                 # Q1 (or min Q)(s, mu(s)) of the actor step (zeros where skipped)
         "actor_grads": actor_grads,
     }
     return new_state, metrics, internals

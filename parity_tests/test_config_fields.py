@@ -10,7 +10,8 @@ from jax_td3.config import CONFIGS
 # A value other than every algorithm's default for each field the update reads.
 NON_DEFAULT = dict(hidden=(7, 5, 6), critic_hidden=(6, 4, 5), policy_freq=3, batch_size=9, init="flax", gamma=0.9,
                    tau=0.05, policy_noise=0.3, noise_clip=0.4, actor_lr=2e-3, critic_lr=3e-3, adam_b1=0.8,
-                   adam_b2=0.95, adam_eps=1e-6, critic_weight_decay=0.05, reward_scale=0.5)
+                   adam_b2=0.95, adam_eps=1e-6, critic_weight_decay=0.05, reward_scale=0.5,
+                   critic_loss_scale=0.5, target_update="every_update", actor_q="min")
 
 
 @pytest.mark.parametrize("algo", sorted(CONFIGS))

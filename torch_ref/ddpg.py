@@ -3,7 +3,9 @@
 All three share one ``train``: target from the target actor and target critic (no
 noise), one critic step, then every ``policy_freq``-th iteration (every iteration by
 default) one actor step on the new critic and Polyak on both targets. They differ in
-the critic network, its loss, reward scaling and Adam settings.
+the critic network, its loss, reward scaling and Adam settings. ``critic_loss_scale`` and
+``target_update`` are TD3's (``torch_ref.td3``); ``actor_q`` is accepted for the same
+interface and changes nothing (with one critic, Q1 is the minimum).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ class DDPG:
 
     def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(400, 300), critic_hidden=None,
                  gamma=0.99, tau=0.001, policy_freq=1, actor_lr=1e-4, critic_lr=1e-3, critic_weight_decay=1e-2,
-                 adam_betas=(0.9, 0.999), adam_eps=1e-8, reward_scale=1.0, loss="mse",
-                 device="cpu", dtype=torch.float32):
+                 adam_betas=(0.9, 0.999), adam_eps=1e-8, reward_scale=1.0, loss="mse", critic_loss_scale=1.0,
+                 target_update="delayed", actor_q="q1", device="cpu", dtype=torch.float32):
         self.actor = Actor(obs_dim, act_dim, action_low, action_high, hidden).to(device, dtype)
         self.actor_target = copy.deepcopy(self.actor)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, betas=adam_betas, eps=adam_eps)
@@ -38,6 +40,10 @@ class DDPG:
         self.tau = tau
         self.policy_freq = policy_freq
         self.reward_scale = reward_scale
+        self.critic_loss_scale = critic_loss_scale
+        if target_update not in ("delayed", "every_update") or actor_q not in ("q1", "min"):
+            raise ValueError(f"unknown target_update {target_update!r} or actor_q {actor_q!r}")
+        self.target_update = target_update
         self.loss = F.smooth_l1_loss if loss == "huber" else F.mse_loss
         self.device, self.dtype = device, dtype
         self.step = 0
@@ -58,7 +64,7 @@ class DDPG:
 
         # Get current Q estimate and the critic loss.
         current_Q = self.critic(obs, action)
-        critic_loss = self.loss(current_Q, target_Q)
+        critic_loss = self.critic_loss_scale * self.loss(current_Q, target_Q)
 
         # Optimize the critic.
         self.critic_optimizer.zero_grad()
@@ -68,6 +74,11 @@ class DDPG:
             info.update(target_action=next_action, target_q=target_Q, current_q=current_Q.detach()[None],
                         critic_grads=grads_of(self.critic))
         self.critic_optimizer.step()
+
+        if self.target_update == "every_update":
+            # Targets on every update, before the actor step (SBX's order).
+            soft_update(self.critic, self.critic_target, self.tau)
+            soft_update(self.actor, self.actor_target, self.tau)
 
         if self.step % self.policy_freq == 0:
             # Compute actor loss with the critic just updated.
@@ -83,8 +94,9 @@ class DDPG:
             self.actor_optimizer.step()
 
             # Update the frozen target models.
-            soft_update(self.critic, self.critic_target, self.tau)
-            soft_update(self.actor, self.actor_target, self.tau)
+            if self.target_update == "delayed":
+                soft_update(self.critic, self.critic_target, self.tau)
+                soft_update(self.actor, self.actor_target, self.tau)
         return info
 
 

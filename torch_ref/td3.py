@@ -4,7 +4,12 @@ Differences from TD3.py, all for cross-checking: the target-policy noise can be
 passed in (standard normal draws, shape of the action), the action box may be
 asymmetric, ``train(..., record=True)`` returns the intermediate quantities, and
 two settings the DDPG variants have (critic L2 weight decay, a reward scale) exist here
-too, with defaults that leave TD3.py's arithmetic unchanged (0 and 1).
+too, with defaults that leave TD3.py's arithmetic unchanged (0 and 1), and so do three
+settings that express other libraries' variants of the update (SBX's TD3), each defaulting
+to TD3.py's: ``critic_loss_scale`` (1; the critic loss is multiplied by it),
+``target_update`` ("delayed": targets move after the delayed actor step; "every_update":
+on every update, after the critic step and before the actor step) and ``actor_q`` ("q1":
+the actor ascends Q1; "min": the minimum of the two critics).
 Names follow jax_td3's so the two read alike: ``obs``/``next_obs`` for TD3.py's
 ``state``/``next_state``, ``gamma`` for ``discount``, ``step`` for ``total_it``.
 """
@@ -39,7 +44,8 @@ class TD3:
     def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(256, 256), critic_hidden=None,
                  gamma=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2,
                  actor_lr=3e-4, critic_lr=3e-4, adam_betas=(0.9, 0.999), adam_eps=1e-8,
-                 critic_weight_decay=0.0, reward_scale=1.0, device="cpu", dtype=torch.float32):
+                 critic_weight_decay=0.0, reward_scale=1.0, critic_loss_scale=1.0, target_update="delayed",
+                 actor_q="q1", device="cpu", dtype=torch.float32):
         self.actor = Actor(obs_dim, act_dim, action_low, action_high, hidden).to(device, dtype)
         self.actor_target = copy.deepcopy(self.actor)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, betas=adam_betas, eps=adam_eps)
@@ -59,6 +65,11 @@ class TD3:
         self.noise_clip = noise_clip
         self.policy_freq = policy_freq
         self.reward_scale = reward_scale
+        self.critic_loss_scale = critic_loss_scale
+        if target_update not in ("delayed", "every_update") or actor_q not in ("q1", "min"):
+            raise ValueError(f"unknown target_update {target_update!r} or actor_q {actor_q!r}")
+        self.target_update = target_update
+        self.actor_q = actor_q
         self.device, self.dtype = device, dtype
         self.step = 0
 
@@ -90,8 +101,8 @@ class TD3:
         # Get current Q estimates.
         current_Q1, current_Q2 = self.critic(obs, action)
 
-        # Compute critic loss.
-        critic_loss = F.mse_loss(current_Q1, target_Q) + F.mse_loss(current_Q2, target_Q)
+        # Compute critic loss (critic_loss_scale is 1 in TD3.py; multiplying by 1 is exact).
+        critic_loss = self.critic_loss_scale * (F.mse_loss(current_Q1, target_Q) + F.mse_loss(current_Q2, target_Q))
 
         # Optimize the critic.
         self.critic_optimizer.zero_grad()
@@ -103,10 +114,18 @@ class TD3:
                         critic_grads=grads_of(self.critic))
         self.critic_optimizer.step()
 
+        if self.target_update == "every_update":
+            # Targets on every update, before the actor step (SBX's order; TD3.py's is below).
+            soft_update(self.critic, self.critic_target, self.tau)
+            soft_update(self.actor, self.actor_target, self.tau)
+
         # Delayed policy updates.
         if self.step % self.policy_freq == 0:
             # Compute actor loss.
-            actor_Q = self.critic.Q1(obs, self.actor(obs))
+            if self.actor_q == "min":
+                actor_Q = torch.min(*self.critic(obs, self.actor(obs)))
+            else:
+                actor_Q = self.critic.Q1(obs, self.actor(obs))
             actor_loss = -actor_Q.mean()
 
             # Optimize the actor.
@@ -118,6 +137,7 @@ class TD3:
             self.actor_optimizer.step()
 
             # Update the frozen target models.
-            soft_update(self.critic, self.critic_target, self.tau)
-            soft_update(self.actor, self.actor_target, self.tau)
+            if self.target_update == "delayed":
+                soft_update(self.critic, self.critic_target, self.tau)
+                soft_update(self.actor, self.actor_target, self.tau)
         return info

@@ -40,6 +40,29 @@ def _missing(name: str, err: ImportError) -> bool:
             or missing == ADAPTERS[name][0])
 
 
+# Config settings under which our update is an adapter's implementation (its class's ``config_settings``),
+# for the adapters that have any; kept here so that asking costs no import of the library.
+ADAPTER_SETTINGS: dict[str, dict] = {
+    "sbx": {"critic_loss_scale": 0.5, "target_update": "every_update", "actor_q": "min"},
+}
+
+
+def adapter_settings(name: str) -> dict:
+    """``{config field: value}`` that make our update compute what adapter ``name``'s implementation
+    computes (empty: our defaults do, or it refuses what differs). The adapter class declares them as
+    ``config_settings``; ``tests/test_sbx_parity.py`` checks the two agree."""
+    if name not in ADAPTERS:
+        raise ConfigError(f"unknown adapter {name!r}; choose from {', '.join(ADAPTERS)}")
+    return dict(ADAPTER_SETTINGS.get(name, {}))
+
+
+def settings_differences(name: str, config) -> dict:
+    """The settings of adapter ``name`` that ``config`` does not have: ``{field: the adapter's value}``
+    (``actor_q`` does not count with one critic, where "q1" and "min" are the same)."""
+    return {field: value for field, value in adapter_settings(name).items()
+            if getattr(config, field) != value and not (field == "actor_q" and config.num_critics == 1)}
+
+
 def make_adapter(name: str, config, dtype="float64", *, seed: int = 0) -> Adapter:
     """The adapter called ``name`` (a key of ``ADAPTERS``) for ``config`` in ``dtype``.
 
@@ -65,4 +88,5 @@ def make_adapter(name: str, config, dtype="float64", *, seed: int = 0) -> Adapte
         raise ConfigError(f"the {name} adapter needs the thirdparty extra ({what}): {INSTALL_HINT}") from None
 
 
-__all__ = ["ADAPTERS", "Adapter", "INSTALL_HINT", "NeutralState", "THIRD_PARTY", "make_adapter"]
+__all__ = ["ADAPTERS", "ADAPTER_SETTINGS", "Adapter", "INSTALL_HINT", "NeutralState", "THIRD_PARTY", "adapter_settings",
+           "make_adapter", "settings_differences"]

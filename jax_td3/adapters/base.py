@@ -57,7 +57,8 @@ A class (no base class needed: ``Adapter`` below is a ``typing.Protocol``) with:
     name                         value                                                     required
     ===========================  ========================================================  ==========
     ``actor_updated``            ``bool``: did this update step the actor and the targets  yes
-    ``critic_loss``              scalar; TD3: the sum of both critics' MSE                 yes
+    ``critic_loss``              scalar: the loss minimised (TD3: the sum of both critics' yes
+                                 MSE, times ``critic_loss_scale``)
     ``actor.*``, ``critic.*``    every parameter after this update                         yes
     ``actor_target.*``,          every target parameter after this update                  yes
     ``critic_target.*``
@@ -67,7 +68,8 @@ A class (no base class needed: ``Adapter`` below is a ``typing.Protocol``) with:
     ``target_q``                 (B, 1): the TD target the critics are fitted to           if reachable
     ``current_q``                (num_critics, B, 1): Q of the batch, before the step      if reachable
     ``critic_grad.*``            critic gradients (before Adam; weight decay not added)    if reachable
-    ``actor_q``                  (B, 1): Q1(s, mu(s)) of the actor step, when updated      if reachable
+    ``actor_q``                  (B, 1): the Q the actor step ascends, Q1(s, mu(s)) (min   if reachable
+                                 over the critics with ``actor_q="min"``), when updated
     ``actor_grad.*``             actor gradients, only when ``actor_updated``              if reachable
     ``step``                     ``int``: the update counter after this update             optional
     ===========================  ========================================================  ==========
@@ -75,7 +77,16 @@ A class (no base class needed: ``Adapter`` below is a ``typing.Protocol``) with:
     Report the actor-step quantities (``actor_loss``, ``actor_q``, ``actor_grad.*``) only on
     updates that stepped the actor; the engine compares them (and the actor's Adam moments) only
     on the updates where ``step % policy_freq == 0``, and checks on the others that ``actor.*`` and
-    both target families did not change at all.
+    both target families did not change at all (only ``actor.*`` when the config's ``target_update``
+    is "every_update").
+
+``config_settings: dict`` (optional)
+    Config fields and values under which our update computes what this implementation computes, for
+    an implementation whose update is a variant of Fujimoto's (SBX: ``critic_loss_scale`` 0.5 ...).
+    The adapter still runs under other settings (the comparison then reports the differences);
+    ``jax-td3 parity --their-settings`` applies these. Declare them in ``ADAPTER_SETTINGS`` in
+    ``jax_td3/adapters/__init__.py`` too, so the command line can read them without importing the
+    library.
 
 ``state()`` after ``load(s)`` must give back ``s`` bit for bit (only copies, no arithmetic); the
 parity tests check this for the shipped adapters (``test_neutral_state_round_trip_is_exact``).

@@ -25,6 +25,17 @@ Seams (the only places where this adapter reaches into SB3's update; everything 
   name of SB3's td3 module during ``train``. Losses come from SB3's logger (``train/critic_loss``,
   ``train/actor_loss``, td3/td3.py:218-219): with one gradient step they are ``np.mean`` of one
   ``loss.item()``, i.e. the loss itself.
+- **float64 observations** (``dtype="float64"`` only): SB3 casts every Box observation to float32
+  before its networks: ``preprocess_obs`` returns ``obs.float()`` (common/preprocessing.py:120),
+  called by name from ``BaseModel.extract_features`` (common/policies.py:130). For a float64
+  comparison the model's policy is converted with ``.double()`` (the same ``Parameter`` objects, so
+  its two Adams keep them; their moments are loaded as float64) and, during ``train`` only, the name
+  ``preprocess_obs`` in ``stable_baselines3.common.policies`` is a function that accepts only a
+  float64 tensor with this model's Box observation space (no image normalisation) and returns it
+  unchanged: the Box branch of SB3's function with float64 where SB3 writes float32. It must be
+  called exactly 3 times on a critic-only update (target actor, target critics, critics) and 5 on an
+  actor update (plus the actor and ``q1_forward``); anything else raises. The previous function is
+  restored afterwards.
 
 Semantics (SB3 2.9.2, ``stable_baselines3/td3/td3.py``):
 
@@ -39,10 +50,11 @@ Semantics (SB3 2.9.2, ``stable_baselines3/td3/td3.py``):
 - one ``learning_rate`` for both optimizers (reset from the schedule at every ``train``, line 165),
   and one ``optimizer_kwargs`` (so a weight decay would hit the actor too): different actor and
   critic learning rates and a critic weight decay are refused; there is no reward scale.
-- precision: float32 only. SB3 casts every Box observation to float32 before its networks
-  (``preprocess_obs`` returns ``obs.float()``, common/preprocessing.py:120, called from
-  ``extract_features``, common/policies.py:130), so a float64 policy would see float32-rounded
-  observations (and its actor would fail on mixed dtypes); ``dtype="float64"`` is refused.
+- precision: SB3 is written for float32 (see the float64 seam above); everything else in its update
+  follows the dtype of its parameters and of the batch (the noise is drawn into a clone of the
+  batch's actions, the discount is a Python float).
+- Fujimoto's update only: ``critic_loss_scale`` other than 1, ``target_update="every_update"`` and
+  (td3) ``actor_q="min"`` are SBX's variants, which SB3 does not have; they are refused.
 - Polyak: ``polyak_update`` (common/utils.py) does ``target.mul_(1 - tau); target.add_(param,
   alpha=tau)``; the reference does ``tau * param + (1 - tau) * target``: the same value, rounded in a
   different order.
@@ -79,6 +91,13 @@ def _refuse(config: TD3Config) -> None:
     if any(lo != -1.0 for lo in config.action_low) or any(hi != 1.0 for hi in config.action_high):
         raise ConfigError("`action_low`/`action_high` must be -1/1 for SB3 (its critics and target clamp work in "
                           "[-1, 1] units)")
+    if config.critic_loss_scale != 1:
+        raise ConfigError("`critic_loss_scale` must be 1 for SB3 (its critic loss is the sum of the MSEs)")
+    if config.target_update != "delayed":
+        raise ConfigError("`target_update` must be delayed for SB3 (it moves the targets after the delayed actor "
+                          "step)")
+    if config.algo == "td3" and config.actor_q != "q1":
+        raise ConfigError("`actor_q` must be q1 for SB3 (its actor ascends the first critic)")
 
 
 def _dummy_env(config: TD3Config):
@@ -103,13 +122,13 @@ def _dummy_env(config: TD3Config):
 
 
 def _refuse_dtype(dtype) -> None:
-    if np.dtype(dtype).name != "float32":
-        raise ConfigError(f"`dtype` {np.dtype(dtype).name} is not supported by the SB3 adapter (float32 only: SB3 "
-                          "casts observations to float32)")
+    if np.dtype(dtype).name not in ("float32", "float64"):
+        raise ConfigError(f"`dtype` {np.dtype(dtype).name} is not supported by the SB3 adapter (float32, float64)")
 
 
 def make_model(config: TD3Config, dtype="float32"):
-    """SB3's TD3 for ``config`` on CPU (float32: see the module docstring)."""
+    """SB3's TD3 for ``config`` on CPU; float64 converts its policy with ``.double()`` (and needs the
+    observation seam of ``SB3Adapter`` during ``train``: see the module docstring)."""
     from stable_baselines3 import DDPG, TD3
 
     _refuse(config)
@@ -128,6 +147,8 @@ def make_model(config: TD3Config, dtype="float32"):
     else:
         model = TD3("MlpPolicy", _dummy_env(config), policy_delay=config.policy_freq,
                     target_policy_noise=config.policy_noise, target_noise_clip=config.noise_clip, **common)
+    if np.dtype(dtype).name == "float64":
+        model.policy.double()   # in place: the optimizers keep the same Parameter objects
     from stable_baselines3.common.logger import Logger
     model.set_logger(Logger(folder=None, output_formats=[]))
     return model
@@ -223,6 +244,39 @@ class SB3Adapter:
         return torch.as_tensor(np.array(x), dtype=self.torch_dtype)
 
     @contextlib.contextmanager
+    def _float64_observations(self, actor_update: bool):
+        """During ``train``: SB3's ``preprocess_obs`` keeps float64 Box observations in float64 (see the
+        module docstring); exactly the expected number of calls, else RuntimeError."""
+        import stable_baselines3.common.policies as policies_module
+
+        if self.dtype != np.float64:
+            yield
+            return
+        from gymnasium import spaces
+
+        original = policies_module.preprocess_obs
+        space = self.model.observation_space
+        calls = []
+
+        def preprocess_obs(obs, observation_space, normalize_images=True):
+            if (observation_space is not space or not isinstance(observation_space, spaces.Box)
+                    or not isinstance(obs, torch.Tensor) or obs.dtype != torch.float64):
+                raise RuntimeError("SB3 preprocessed an observation the float64 seam does not expect "
+                                   f"({type(obs).__name__} {getattr(obs, 'dtype', '')}, {observation_space})")
+            calls.append(1)
+            return obs
+
+        policies_module.preprocess_obs = preprocess_obs
+        try:
+            yield
+        finally:
+            policies_module.preprocess_obs = original
+        expected = 5 if actor_update else 3
+        if len(calls) != expected:
+            raise RuntimeError(f"SB3 preprocessed observations {len(calls)} times in one update where the float64 "
+                               f"seam expects {expected}")
+
+    @contextlib.contextmanager
     def _shared_noise(self, noise: torch.Tensor):
         original = torch.Tensor.normal_
         calls = []
@@ -280,7 +334,8 @@ class SB3Adapter:
         original_f = td3_module.F
         td3_module.F = _MseSpy(original_f, targets)
         try:
-            with self._shared_noise(noise):
+            actor_update = (model._n_updates + 1) % model.policy_delay == 0   # SB3's test, td3/td3.py:169,200
+            with self._shared_noise(noise), self._float64_observations(actor_update):
                 model.train(gradient_steps=1, batch_size=self.config.batch_size)
         finally:
             td3_module.F = original_f

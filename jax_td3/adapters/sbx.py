@@ -2,8 +2,10 @@
 its ``_train`` / ``update_critic`` / ``update_actor`` / ``soft_update`` on its own Flax networks and optax
 Adam states, fed our batches and our target-policy noise.
 
-Only ``td3`` is supported. Needs the ``thirdparty`` extra (``sbx-rl``); written against sbx-rl 0.28.0
-(jax 0.10.2, flax 0.12.8, optax 0.2.8). Paths below are in ``sbx/td3/td3.py`` unless named.
+``td3`` maps to SBX's ``TD3``, ``ourddpg`` to SBX's ``DDPG`` (its TD3 with ``policy_delay=1``, one critic
+and the target noise clipped to 0, sbx/ddpg/ddpg.py:55-57, 70-71). Needs the ``thirdparty`` extra
+(``sbx-rl``); written against sbx-rl 0.28.0 (jax 0.10.2, flax 0.12.8, optax 0.2.8). Paths below are in
+``sbx/td3/td3.py`` unless named.
 
 Seams (the only places where this adapter reaches into SBX's update; everything else is SBX's code):
 
@@ -11,8 +13,9 @@ Seams (the only places where this adapter reaches into SBX's update; everything 
   function returning SB3's ``ReplayBufferSamples`` built from our batch; SBX's ``train`` samples
   ``batch_size * gradient_steps`` rows (line 131; we run ``gradient_steps=1``) and converts them to
   NumPy itself (lines 136-158). ``dones = 1 - not_done``: SBX computes ``(1 - dones)`` (line 214),
-  exact for ``not_done`` in {0, 1}. ``discounts`` is ``None``, so SBX fills ``self.gamma`` as float32
-  (line 145).
+  exact for ``not_done`` in {0, 1}. ``discounts`` (SBX's n-step field, lines 144-148) is ``gamma`` in
+  the comparison's dtype; without it SBX fills a float32 ``gamma`` (line 145), the same numbers in a
+  float32 comparison and a rounded discount in a float64 one.
 - **target noise**: SBX draws ``jax.random.normal(noise_key, actions.shape) * target_policy_noise``
   inside the jitted ``update_critic`` (line 200). ``train`` calls ``self._train(...)`` (line 165), an
   attribute lookup: this model's instance gets a ``_train`` that runs SBX's own ``_train`` body
@@ -26,32 +29,44 @@ Seams (the only places where this adapter reaches into SBX's update; everything 
   ``cls.update_critic`` / ``cls.update_actor`` / ``cls.soft_update`` (lines 313, 326, 331): we pass as
   ``cls`` a subclass whose three methods are SBX's own bodies (their ``__wrapped__``), not their
   ``jax.jit`` wrappers, because a nested jit would cache a trace holding our noise tracer (and would
-  then serve it to any later SBX model in the process). XLA inlines nested jits anyway (not yet
-  checked: that the adapter, fed SBX's own draw, reproduces SBX's unpatched ``train`` bit for bit).
+  then serve it to any later SBX model in the process). Checked (``tests/test_sbx_parity.py``): fed
+  the normal SBX draws from its key (the key chain reproduced), the adapter reproduces SBX's unpatched
+  jitted ``train`` bit for bit, weights, targets, Adam moments, losses and key, td3 and ddpg. (With a
+  noise scale other than 1, SBX's compiled ``normal(k) * 0.2`` can round one or two ulps away from a
+  separately drawn normal times 0.2: XLA folds the scale into the sampler; that is not the seam.)
 - **observation**: losses come from SBX's logger (``train/critic_loss``, ``train/actor_loss``,
   lines 179-180). Intermediate values (target action, target Q, current Q, gradients, actor Q) live
   inside SBX's ``fori_loop`` body and ``value_and_grad`` (lines 296-348, 216-221) and are not
   returned: they are not reported.
 
-Semantics (differences from Fujimoto's TD3.py, which ``JaxAdapter`` implements):
+Semantics (differences from Fujimoto's TD3.py; each is a setting of ours, ``SBX_SETTINGS``, under
+which ``JaxAdapter`` computes SBX's update; ``jax-td3 parity --their-settings`` applies them):
 
 - critic loss: ``0.5 * ((target_q - current_q) ** 2).mean(axis=1).sum()`` (line 219), half the sum
-  of the two MSEs. ``critic_loss`` is reported as ``2 *`` SBX's value (exact). SBX's critic
-  gradients are half of ours, so ``critic_adam_m`` is (about) half and ``critic_adam_v`` a quarter
-  of ours on a fresh state, and the Adam step ``m / (sqrt(v) + eps)`` differs only through ``eps``.
+  of the two MSEs (``critic_loss_scale=0.5``). ``critic_loss`` is reported as SBX's value, the loss it
+  minimises. Under our default (1) SBX's critic gradients are half of ours, so ``critic_adam_m`` is
+  half and ``critic_adam_v`` a quarter of ours on a fresh state, and the Adam step
+  ``m / (sqrt(v) + eps)`` differs only through ``eps``.
 - targets: ``soft_update`` runs on *every* update, right after the critic step and *before* the
-  delayed actor step (line 326, outside the ``jax.lax.cond`` of line 328). Fujimoto updates both
-  targets only on the delayed updates, after the actor step. So SBX's targets move on every update,
-  and its actor target follows the actor before that update's actor step.
-- actor loss: ``-min(Q1, Q2)(s, mu(s)).mean()`` over all critics (lines 249-251); Fujimoto uses Q1.
+  delayed actor step (line 326, outside the ``jax.lax.cond`` of line 328)
+  (``target_update="every_update"``). Fujimoto updates both targets only on the delayed updates,
+  after the actor step.
+- actor loss: ``-min(Q1, Q2)(s, mu(s)).mean()`` over all critics (lines 249-251) (``actor_q="min"``);
+  Fujimoto uses Q1.
 - counter: the actor steps when ``(_n_updates + 1 + i) % policy_delay == 0`` (lines 170, 329) with
   ``i = 0``: the same schedule as ours; ``_n_updates`` is our ``step``.
 - actions: SBX acts in [-1, 1] like SB3 (its target clip ``jnp.clip(..., -1, 1)``, line 202), so only
   the box [-1, 1] is accepted. One ``optimizer_kwargs`` for both optimizers (td3/policies.py:94-97,
   120-123): a critic weight decay is refused; the learning rates are separate (``learning_rate``
   for the actor, ``qf_learning_rate`` for the critic). No reward scale.
-- precision: float32 only. SBX's Flax modules create float32 params and ``train`` builds float32
-  discounts (line 145); ``dtype="float64"`` is refused.
+- precision: SBX builds float32 params (Flax's default ``param_dtype``) and runs in JAX's default
+  32-bit mode. A float32 comparison does exactly that (x64 off around every SBX call, because with x64
+  on, float32 params meet float64 Python literals and the branches of its ``lax.cond``, line 328,
+  disagree in dtype). A float64 comparison holds SBX's parameters, targets and Adam moments as float64
+  arrays (loaded through the neutral state; its own initialisation is re-loaded as float64) and runs
+  SBX's update with x64 on, so its literals and carried losses are float64 too; nothing of SBX's is
+  rounded to float32 (its discount comes through ``discounts``, above). SBX's code is unchanged: its
+  Flax modules compute in the dtype of their parameters and inputs.
 - Polyak: ``optax.incremental_update(new, old, tau)`` (line 262): ``new * tau + old * (1 - tau)``.
 """
 
@@ -63,6 +78,7 @@ import threading
 
 import numpy as np
 
+from jax_td3.adapters import ADAPTER_SETTINGS
 from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names, tensor_names
 from jax_td3.config import TD3Config
 from jax_td3.dtypes import enable_dtype
@@ -71,10 +87,17 @@ from jax_td3.errors import ConfigError, ConversionError
 SBX_VERSION = "0.28.0"
 
 
+# The config settings under which our update is SBX's (its TD3 and DDPG): each one removes one of the
+# semantic differences listed in the module docstring. ``jax-td3 parity --their-settings`` applies them.
+SBX_SETTINGS = ADAPTER_SETTINGS["sbx"]
+
+
 def _refuse(config: TD3Config) -> None:
     """Raise ConfigError for what SBX's TD3 cannot express."""
-    if config.algo != "td3":
-        raise ConfigError(f"`algo` {config.algo!r} is not supported by the SBX adapter (td3 only)")
+    if config.algo not in ("td3", "ourddpg"):
+        raise ConfigError(f"`algo` {config.algo!r} is not supported by the SBX adapter (td3, ourddpg)")
+    if config.algo == "ourddpg" and config.policy_freq != 1:
+        raise ConfigError("`policy_freq` must be 1 for SBX's DDPG (it fixes policy_delay=1)")
     if config.critic_weight_decay != 0:
         raise ConfigError("`critic_weight_decay` must be 0 for SBX (its optimizer_kwargs apply to actor and critic)")
     if config.reward_scale != 1:
@@ -82,14 +105,13 @@ def _refuse(config: TD3Config) -> None:
     if any(lo != -1.0 for lo in config.action_low) or any(hi != 1.0 for hi in config.action_high):
         raise ConfigError("`action_low`/`action_high` must be -1/1 for SBX (its actor and target clip work in "
                           "[-1, 1] units)")
-    if config.critic_arch != "mlp" or config.num_critics != 2:
-        raise ConfigError("`algo` td3 with a twin MLP critic is the only critic SBX's TD3 builds")
+    if config.critic_arch != "mlp":
+        raise ConfigError("`algo` with an MLP critic (td3, ourddpg) is the only critic SBX's TD3/DDPG builds")
 
 
 def _refuse_dtype(dtype) -> None:
-    if np.dtype(dtype).name != "float32":
-        raise ConfigError(f"`dtype` {np.dtype(dtype).name} is not supported by the SBX adapter (float32 only: SBX "
-                          "builds float32 params and discounts)")
+    if np.dtype(dtype).name not in ("float32", "float64"):
+        raise ConfigError(f"`dtype` {np.dtype(dtype).name} is not supported by the SBX adapter (float32, float64)")
 
 
 def _dummy_env(config: TD3Config):
@@ -98,17 +120,24 @@ def _dummy_env(config: TD3Config):
 
 
 def make_model(config: TD3Config, dtype="float32"):
-    """SBX's TD3 for ``config`` (float32: see the module docstring)."""
-    from sbx import TD3
+    """SBX's TD3 (td3) or DDPG (ourddpg) for ``config``, built as SBX builds it (float32 parameters; a
+    float64 comparison loads float64 ones: see the module docstring). Call with JAX's 64-bit mode off."""
+    from sbx import DDPG, TD3
 
     _refuse(config)
     _refuse_dtype(dtype)
     policy_kwargs = dict(net_arch=dict(pi=list(config.actor_hidden), qf=list(config.critic_hidden_sizes)),
                          optimizer_kwargs=dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps))
-    model = TD3("MlpPolicy", _dummy_env(config), learning_rate=config.actor_lr, qf_learning_rate=config.critic_lr,
-                buffer_size=config.batch_size, learning_starts=0, batch_size=config.batch_size, tau=config.tau,
-                gamma=config.gamma, policy_delay=config.policy_freq, target_policy_noise=config.policy_noise,
-                target_noise_clip=config.noise_clip, policy_kwargs=policy_kwargs, device="cpu", seed=0)
+    common = {"learning_rate": config.actor_lr, "qf_learning_rate": config.critic_lr,
+              "buffer_size": config.batch_size, "learning_starts": 0, "batch_size": config.batch_size,
+              "tau": config.tau, "gamma": config.gamma, "policy_kwargs": policy_kwargs, "device": "cpu", "seed": 0}
+    if config.algo == "ourddpg":
+        # SBX's DDPG is its TD3 with policy_delay=1, one critic, target noise clipped to 0
+        # (sbx/ddpg/ddpg.py:55-57, 70-71): the target action is actor_target(s') + (+-0), clipped to [-1, 1].
+        model = DDPG("MlpPolicy", _dummy_env(config), **common)
+    else:
+        model = TD3("MlpPolicy", _dummy_env(config), policy_delay=config.policy_freq,
+                    target_policy_noise=config.policy_noise, target_noise_clip=config.noise_clip, **common)
     from stable_baselines3.common.logger import Logger
     model.set_logger(Logger(folder=None, output_formats=[]))
     return model
@@ -319,18 +348,27 @@ def _fed_train():
 
 def _x32():
     """SBX is written for JAX's default 32-bit mode: with x64 on (a float64 comparison earlier in the
-    process, or the parity tests' conftest) its Python floats become float64 and its ``lax.cond``
-    branches disagree in dtype. Its model is built and stepped with x64 off."""
+    process, or the parity tests' conftest) and float32 parameters, its Python floats become float64 and
+    its ``lax.cond`` branches disagree in dtype. Its model is built, and a float32 one stepped, with x64 off."""
     import jax
 
     return jax.enable_x64(False)
 
 
+def _precision(dtype):
+    """JAX's 64-bit mode for stepping a model in ``dtype``: on for float64 (float64 parameters, and SBX's
+    float literals and carried losses float64 with them), off for float32."""
+    import jax
+
+    return jax.enable_x64(np.dtype(dtype) == np.float64)
+
+
 class SBXAdapter:
-    """SBX's TD3 behind the adapter interface of ``adapters.base`` (see the module docstring for the
-    seams and the semantic differences)."""
+    """SBX's TD3 (and DDPG) behind the adapter interface of ``adapters.base`` (see the module docstring
+    for the seams and the semantic differences)."""
 
     name = "sbx"
+    config_settings = SBX_SETTINGS
 
     def __init__(self, config: TD3Config, dtype="float32"):
         _refuse(config)
@@ -343,6 +381,8 @@ class SBXAdapter:
         self._noise = None
         self.model.replay_buffer.sample = self._sample   # instance attributes: this model only
         self.model._train = self._train
+        if self.dtype != np.float32:
+            self.load(model_state(self.model))   # SBX's own initialisation, held in float64 from now on
         policy = self.model.policy
         self.quantities = quantity_names(
             [n for n, _, _ in _layout("actor", policy.actor_state.params)],
@@ -351,8 +391,9 @@ class SBXAdapter:
                       "actor_adam_v", "actor", "critic_target", "actor_target"))
 
     def load(self, state: NeutralState) -> None:
-        with _x32():
-            load_model(self.model, state)
+        with _precision(self.dtype):
+            load_model(self.model, {k: np.asarray(v, self.dtype) if isinstance(v, np.ndarray) else v
+                                    for k, v in state.items()})
 
     def state(self) -> NeutralState:
         return model_state(self.model)
@@ -367,9 +408,12 @@ class SBXAdapter:
         self._batch = None   # exactly one sample per update
         if batch_size != obs.shape[0]:
             raise RuntimeError(f"SBX asked for a batch of {batch_size}, the update has {obs.shape[0]}")
-        t = lambda x: torch.from_numpy(np.array(x, np.float32))
+        t = lambda x: torch.from_numpy(np.array(x, self.dtype))
+        # ``discounts`` (SBX's n-step seam, td3.py:144-148): gamma in the comparison's dtype; SBX's own
+        # fill is float32 gamma (line 145), the same values in a float32 comparison.
         return ReplayBufferSamples(observations=t(obs), actions=t(action), next_observations=t(next_obs),
-                                   dones=t(1 - np.asarray(not_done)), rewards=t(reward))
+                                   dones=t(1 - np.asarray(not_done)), rewards=t(reward),
+                                   discounts=t(np.full((obs.shape[0], 1), self.config.gamma)))
 
     def _train(self, *args):
         import jax.numpy as jnp
@@ -386,15 +430,15 @@ class SBXAdapter:
         self._noise = np.asarray(target_noise, self.dtype)
         model.logger.name_to_value.clear()
         try:
-            with _x32():
+            with _precision(self.dtype):
                 model.train(gradient_steps=1, batch_size=self.config.batch_size)
         finally:
             self._batch = self._noise = None
         logged = model.logger.name_to_value
         out = model_state(model)
         actor_updated = out["actor_adam_count"] != before
-        # SBX's loss is half the sum of the critics' MSE (td3.py:219); doubling is exact.
-        out["critic_loss"] = np.asarray(2 * np.float32(logged["train/critic_loss"]), self.dtype)
+        # The loss SBX minimises: half the sum of the critics' MSE (td3.py:219); ours times critic_loss_scale.
+        out["critic_loss"] = np.asarray(logged["train/critic_loss"], self.dtype)
         if actor_updated:
             out["actor_loss"] = np.asarray(logged["train/actor_loss"], self.dtype)
         out["actor_updated"] = actor_updated

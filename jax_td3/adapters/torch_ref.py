@@ -37,7 +37,9 @@ def make_agent(config: TD3Config, dtype=torch.float32, device="cpu"):
                   tau=config.tau, policy_freq=config.policy_freq, actor_lr=config.actor_lr,
                   critic_lr=config.critic_lr, adam_betas=(config.adam_b1, config.adam_b2),
                   adam_eps=config.adam_eps, critic_weight_decay=config.critic_weight_decay,
-                  reward_scale=config.reward_scale, device=device, dtype=torch_dtype(dtype))
+                  reward_scale=config.reward_scale, critic_loss_scale=config.critic_loss_scale,
+                  target_update=config.target_update, actor_q=config.actor_q, device=device,
+                  dtype=torch_dtype(dtype))
     box = (config.obs_dim, config.act_dim, config.action_low, config.action_high)
     if config.algo == "td3":
         return torch_ref.TD3(*box, policy_noise=config.policy_noise, noise_clip=config.noise_clip, **common)

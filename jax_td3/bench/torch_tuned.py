@@ -65,6 +65,11 @@ class TunedAgent:
         if config.critic_arch != "mlp" or config.critic_loss != "mse" or config.critic_weight_decay:
             raise ValueError(f"the tuned PyTorch update implements the MLP critic with MSE loss (TD3, OurDDPG), "
                              f"not {config.algo}")
+        variants = {"critic_loss_scale": 1.0, "target_update": "delayed", "actor_q": "q1"}
+        changed = [name for name, value in variants.items() if getattr(config, name, value) != value]
+        if changed:  # timed as Fujimoto's update only; the variants exist for cross-checking
+            raise ValueError(f"the tuned PyTorch update implements Fujimoto's TD3 only, not `{changed[0]}` "
+                             f"{getattr(config, changed[0])!r}")
         self.config, self.device, self.dtype = config, torch.device(device), dtype
         factory = dict(device=self.device, dtype=dtype)
         self.actor = StackedMLP([config.obs_dim, *config.actor_hidden, config.act_dim], 1, **factory)

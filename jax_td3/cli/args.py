@@ -85,16 +85,21 @@ CONFIG_FLAGS = {
     "adam_eps": (float, "Adam epsilon"),
     "critic_weight_decay": (float, "L2 weight decay of the critic (PyTorch Adam style: added to the gradient)"),
     "reward_scale": (float, "rewards are multiplied by this in the target"),
-    "init": (None, "parameter initialisation"),
+    "critic_loss_scale": (float, "the critic loss is multiplied by this (1: Fujimoto's; SBX's TD3: 0.5)"),
+    "target_update": (("delayed", "every_update"),
+                      ("when Polyak moves the targets: delayed (Fujimoto's: with the actor, after its step) or "
+                       "every_update (SBX's: every update, after the critic step, before the actor step)")),
+    "actor_q": (("q1", "min"), "what the actor ascends: q1 (Fujimoto's) or min, the minimum over the critics (SBX's)"),
+    "init": (("torch", "flax"), "parameter initialisation"),
 }
 
 
 def add_config_flags(parser, title: str = "networks and updates (defaults: the algorithm's, docs/algorithms.md)"):
-    """One flag per algorithm config field in ``CONFIG_FLAGS``."""
+    """One flag per algorithm config field in ``CONFIG_FLAGS`` (a tuple of strings as the type: choices)."""
     group = parser.add_argument_group(title)
     for name, (kind, help_text) in CONFIG_FLAGS.items():
-        if name == "init":
-            group.add_argument(flag(name), choices=("torch", "flax"), default=None, help=help_text)
+        if isinstance(kind, tuple):
+            group.add_argument(flag(name), choices=kind, default=None, help=help_text)
         else:
             group.add_argument(flag(name), type=kind, default=None, help=help_text)
     return group

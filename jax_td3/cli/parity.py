@@ -41,8 +41,9 @@ RUN_ONLY_FLAGS = tuple(name for name in RUN_DEFAULTS if not name.startswith("bac
 # The update-level mode compares any two adapters; a whole run needs learner backends.
 UPDATE_BACKENDS = tuple(ADAPTERS)
 THIRD_PARTY_HELP = ("sb3 and sbx (the thirdparty extra: pip install 'jax-td3[thirdparty]') take the update-level "
-                    "mode only, --dtype float32 only, --algo td3 (sb3 also ourddpg) and only the box [-1, 1] (the "
-                    "default box of td3 and ourddpg); other settings they cannot express are refused")
+                    "mode only, --algo td3 or ourddpg and only the box [-1, 1] (the default box of td3 and "
+                    "ourddpg); other settings they cannot express are refused. sbx's update is ours with "
+                    "--their-settings")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "torch is the PyTorch reference (torch_ref). " + THIRD_PARTY_HELP)
     parser.add_argument("--backend-b", choices=UPDATE_BACKENDS, default=None,
                         help="second implementation (default torch); --run takes jax and torch only")
+    parser.add_argument("--their-settings", action="store_true",
+                        help="set the config options under which our update is the third-party backend's (sbx: "
+                             "--critic-loss-scale 0.5 --target-update every_update --actor-q min) and say which; "
+                             "without it, a comparison with Fujimoto's settings is expected to differ and a note "
+                             "on stderr names the options")
     add_config_flags(parser)
 
     whole = parser.add_argument_group("whole-run mode (--run)")
@@ -124,13 +130,60 @@ def _given_flags(args, names) -> list[str]:
     return [flag(name) for name in given(args, names)]
 
 
+def _spelled(settings: dict) -> str:
+    return " ".join(f"{flag(name)} {value}" for name, value in settings.items())
+
+
+def their_settings(args, backends) -> dict:
+    """The config options the backends' adapters declare (``config_settings``) that the command line
+    did not set: ``{field: value}``. A conflict between two backends, or with a flag given, is a
+    UsageError naming the option."""
+    from jax_td3.adapters import adapter_settings
+
+    wanted: dict = {}
+    owner: dict = {}
+    for name in backends:
+        for field, value in adapter_settings(name).items():
+            if field in wanted and wanted[field] != value:
+                raise UsageError(f"--their-settings: {owner[field]} and {name} need different {flag(field)} "
+                                 f"({wanted[field]} and {value})")
+            wanted[field], owner[field] = value, name
+    explicit = given(args, CONFIG_FLAGS)
+    for field, value in wanted.items():
+        if field in explicit and explicit[field] != value:
+            raise UsageError(f"{flag(field)} {explicit[field]} contradicts --their-settings ({owner[field]} uses "
+                             f"{flag(field)} {value})")
+    return {field: value for field, value in wanted.items() if field not in explicit}
+
+
+def _announce(args, config, backends, applied: dict) -> None:
+    if args.their_settings:
+        print(f"--their-settings: {_spelled(applied) or 'nothing to apply'}", file=sys.stderr)
+    else:
+        _note_differences(config, backends)
+
+
+def _note_differences(config, backends) -> None:
+    """One line on stderr per backend whose update is ours only under settings this config does not have."""
+    from jax_td3.adapters import settings_differences
+
+    for name in backends:
+        if differ := settings_differences(name, config):
+            print(f"note: {name}'s update is ours with {_spelled(differ)}; this comparison runs "
+                  f"{', '.join(f'{flag(f)} {getattr(config, f)}' for f in differ)}, so it is expected to differ "
+                  f"(--their-settings applies them)", file=sys.stderr)
+
+
 def run(args) -> int:
     if args.run:
         return run_whole(args)
     if extra := _given_flags(args, RUN_ONLY_FLAGS):
         raise UsageError(f"{', '.join(extra)} only apply with --run")
-    config = config_from_args(args)
     backends = (args.backend_a or RUN_DEFAULTS["backend_a"], args.backend_b or RUN_DEFAULTS["backend_b"])
+    applied = their_settings(args, backends) if args.their_settings else {}
+    for field, value in applied.items():
+        setattr(args, field, value)
+    config = config_from_args(args)
     import torch
 
     # The networks compared here are small: one thread is faster and immune to oversubscription.
@@ -141,12 +194,14 @@ def run(args) -> int:
     options = dict(dtype=args.dtype, updates=args.updates or DEFAULT_UPDATES, seed=args.seed, tol=args.tol,
                    resync=resync, progress=not args.json and sys.stderr.isatty())
     if backends == ("jax", "torch"):
+        _announce(args, config, backends, applied)
         report = run_parity(config, **options)
     else:
         from jax_td3.adapters import make_adapter
         from jax_td3.parity.update_level import compare_adapters
 
         a, b = (make_adapter(name, config, args.dtype, seed=args.seed) for name in backends)
+        _announce(args, config, backends, applied)   # after a refusal could have been raised
         report = compare_adapters(a, b, config, **options)
     if backends == ("jax", "torch"):   # today's output, unchanged
         print(report.to_json() if args.json else report.table())
@@ -163,6 +218,8 @@ def run_whole(args) -> int:
         raise UsageError(f"{', '.join(extra)} do not apply with --run (the environment sets the sizes and box)")
     if args.resync != "auto":
         raise UsageError("--resync applies to the update-level mode only (a whole run cannot be re-synchronised)")
+    if args.their_settings:
+        raise UsageError("--their-settings applies to the update-level mode only (--run takes jax and torch)")
     _check_seed_critic(args)
     for option, backend in (("--backend-a", args.backend_a), ("--backend-b", args.backend_b)):
         if backend is not None and backend not in BACKENDS:

@@ -7,7 +7,9 @@ compared with ``compare.compare``: target action, target Q, current Q, critic lo
 gradient, each Adam moment, each critic parameter after Adam, actor Q values, loss and gradients
 (on actor iterations only), actor parameters, and all target parameters after Polyak.
 The schedule of the delayed update is checked too: each side must step its actor exactly on the
-iterations where ``it % policy_freq == 0``, and leave its actor and targets untouched on the others.
+iterations where ``it % policy_freq == 0``, and leave its actor and targets untouched on the others
+(only its actor when the config's ``target_update`` is "every_update": then the targets move on
+every update).
 
 The report keeps the largest differences of each quantity over all updates and the first update at
 which any quantity left its tolerance.
@@ -92,13 +94,19 @@ def _delayed(reported: dict) -> dict:
     return {name: value for name, value in reported.items() if family(name) in DELAYED_FAMILIES}
 
 
-def _schedule_errors(reported: dict, before: dict, actor_iteration: bool) -> int:
+def held_families(config: TD3Config) -> tuple[str, ...]:
+    """The families that must not change on the updates that do not step the actor."""
+    return ("actor",) if config.target_update == "every_update" else DELAYED_FAMILIES
+
+
+def _schedule_errors(reported: dict, before: dict, actor_iteration: bool,
+                     held: tuple[str, ...] = DELAYED_FAMILIES) -> int:
     """Departures of one side from the delayed-update schedule at one update (0 if none)."""
     if "actor_updated" not in reported:
         raise KeyError("an adapter's update() must report `actor_updated`")
     errors = int(bool(reported["actor_updated"]) != actor_iteration)
     if not actor_iteration:  # (on actor iterations a zero gradient may legitimately move nothing)
-        for fam in DELAYED_FAMILIES:
+        for fam in held:
             errors += int(any(not np.array_equal(before[name], value) for name, value in reported.items()
                               if family(name) == fam and name in before))
     return errors
@@ -130,6 +138,7 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
     for name in names:
         tracker.expect(name, default_tolerance(dtype, name) if tol is None else tol)
     tracker.expect("schedule", 0.0)
+    held = held_families(config)
 
     iterator = range(1, updates + 1)
     if progress:
@@ -152,7 +161,7 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
         for name, (max_abs, max_rel) in differences.items():
             tracker.record(name, max_abs, max_rel, it)
         # After the values: a tensor that moved when it should not have is named by its value first.
-        errors = sum(_schedule_errors(out, prev, actor_iteration) for out, prev in zip(reported, before))
+        errors = sum(_schedule_errors(out, prev, actor_iteration, held) for out, prev in zip(reported, before))
         tracker.record_exact("schedule", errors, it)
         before = [_delayed(out) for out in reported]
     return ParityReport(config.algo, dtype, updates, tracker.stats, tracker.first, backends=(a.name, b.name))
