@@ -43,7 +43,8 @@ def evaluate_checkpoint(path, episodes: int = 10, env_id: str | None = None, see
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{checkpoint.path} lacks the contents of a training run ({err})") from None
     seed = evaluation_seed(settings["seed"]) if seed is None else seed
-    result = _run_policy(config, dtype, state, env_id or settings["env"], episodes, seed, backend, video)
+    result = _run_policy(config, dtype, state, env_id or settings["env"], episodes, seed, backend, video,
+                         time_feature=bool(settings.get("time_feature", False)))
     return {"checkpoint": str(checkpoint.path), **result, "step": checkpoint.metadata.get("step"),
             "trained_with": checkpoint.metadata.get("backend")}
 
@@ -55,12 +56,13 @@ def _evaluate_torch_export(path, episodes, env_id, seed, backend, video=None) ->
     env_id = env_id or description.get("env")
     if env_id is None:
         raise ConfigError(f"{path} does not name its environment; give its `env`")
-    seed = 0 if seed is None else seed
-    result = _run_policy(config, dtype, state, env_id, episodes, seed, backend, video)
+    seed = description.get("eval_seed", 0) if seed is None else seed
+    result = _run_policy(config, dtype, state, env_id, episodes, seed, backend, video,
+                         time_feature=bool(description.get("time_feature", False)))
     return {"checkpoint": str(path), **result, "step": description.get("step"), "trained_with": "torch export"}
 
 
-def _run_policy(config, dtype, state, env_id, episodes, seed, backend, video=None) -> dict:
+def _run_policy(config, dtype, state, env_id, episodes, seed, backend, video=None, time_feature=False) -> dict:
     from jax_td3.backends import enable_dtype, make_backend
     from jax_td3.envs import env_spec, make_env
     from jax_td3.loops.host import evaluate_policy
@@ -68,7 +70,8 @@ def _run_policy(config, dtype, state, env_id, episodes, seed, backend, video=Non
     recorder = _VideoRecorder(video) if video is not None else None  # checks the destination first
     try:
         enable_dtype(dtype)
-        env = make_env(env_id, render_mode="rgb_array") if recorder else make_env(env_id)
+        render = dict(render_mode="rgb_array") if recorder else {}
+        env = make_env(env_id, time_feature=time_feature, **render)
         spec = env_spec(env)
         try:
             if (spec.obs_dim, spec.act_dim) != (config.obs_dim, config.act_dim):

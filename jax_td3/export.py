@@ -7,8 +7,8 @@ The file is one ``torch.save``d dict (loadable with ``torch.load(path, weights_o
       "actor": state_dict, "actor_target": state_dict,
       "critic": state_dict, "critic_target": state_dict,
       "config": {"algo", "obs_dim", "act_dim", "action_low", "action_high", "hidden", "critic_hidden",
-                 "actor_class", "critic_class", "dtype", "step", "env", and every field of the algorithm's
-                 config},
+                 "actor_class", "critic_class", "dtype", "step", "env", "time_feature", "eval_seed",
+                 and every field of the algorithm's config},
     }
 
 The state_dicts are those of ``torch_ref.networks`` modules (``actor_class`` is
@@ -38,6 +38,7 @@ import os
 from pathlib import Path
 
 from jax_td3.errors import CheckpointError, ConfigError
+from jax_td3.loops.exploration import evaluation_seed
 
 FORMAT = "jax-td3-torch-export"
 FORMAT_VERSION = 1
@@ -166,6 +167,16 @@ def export_checkpoint(checkpoint, out, to: str = "torch", dtype: str | None = No
 
     blob = torch_export(config, state, dtype or saved_dtype, step=checkpoint.metadata.get("step"))
     blob["config"]["env"] = checkpoint.metadata.get("env")
+    # How the run evaluated, so `jax-td3 eval` of the file reproduces its returns: the observation
+    # (with the time feature, the env's plus the fraction of time left) and the evaluation seed.
+    contents = checkpoint.contents if isinstance(checkpoint.contents, dict) else {}
+    if "train_states" in contents:  # a compiled run: one seed per agent
+        settings = {"seed": contents.get("compiled", {}).get("seeds", [None] * (agent + 1))[agent]}
+    else:
+        settings = contents.get("settings") or {}
+    blob["config"]["time_feature"] = bool(settings.get("time_feature", False))
+    if settings.get("seed") is not None:
+        blob["config"]["eval_seed"] = evaluation_seed(int(settings["seed"]))
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         torch.save(blob, tmp)

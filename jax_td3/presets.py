@@ -9,6 +9,19 @@
   and its schedule of 10 updates after each episode once the buffer holds more than
   2,000 transitions; 1,000 episodes. The notebook also cut bootstrapping at the time
   limit; that is only available explicitly (``--no-bootstrap-truncation``).
+- ``zoo-pybullet``: the RL Baselines3 Zoo's tuned TD3 (and DDPG) settings for the PyBullet
+  locomotion tasks (HalfCheetah, Ant, Hopper, Walker2D ``BulletEnv-v0``), as they were when the Zoo's
+  published benchmark table was made (rl-baselines3-zoo ``hyperparams/td3.yml`` and
+  ``hyperparams/ddpg.yml`` at its v1.0 release, March 2021, run with Stable-Baselines3 1.0): 400-300
+  networks; gamma 0.98; one learning rate of 1e-3 for actor and critic; buffer 200,000; 10,000
+  uniformly random first steps, with updates starting once the buffer holds more; Gaussian
+  exploration noise 0.1; after each episode, as many updates as the episode had steps
+  (``train_freq: [1, "episode"]``, ``gradient_steps: -1``); the time-feature observation wrapper.
+  The values the file leaves out are Stable-Baselines3 1.0's TD3 defaults: batch 100, tau 0.005,
+  target noise 0.2 clipped at 0.5, actor every 2nd update (also ours). Stable-Baselines3 1.0 stored
+  a time-limit truncation as terminal; with the time feature that is right (the time left is part of
+  the state, so the end of time is a true end), and the preset does the same. Our additions: 1M
+  steps, and an evaluation of 10 episodes every 25,000 steps.
 
 Values left out of a preset fall back to ``DEFAULTS`` (loop settings) and to the
 algorithm's config defaults (network and update hyperparameters).
@@ -37,6 +50,7 @@ DEFAULTS = dict(
     ou_mu=0.0,
     ou_dt=0.01,
     bootstrap_truncation=True,
+    time_feature=False,
     eval_every=1_000,
     eval_episodes=10,
     updates_per_call=1,
@@ -60,6 +74,12 @@ PRESETS: dict[str, dict] = {
         algo="seed-ddpg", env="Pendulum-v1", exploration="ou", ou_theta=0.1, ou_sigma=0.1, ou_mu=0.0, ou_dt=0.01,
         update_schedule="episode", updates_per_episode=10, learning_starts=2_000, random_steps=0,
         buffer_size=50_000, batch_size=32, total_steps=200_000, eval_every=10_000, eval_episodes=10,
+    "zoo-pybullet": dict(
+        algo="td3", env="HalfCheetahBulletEnv-v0", hidden=(400, 300), batch_size=100, gamma=0.98,
+        actor_lr=1e-3, critic_lr=1e-3, buffer_size=200_000, learning_starts=10_000, exploration="gaussian",
+        expl_noise=0.1, update_schedule="episode", updates_per_episode="steps", time_feature=True,
+        bootstrap_truncation=False, total_steps=1_000_000, eval_every=25_000, eval_episodes=10,
+    ),
     ),
 }
 

@@ -45,7 +45,9 @@ class TrainSettings:
     """Uniformly random actions for this many first steps; None: ``learning_starts``."""
     update_schedule: str = DEFAULTS["update_schedule"]
     """"step": one update per environment step; "episode": ``updates_per_episode`` after each episode."""
-    updates_per_episode: int = DEFAULTS["updates_per_episode"]
+    updates_per_episode: int | str = DEFAULTS["updates_per_episode"]
+    """Updates after each episode with the "episode" schedule: a number, or "steps" for as many as the
+    episode had steps."""
     exploration: str = "gaussian"
     """"gaussian" or "ou" (Ornstein-Uhlenbeck); ``presets.resolve`` picks "ou" for seed-ddpg."""
     expl_noise: float = DEFAULTS["expl_noise"]
@@ -56,6 +58,8 @@ class TrainSettings:
     ou_dt: float = DEFAULTS["ou_dt"]
     bootstrap_truncation: bool = DEFAULTS["bootstrap_truncation"]
     """A time-limit truncation bootstraps (not_done = 1); False treats it as terminal."""
+    time_feature: bool = DEFAULTS["time_feature"]
+    """Append the fraction of the time limit left to each observation (``envs.gymnasium.with_time_feature``)."""
     eval_every: int = DEFAULTS["eval_every"]
     eval_episodes: int = DEFAULTS["eval_episodes"]
     updates_per_call: int = DEFAULTS["updates_per_call"]
@@ -87,7 +91,9 @@ class TrainSettings:
             (self.warmup_steps >= 0, "random steps must be >= 0"),
             (self.eval_every > 0, f"eval every must be positive, got {self.eval_every}"),
             (self.eval_episodes > 0, f"eval episodes must be positive, got {self.eval_episodes}"),
-            (self.updates_per_episode > 0, "updates per episode must be positive"),
+            (self.updates_per_episode == "steps" or (isinstance(self.updates_per_episode, int)
+                                                     and self.updates_per_episode > 0),
+             f"`updates_per_episode` must be a positive number or 'steps', got {self.updates_per_episode!r}"),
             (self.expl_noise >= 0 and self.ou_sigma >= 0, "exploration noise scales must be >= 0"),
             (self.ou_theta >= 0 and self.ou_dt > 0, "ou theta must be >= 0 and ou dt > 0"),
             (self.updates_per_call >= 1, "updates per call must be >= 1"),

@@ -50,3 +50,27 @@ def test_the_library_raises_config_error_and_a_run_without_std_still_plots(tmp_p
     with pytest.warns(UserWarning, match="learning curve not drawn"):
         assert draw_learning_curve(bad) is None
     assert draw_learning_curve(good) == good / "learning_curve.png"
+
+
+def test_reference_lines_are_drawn_with_their_labels(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline",
+                        lambda self, y, **kw: drawn.append((y, kw["label"])) or original(self, y, **kw))
+    good = _run_dir(tmp_path, "step,eval_return_mean\n0,-10\n100,-5\n", name="good")
+    out = tmp_path / "ref.png"
+    assert main(["plot", str(good), "--out", str(out), "--reference", "Zoo TD3=2821.6",
+                 "--reference", "a=b=-7"]) == 0
+    assert drawn == [(2821.6, "Zoo TD3 (2821.6)"), (-7.0, "a=b (-7)")]
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("value", ["2821.6", "Zoo=", "=3", "Zoo=nan", "Zoo=x"])
+def test_a_bad_reference_is_one_line_and_exit_2(tmp_path, capsys, value):
+    good = _run_dir(tmp_path, "step,eval_return_mean\n0,-10\n", name="good")
+    with pytest.raises(SystemExit) as raised:
+        main(["plot", str(good), "--out", str(tmp_path / "x.png"), "--reference", value])
+    err = capsys.readouterr().err
+    assert raised.value.code == 2 and "expected NAME=VALUE" in err and err.count("\n") == 1, err

@@ -56,6 +56,8 @@ def _checked(parse, ok, expected: str):
 positive_int = _checked(int, lambda value: value > 0, "a positive integer")
 nonnegative_int = _checked(int, lambda value: value >= 0, "a non-negative integer")
 nonnegative_float = _checked(float, lambda value: value >= 0 and math.isfinite(value), "a finite non-negative number")
+updates_per_episode = _checked(lambda text: text if text == "steps" else int(text),
+                               lambda value: value == "steps" or value > 0, "a positive integer or 'steps'")
 
 
 def flag(setting: str) -> str:

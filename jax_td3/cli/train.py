@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jax_td3.cli.args import add_config_flags, given, nonnegative_int, positive_int
+from jax_td3.cli.args import add_config_flags, given, nonnegative_int, positive_int, updates_per_episode
 from jax_td3.presets import DEFAULTS, PRESETS
 from jax_td3.settings import BACKENDS, DTYPES, EXPLORATIONS, SCHEDULES
 
@@ -19,7 +19,8 @@ def add_arguments(parser) -> None:
     d = DEFAULTS
     run = parser.add_argument_group("run")
     run.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                     help="start from a named setup (seed-t3d, seed-ddpg, fujimoto); explicit flags override it")
+                     help="start from a named setup (fujimoto, seed-t3d, seed-ddpg, zoo-pybullet); explicit flags "
+                          "override it")
     run.add_argument("--algo", choices=ALGOS, default=None, help=f"algorithm (default {d['algo']})")
     run.add_argument("--backend", choices=BACKENDS, default=None, help=f"learner framework (default {d['backend']})")
     run.add_argument("--env", default=None, help=f"Gymnasium or PyBullet env id with a Box action space "
@@ -48,9 +49,9 @@ def add_arguments(parser) -> None:
     loop.add_argument("--update-schedule", choices=SCHEDULES, default=None,
                       help="'step': one update per env step; 'episode': --updates-per-episode after each "
                            "episode (the DDPG notebook's)")
-    loop.add_argument("--updates-per-episode", type=positive_int, default=None,
-                      help=f"updates after each episode with --update-schedule episode "
-                           f"(default {d['updates_per_episode']})")
+    loop.add_argument("--updates-per-episode", type=updates_per_episode, default=None,
+                      help=f"updates after each episode with --update-schedule episode: a number, or 'steps' "
+                           f"for as many as the episode had steps (default {d['updates_per_episode']})")
     loop.add_argument("--updates-per-call", type=positive_int, default=None,
                       help="JAX backend: collect K steps, then K updates in one compiled call (statistically, "
                            "not bitwise, equal to K=1; K <= 100 measured to learn like K=1 and to be as fast as "

@@ -14,14 +14,17 @@ clipped to the box). ``not_done`` is 0 only on termination (a time-limit truncat
 bootstraps and stores the real final observation) unless ``bootstrap_truncation`` is
 off. Updates run once per step once the buffer holds more than ``learning_starts``
 transitions (``update_schedule="step"``), or ``updates_per_episode`` times after each
-episode (``"episode"``, the DDPG notebook's schedule). Evaluation runs the noiseless
-policy on a separate environment seeded with ``exploration.evaluation_seed(seed)``;
-every evaluation replays the same start states.
+episode (``"episode"``, the DDPG notebook's schedule; ``"steps"``: as many updates as the
+episode had steps, the RL Baselines3 Zoo's PyBullet schedule). With ``time_feature`` both
+environments append the fraction of the time limit left to their observations.
+Evaluation runs the noiseless policy on a separate environment seeded with
+``exploration.evaluation_seed(seed)``; every evaluation replays the same start states.
 
 Fast mode (``updates_per_call = K > 1``, JAX backend only): the trainer collects K
 steps, copies them to a device replay buffer and runs K updates in one compiled
-``replay.multi_update``. Its replay indices and target noise come from a JAX key,
-so it is statistically, not bitwise, equal to the per-step path.
+``replay.multi_update`` (with the episode schedule: the updates owed after an episode, in
+calls of K; a remainder waits for the next episode). Its replay indices and target noise
+come from a JAX key, so it is statistically, not bitwise, equal to the per-step path.
 
 The run around it (directory, logging, checkpoints, resume, signals) is
 ``jax_td3.run.training``.
@@ -97,8 +100,9 @@ class Trainer:
         self.config = config
         enable_dtype(settings.dtype)
         self.dtype = np.dtype(settings.dtype)
-        self.env = env if env is not None else make_env(settings.env)
-        self.eval_env = eval_env if eval_env is not None else make_env(settings.env)
+        self.env = env if env is not None else make_env(settings.env, time_feature=settings.time_feature)
+        self.eval_env = eval_env if eval_env is not None else make_env(settings.env,
+                                                                       time_feature=settings.time_feature)
         self.spec = env_spec(self.env)
         if (config.obs_dim, config.act_dim) != (self.spec.obs_dim, self.spec.act_dim):
             raise ConfigError(f"config is for obs/act dims {config.obs_dim}/{config.act_dim}, {self.spec.env_id} "
@@ -205,7 +209,7 @@ class Trainer:
         else:
             self.obs = next_obs
 
-        record.updates = self._train(episode_ended)
+        record.updates = self._train(record.episode_length if episode_ended else None)
         for metrics in record.updates:
             for name in ("critic_loss", "actor_loss"):
                 if not math.isfinite(metrics[name]):
@@ -227,20 +231,30 @@ class Trainer:
             raise NonFiniteError(f"non-finite parameter {bad} after update {self.updates} "
                                  f"(env step {self.env_steps})")
 
-    def _train(self, episode_ended: bool) -> list[dict[str, float]]:
+    def _train(self, ended_episode_length: int | None) -> list[dict[str, float]]:
+        """The updates owed after this step; ``ended_episode_length`` is set when an episode just ended."""
         settings = self.settings
         if len(self.buffer) <= settings.learning_starts:
             return []
-        if settings.update_schedule == "episode":
-            owed = settings.updates_per_episode if episode_ended else 0
-        else:
+        if settings.update_schedule == "step":
             owed = 1
+        elif ended_episode_length is None:
+            owed = 0
+        elif settings.updates_per_episode == "steps":
+            owed = ended_episode_length
+        else:
+            owed = settings.updates_per_episode
         if settings.updates_per_call == 1:
             return [self._update_once() for _ in range(owed)]
         self.pending_updates += owed
-        if self.pending_updates >= settings.updates_per_call or (self.done and self.pending_updates):
-            return self._update_fused()
-        return []
+        # Calls of exactly `updates_per_call` updates (one compiled program); a remainder waits for
+        # the next call, and only the run's last call has another size.
+        metrics = []
+        while self.pending_updates >= settings.updates_per_call:
+            metrics += self._update_fused(settings.updates_per_call)
+        if self.done and self.pending_updates:
+            metrics += self._update_fused(self.pending_updates)
+        return metrics
 
     def _update_once(self) -> dict[str, float]:
         batch_size, act_dim = self.config.batch_size, self.spec.act_dim
@@ -253,7 +267,7 @@ class Trainer:
         self.updates += 1
         return metrics
 
-    def _update_fused(self) -> list[dict[str, float]]:
+    def _update_fused(self, num_updates: int) -> list[dict[str, float]]:
         import jax
 
         if not self.backend.has_replay:
@@ -265,9 +279,9 @@ class Trainer:
             self.backend.sync_replay(self.buffer.last(fresh))
         self.device_synced = self.env_steps
         self.fast_key, key = jax.random.split(self.fast_key)
-        metrics = self.backend.update_many(key, self.pending_updates)
-        self.updates += self.pending_updates
-        self.pending_updates = 0
+        metrics = self.backend.update_many(key, num_updates)
+        self.updates += num_updates
+        self.pending_updates -= num_updates
         return metrics
 
     # -- evaluation ----------------------------------------------------------------------
@@ -376,6 +390,11 @@ def evaluate_policy(act, env, episodes: int, seed: int, dtype=np.float32, on_ste
     it must not touch the episode (no reset, no step, no use of the env's random generator).
     """
     low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
+    # A first reset can differ from later ones with the same seed (PyBullet's locomotion envs build
+    # their scene on the first and restore a saved state afterwards: returns differed in the 5th
+    # digit). One discarded reset makes an evaluation independent of the env's history, so
+    # `jax-td3 eval` in a new process reproduces what training reported.
+    env.reset(seed=seed)
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)

@@ -18,8 +18,12 @@ REQUIRED_COLUMNS = ("step", "eval_return_mean")   # eval_return_std is optional 
 
 
 def plot_runs(run_dirs: list[str | os.PathLike], out_file: str | os.PathLike,
-              labels: list[str] | None = None, title: str | None = None) -> Path:
+              labels: list[str] | None = None, title: str | None = None,
+              references: dict[str, float] | None = None) -> Path:
     """Draw eval_return_mean vs step of every run into ``out_file`` (PNG); returns its path.
+
+    ``references`` maps a label to a return drawn as a dashed horizontal line (e.g. a published
+    final result to compare the curves with).
 
     Raises ConfigError naming the file when a run's metrics.csv lacks ``step`` or
     ``eval_return_mean``, or holds no rows; nothing is drawn then.
@@ -53,13 +57,18 @@ def plot_runs(run_dirs: list[str | os.PathLike], out_file: str | os.PathLike,
     ax.set_ylabel("evaluation return")
     ax.set_title(title or "learning curve")
     ax.grid(alpha=0.3)
-    if len(run_dirs) > 1 or labels:
+    for (name, value), style in zip((references or {}).items(), _REFERENCE_STYLES * 10):
+        ax.axhline(value, color="0.3", linestyle=style, linewidth=1.2, label=f"{name} ({value:g})")
+    if len(run_dirs) > 1 or labels or references:
         ax.legend()
     fig.tight_layout()
     out_file = Path(out_file)
     fig.savefig(out_file, dpi=100)
     plt.close(fig)
     return out_file
+
+
+_REFERENCE_STYLES = ["--", ":", "-.", (0, (5, 1))]
 
 
 def draw_learning_curve(run_dir: str | os.PathLike) -> Path | None:

@@ -382,7 +382,7 @@ def _train_in(out_dir: Path, plan: RunPlan, preset, resume: bool, requested: set
             announce(f"{out_dir} already finished: its checkpoint {checkpoint.path.name} is at step {done_steps:,} "
                      f"of {settings.total_steps:,}; nothing to do (a larger total_steps extends it)")
             return {"already_finished": True, "env_steps": done_steps, "last_checkpoint": str(checkpoint.path)}
-        env = environment if environment is not None else make_env(settings.env)
+        env = environment if environment is not None else make_env(settings.env, time_feature=settings.time_feature)
         config_path = out_dir / CONFIG_FILE
         run_config = json.loads(config_path.read_text()) if config_path.exists() else {}
         run_config = {**run_config, "algo": config.algo, "config": dataclasses.asdict(config),
@@ -391,7 +391,7 @@ def _train_in(out_dir: Path, plan: RunPlan, preset, resume: bool, requested: set
         if holds_run(out_dir):
             raise ConfigError(f"{out_dir} already holds a run; pass `resume` to continue it, or choose another `out`")
         settings = plan.settings
-        env = environment if environment is not None else make_env(settings.env)
+        env = environment if environment is not None else make_env(settings.env, time_feature=settings.time_feature)
         config = config_for_env(plan.algo, env_spec(env), **plan.config_overrides)
         run_config = {"algo": plan.algo, "preset": preset, "config": dataclasses.asdict(config),
                       "settings": dataclasses.asdict(settings), "out": plan.out,

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# One command that checks jax-td3 on a GPU machine and records what it measured:
+#
+#   bash benchmarks/gpu_check.sh [--out-dir DIR]      on a machine with an NVIDIA GPU (about 8 minutes)
+#   bash benchmarks/gpu_check.sh --smoke [--out-dir DIR]  the same steps on the CPU, tiny (under 3 minutes)
+#
+# Steps, each timed; a failing step is recorded and the next one still runs:
+#   1. parity   the parity suite (pytest parity_tests) on the GPU; the tests compare at the highest
+#               matmul precision
+#   2. bench    the update suite: JAX against PyTorch eager, torch.compile and CUDA graphs, float32 and
+#               bfloat16 rows, 256-256 and 1024-1024 at batch 256 and 4096
+#   3. seeds    the compiled training loop (JAX-native Pendulum) with 1, 8 and 64 agents vmapped
+#   4. brax     the Brax scaling table, when Brax is installed (`bench compiled brax`)
+#   5. gym      a Gymnasium training run, when Gymnasium is installed
+# Results: DIR/gpu-NAME.json and DIR/gpu-NAME.md (NAME: the GPU's name, or cpu-smoke), next to the
+# files each step writes (DIR defaults to benchmarks/results; with --smoke to a new temporary folder).
+# The exit status is 0 when no step failed (a skipped step names its reason), 1 otherwise.
+# PYTHON (default: .venv/bin/python if present, else python3) runs everything, with this checkout on
+# PYTHONPATH, so the package need not be installed.
+set -uo pipefail
+
+smoke=0
+out_dir=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) smoke=1 ;;
+        --out-dir) out_dir="${2:?--out-dir needs a folder}"; shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "gpu_check.sh: unknown argument $1 (use --smoke, --out-dir DIR)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [ "$smoke" = 1 ]; then
+    export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""
+    name="cpu-smoke"
+    out_dir="${out_dir:-$(mktemp -d -t jax-td3-gpu-check.XXXXXX)}"
+else
+    if ! gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) || [ -z "$gpu" ]; then
+        echo "gpu_check.sh: no NVIDIA GPU found (nvidia-smi); use --smoke on a CPU machine" >&2
+        exit 2
+    fi
+    name="$(echo "$gpu" | tr -cs 'A-Za-z0-9.' '-' | sed 's/-*$//')"
+    out_dir="${out_dir:-benchmarks/results}"
+fi
+mkdir -p "$out_dir" || exit 2
+log="$out_dir/gpu-$name.log"
+steps="$out_dir/gpu-$name.steps.tsv"
+: > "$log"
+: > "$steps"
+jax_td3=("$PYTHON" -m jax_td3.cli)
+
+has() { "$PYTHON" -c "import $1" >/dev/null 2>&1; }
+
+step() {  # step NAME COMMAND...: run, time and record one step
+    local step_name="$1"; shift
+    echo "== $step_name: $*" | tee -a "$log"
+    local start end status
+    start=$(date +%s%N)
+    "$@" >>"$log" 2>&1
+    status=$?
+    end=$(date +%s%N)
+    printf '%s\t%s\t%s\t%s\n' "$step_name" "$([ $status = 0 ] && echo passed || echo "failed ($status)")" \
+        "$(awk "BEGIN { print ($end - $start) / 1e9 }")" "$*" >> "$steps"
+    echo "   $step_name: exit $status" | tee -a "$log"
+}
+
+skip() {  # skip NAME REASON
+    echo "== $1: skipped ($2)" | tee -a "$log"
+    printf '%s\t%s\t0\t\n' "$1" "skipped: $2" >> "$steps"
+}
+
+parity_ignore=()
+has gymnasium || parity_ignore=(--ignore parity_tests/test_run_parity.py)
+if [ "$smoke" = 1 ]; then
+    step parity "${jax_td3[@]}" parity --algo td3 --dtype float64 --updates 10 --hidden 32,32 --batch-size 16
+    step bench "${jax_td3[@]}" bench --algos td3 --hidden 32-32 --batch 16 --impls torch_tuned jax_jit jax_scan \
+        --repetitions 1 --min-rep-time 0.01 --scan-updates 10 --no-plots --no-progress \
+        --out-dir "$out_dir" --name "gpu-$name-bench"
+    step seeds "${jax_td3[@]}" bench compiled seeds --num-seeds 2 --total-steps 400 --learning-starts 200 \
+        --eval-every 400 --eval-episodes 1 --repeats 1 --out-dir "$out_dir"
+else
+    # -x: the first parity failure is the one to read; JAX runs on the GPU, torch on CUDA.
+    step parity "$PYTHON" -m pytest -q -x -p no:cacheprovider parity_tests "${parity_ignore[@]}"
+    step bench "${jax_td3[@]}" bench --device cuda --algos td3 --hidden 256-256 1024-1024 --batch 256 4096 \
+        --repetitions 3 --no-progress --out-dir "$out_dir" --name "gpu-$name-bench"
+    step seeds "${jax_td3[@]}" bench compiled seeds --num-seeds 1,8,64 --total-steps 10000 --repeats 2 \
+        --out-dir "$out_dir"
+fi
+
+if has brax && "${jax_td3[@]}" bench compiled --help 2>/dev/null | grep -q brax; then
+    if [ "$smoke" = 1 ]; then
+        step brax "${jax_td3[@]}" bench compiled brax --num-envs 1,4 --num-seeds 1 --total-steps 200 \
+            --out-dir "$out_dir"
+    else
+        step brax "${jax_td3[@]}" bench compiled brax --out-dir "$out_dir"
+    fi
+else
+    skip brax "Brax is not installed (pip install 'jax-td3[brax]') or this version has no 'bench compiled brax'"
+fi
+
+if has gymnasium; then
+    gym_out="$out_dir/gpu-$name-gym-run"
+    rm -rf "$gym_out"
+    if [ "$smoke" = 1 ]; then
+        step gym "${jax_td3[@]}" train --env Pendulum-v1 --total-steps 400 --learning-starts 200 --eval-every 400 \
+            --eval-episodes 1 --hidden 32,32 --batch-size 16 --updates-per-call 50 --no-progress --out "$gym_out"
+    else
+        step gym "${jax_td3[@]}" train --env Pendulum-v1 --total-steps 20000 --learning-starts 1000 \
+            --eval-every 10000 --eval-episodes 5 --hidden 256,256 --batch-size 256 --updates-per-call 100 \
+            --no-progress --out "$gym_out"
+    fi
+else
+    skip gym "Gymnasium is not installed (pip install 'jax-td3[envs]')"
+fi
+
+"$PYTHON" - "$out_dir" "$name" "$smoke" <<'EOF'
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+
+out_dir, name, smoke = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
+steps = []
+for line in (out_dir / f"gpu-{name}.steps.tsv").read_text().splitlines():
+    step, status, seconds, command = line.split("\t")
+    steps.append({"step": step, "status": status, "seconds": round(float(seconds), 1), "command": command})
+try:
+    import jax
+    devices = [str(d) for d in jax.devices()]
+except Exception as err:  # noqa: BLE001 - recorded, not fatal
+    devices = [f"jax unavailable: {err}"]
+gym_summary = out_dir / f"gpu-{name}-gym-run" / "summary.json"
+result = {
+    "name": name, "smoke": smoke, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    "python": platform.python_version(), "jax_devices": devices, "steps": steps,
+    "gym_run": json.loads(gym_summary.read_text()) if gym_summary.exists() else None,
+}
+(out_dir / f"gpu-{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+lines = [f"# GPU check: {name}{' (smoke, CPU)' if smoke else ''}", "",
+         f"{result['date']}, JAX devices: {', '.join(devices)}", "",
+         "| step | status | seconds | command |", "|---|---|---|---|"]
+lines += [f"| {s['step']} | {s['status']} | {s['seconds']} | `{s['command']}` |" for s in steps]
+lines += ["", f"Each step's output is in gpu-{name}.log; the bench and seeds steps also wrote their own "
+          "JSON and Markdown files here."]
+(out_dir / f"gpu-{name}.md").write_text("\n".join(lines) + "\n")
+print(f"gpu check: {out_dir / f'gpu-{name}.md'}")
+sys.exit(1 if any(s["status"].startswith("failed") for s in steps) else 0)
+EOF
