@@ -54,6 +54,10 @@ DEFAULTS = dict(
     eval_every=1_000,
     eval_episodes=10,
     updates_per_call=1,
+    num_envs=1,                 # compiled loop: environments stepped together (vmapped) per agent
+    updates_per_step=1.0,       # compiled loop: updates per vector step (fractional: see loops.compiled)
+    chunk_steps=None,           # compiled loop: env steps per compiled call; None: eval_every
+    brax_backend="spring",      # Brax's physics backend for brax:* ids (the fastest here on the CPU)
     checkpoint_every=None,      # None: at every evaluation
     keep_checkpoints=3,
     save_buffer=True,           # exact resume needs the replay buffer
@@ -70,16 +74,16 @@ PRESETS: dict[str, dict] = {
         learning_starts=10_000, expl_noise=0.1, policy_noise=0.2, noise_clip=0.5, policy_freq=2,
         eval_every=5_000, eval_episodes=10, total_steps=500_000,
     ),
-    "seed-ddpg": dict(
-        algo="seed-ddpg", env="Pendulum-v1", exploration="ou", ou_theta=0.1, ou_sigma=0.1, ou_mu=0.0, ou_dt=0.01,
-        update_schedule="episode", updates_per_episode=10, learning_starts=2_000, random_steps=0,
-        buffer_size=50_000, batch_size=32, total_steps=200_000, eval_every=10_000, eval_episodes=10,
     "zoo-pybullet": dict(
         algo="td3", env="HalfCheetahBulletEnv-v0", hidden=(400, 300), batch_size=100, gamma=0.98,
         actor_lr=1e-3, critic_lr=1e-3, buffer_size=200_000, learning_starts=10_000, exploration="gaussian",
         expl_noise=0.1, update_schedule="episode", updates_per_episode="steps", time_feature=True,
         bootstrap_truncation=False, total_steps=1_000_000, eval_every=25_000, eval_episodes=10,
     ),
+    "seed-ddpg": dict(
+        algo="seed-ddpg", env="Pendulum-v1", exploration="ou", ou_theta=0.1, ou_sigma=0.1, ou_mu=0.0, ou_dt=0.01,
+        update_schedule="episode", updates_per_episode=10, learning_starts=2_000, random_steps=0,
+        buffer_size=50_000, batch_size=32, total_steps=200_000, eval_every=10_000, eval_episodes=10,
     ),
 }
 

@@ -66,6 +66,15 @@ class TrainSettings:
     """JAX backend: collect this many steps, then run as many updates in one compiled call."""
     skip_nonfinite: bool = DEFAULTS["skip_nonfinite"]
     """Drop transitions with a NaN/inf observation or reward instead of stopping the run."""
+    num_envs: int = DEFAULTS["num_envs"]
+    """Compiled loop: environments stepped together (vmapped) per agent; each vector step writes this many
+    transitions. ``total_steps``, ``eval_every`` and ``learning_starts`` count transitions over all of them."""
+    updates_per_step: float = DEFAULTS["updates_per_step"]
+    """Compiled loop: updates per vector step; fractional values are spread evenly (``loops.compiled``)."""
+    chunk_steps: int | None = DEFAULTS["chunk_steps"]
+    """Compiled loop: env steps per compiled call (a checkpoint and stop point); None: ``eval_every``."""
+    brax_backend: str = DEFAULTS["brax_backend"]
+    """Brax's physics backend for ``brax:NAME`` environments."""
 
     @property
     def warmup_steps(self) -> int:
@@ -100,6 +109,10 @@ class TrainSettings:
             (self.updates_per_call == 1 or self.backend == "jax",
              "`updates_per_call` > 1 needs `backend` jax (it runs jax_td3.replay.multi_update)"),
             (self.updates_per_call <= self.buffer_size, "`updates_per_call` must not exceed `buffer_size`"),
+            (isinstance(self.num_envs, int) and self.num_envs >= 1, f"`num_envs` must be >= 1, got {self.num_envs}"),
+            (math.isfinite(self.updates_per_step) and self.updates_per_step > 0,
+             f"`updates_per_step` must be a positive number, got {self.updates_per_step}"),
+            (self.chunk_steps is None or self.chunk_steps >= 1, f"`chunk_steps` must be >= 1, got {self.chunk_steps}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+# Whole runs need environments; a machine without Gymnasium (e.g. a bare GPU image) skips this file.
+pytest.importorskip("gymnasium", reason="whole-run parity needs Gymnasium (pip install 'jax-td3[envs]')")
+
 from jax_td3.run.checkpoint import load_checkpoint, save_checkpoint
 from jax_td3.cli import main
 from jax_td3.envs import env_spec, make_env

@@ -110,3 +110,16 @@ def test_every_config_field_has_a_flag_or_comes_from_the_environment():
         fields = {f.name for f in dataclasses.fields(cls)}
         assert fields - env_sized == set(CONFIG_SETTINGS) == set(CONFIG_FLAGS), cls.algo
 
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if n.startswith("jax_td3.loops")])
+def test_loops_never_mention_brax(name):
+    """The compiled loop steps any JAX-native environment; a Brax-specific rule in it would mean the
+    environment interface is missing something."""
+    assert "brax" not in MODULES[name].read_text().lower()
+    assert not any(m.split(".")[0] in ("brax", "mujoco", "gymnasium") for m in imported_names(MODULES[name]))
+
+
+def test_only_the_brax_adapter_imports_brax():
+    importers = {n for n in MODULES if any(m.split(".")[0] in ("brax", "mujoco") for m in imported_names(MODULES[n]))}
+    assert importers == {"jax_td3.envs.brax"}

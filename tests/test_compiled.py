@@ -202,3 +202,122 @@ def test_cli_writes_every_output_with_one_value_per_seed(tmp_path):
     assert rows[-1]["eval_return_seed0"] == pytest.approx(summary["final_eval_return"][0], rel=1e-6)
     assert (out / "learning_curve.png").exists() and (out / "config.json").exists()
     assert summary["last_checkpoint"] and (out / "checkpoints").is_dir()
+
+
+# -- many environments per agent, fractional updates, chunks ---------------------------------
+
+# Evaluation returns of ``single([0])`` as the loop computed them before it stepped several environments
+# per agent (seed 0, float64, SETTINGS): one environment and one update per step must still give them.
+SINGLE_ENV_RETURNS = [[-1178.306008836786, -1152.945346201478], [-1178.306008836786, -1152.945346201478],
+                      [-1102.2081663860042, -1179.6804790794492], [-1195.7759921680508, -1331.8765513438932]]
+
+
+def test_one_env_one_update_per_step_is_the_single_environment_loop(single):
+    _, returns = single([0])
+    np.testing.assert_allclose(returns[0], SINGLE_ENV_RETURNS, rtol=RTOL)
+
+
+def run_once(settings, seeds=(0,), config=CONFIG, chunk_steps=None, chunked=False):
+    with jax.enable_x64(True):
+        train = compiled.train_chunked if chunked else compiled.train_compiled
+        kwargs = {"chunk_steps": chunk_steps} if chunked else {}
+        result = train(config, settings, list(seeds), env=PendulumEnv(), dtype=np.float64,
+                       devices=jax.devices()[:1], compiler_options=FAST_COMPILE, **kwargs)
+        return jax.tree_util.tree_map(to_numpy, result.agents), result.eval_returns
+
+
+MANY = SETTINGS.replace(total_steps=1200, learning_starts=100, eval_every=600, buffer_size=1200, num_envs=3)
+
+
+def test_many_environments_write_their_own_continuous_trajectories():
+    agents, returns = run_once(MANY.replace(learning_starts=1200))  # no update: only the environments
+    replay = jax.tree_util.tree_map(lambda x: x[0], agents.replay)
+    assert int(replay.size) == 1200 and returns.shape == (1, 3, 2)
+    # Slot v * 3 + i holds environment i's transition of vector step v: each environment's next_obs is its
+    # own next obs, except where its 200-step episode ended (vector step 199) and it was reset.
+    obs, next_obs = replay.obs.reshape(400, 3, 3), replay.next_obs.reshape(400, 3, 3)
+    breaks = np.argwhere(~np.all(next_obs[:-1] == obs[1:], axis=2))
+    np.testing.assert_array_equal(breaks, [[199, 0], [199, 1], [199, 2]])
+    assert np.all(replay.not_done == 1)                        # truncation only: every transition bootstraps
+    assert len({tuple(np.round(o, 12)) for o in obs[0]}) == 3  # three different starts
+    # Warm-up actions are uniform over [-2, 2] for every transition before learning_starts (here: all).
+    assert replay.action.min() >= -2 and replay.action.max() <= 2 and np.ptp(replay.action) > 3.9
+
+
+@pytest.mark.parametrize("updates_per_step, expected", [(0.25, 100), (1.5, 600), (2.0, 800)])
+def test_fractional_and_several_updates_per_step(updates_per_step, expected):
+    # 400 vector steps of 3 environments, learning from the first: floor(400 U) updates in all.
+    settings = MANY.replace(learning_starts=0, updates_per_step=updates_per_step)
+    assert settings.updates == expected
+    agents, returns = run_once(settings)
+    assert int(agents.updates[0]) == int(agents.train_state.step[0]) == expected
+    assert np.all(np.isfinite(returns))
+
+
+def test_the_update_schedule_spreads_fractional_updates_evenly():
+    settings = MANY.replace(learning_starts=9, updates_per_step=0.75)   # learning from vector step 3 on
+    assert settings.update_fraction == (3, 4) and settings.max_updates_per_step == 1
+    counts = [int(compiled.updates_this_step(settings, jnp.int32(step))) for step in range(3, 3 + 12)]
+    assert counts == [0, 1, 1, 1] * 3
+    assert [settings.updates_after(3 + j) for j in (0, 1, 4, 12)] == [0, 0, 3, 9]
+    settings = settings.replace(updates_per_step=1.5)
+    counts = [int(compiled.updates_this_step(settings, jnp.int32(step))) for step in range(3, 3 + 6)]
+    assert counts == [1, 2, 1, 2, 1, 2] and settings.max_updates_per_step == 2
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"num_envs": 7}, "`total_steps` 1,200 must be a multiple of `num_envs` 7"),
+    ({"num_envs": 16, "total_steps": 800}, "`eval_every` 600 must be a multiple of `num_envs` 16"),
+    ({"updates_per_step": 0.0}, "`updates_per_step` must be a positive number"),
+    ({"updates_per_step": 1 / 3000}, "must be a ratio of small whole numbers"),
+])
+def test_loop_settings_refuse_sizes_that_do_not_fit(changes, message):
+    from jax_td3.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        MANY.replace(**changes)
+
+
+def test_chunked_run_equals_one_program_and_resumes_exactly():
+    settings = SETTINGS.replace(num_envs=2, total_steps=400, updates_per_step=0.5)
+    agents, returns = run_once(settings)
+    chunked_agents, chunked_returns = run_once(settings, chunk_steps=50, chunked=True)
+    # Separate calls are compiled apart, so XLA may round differently from the one program (see RTOL).
+    np.testing.assert_allclose(chunked_returns, returns, rtol=RTOL)
+    assert_trees_close(chunked_agents, agents)
+
+    def finish(run, agents, done):
+        curve = []
+        while done < settings.total_steps:
+            agents, done = run.advance(agents, done)
+            if run.evaluates_at(done):
+                agents, evaluation = run.evaluate(agents, done)
+                curve.append(evaluation.returns)
+        return jax.tree_util.tree_map(to_numpy, agents), np.stack(curve)
+
+    with jax.enable_x64(True):
+        run = compiled.ChunkedRun(CONFIG, settings, [0], env=PendulumEnv(), dtype=np.float64, chunk_steps=50,
+                                  devices=jax.devices()[:1], compiler_options=FAST_COMPILE)
+        live, _ = run.start()
+        done = 0
+        while done < 150:   # stop between evaluations, as a checkpoint may
+            live, done = run.advance(live, done)
+        saved = run.host_state(live)
+        uninterrupted = finish(run, live, done)
+        resumed = finish(run, run.agents_from_host(saved), done)
+    assert_trees_equal(resumed[0], uninterrupted[0])
+    np.testing.assert_array_equal(resumed[1], uninterrupted[1])
+    # Evaluations leave the training state alone: skipping the one at 100 changes no later return.
+    np.testing.assert_array_equal(uninterrupted[1][:, 0], chunked_returns[0, 2:])
+
+
+def test_cli_refuses_many_environments_without_compiled(capsys, tmp_path):
+    from jax_td3.cli import main
+
+    assert main(["train", "--num-envs", "2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--num-envs 2 needs --compiled" in err and len(err.splitlines()) == 1
+    assert main(["train", "--compiled", "--num-envs", "3", "--out", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--total-steps 15,000 must be a multiple of --num-envs 3" in err or \
+        "--eval-every 1,000 must be a multiple of --num-envs 3" in err, err

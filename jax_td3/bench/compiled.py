@@ -14,6 +14,10 @@
   with K updates per compiled call; optionally an outside implementation of the same work
   (e.g. CleanRL's TD3 JAX script) alternating with ours in the same job.
 
+- ``brax_scaling``: TD3 on a Brax task (default brax:halfcheetah, the brax extra) with N environments per
+  agent and K agents vmapped: transitions and updates per second (``BraxScalingRun``); the script
+  ``benchmarks/compiled_brax.py`` runs it, with the chunking cost and the comparison with Rejax.
+
 Each returns its results as a dict (with the machine and its load); ``jax-td3 bench compiled``
 writes it to ``compiled_<name>.json``. Nothing here imports JAX, Gymnasium or PyBullet at import time.
 """
@@ -326,3 +330,54 @@ def gymnasium(run: GymnasiumRun, baseline_command: str | None = None, baseline_l
         result["baseline"] = {"command": baseline_label or "(outside script)", "runs": baseline,
                               "loop_seconds_best": reference}
     return result
+
+
+# -- brax: the compiled loop on a Brax task, N environments x K agents --------------------------
+
+@dataclasses.dataclass(frozen=True)
+class BraxScalingRun:
+    """TD3 (256-256, batch 256, one update per vector step from the first) on a Brax task with N environments
+    per agent and K agents: transitions and updates per second over all agents, timed over one chunk of
+    ``total_steps`` transitions per agent (default: a few seconds' worth per N) after a first, untimed one.
+    Compilation and evaluation are not timed."""
+
+    env: str = "brax:halfcheetah"
+    brax_backend: str = "spring"
+    num_envs: tuple[int, ...] = (1, 16, 128)
+    num_seeds: tuple[int, ...] = (1, 8)
+    total_steps: int | None = None
+    """Transitions per agent in the timed chunk; None: 500 vector steps at N = 1, 200 at 16, 50 at 128."""
+
+
+VECTOR_STEPS_TIMED = {1: 500, 16: 200, 128: 50}
+
+
+def brax_scaling(run: BraxScalingRun, announce: Callable[[str], None] | None = None) -> dict:
+    from jax_td3.config import config_for_env
+    from jax_td3.envs import make_jax_env
+    from jax_td3.loops.compiled import ChunkedRun, LoopSettings
+
+    if min(run.num_envs) <= 0 or min(run.num_seeds) <= 0:
+        raise ConfigError("`num_envs` and `num_seeds` must be positive counts")
+    announce = announce or (lambda message: None)
+    env = make_jax_env(run.env, brax_backend=run.brax_backend)
+    config = config_for_env("td3", env.spec, hidden=(256, 256), batch_size=256)
+    rows = []
+    for k in run.num_seeds:
+        for n in run.num_envs:
+            steps = max(run.total_steps // n, 1) if run.total_steps else VECTOR_STEPS_TIMED.get(n, 100)
+            settings = LoopSettings(total_steps=2 * steps * n, learning_starts=0, eval_every=steps * n,
+                                    eval_episodes=1, buffer_size=2 * steps * n, num_envs=n)
+            chunked = ChunkedRun(config, settings, list(range(k)), env=env)
+            agents, done = chunked.advance(chunked.initial_agents(), 0)   # compiles; a first, untimed chunk
+            before = chunked.run_seconds
+            chunked.advance(agents, done)
+            seconds = chunked.run_seconds - before
+            rows.append({"num_envs": n, "num_seeds": k, "vector_steps": steps, "seconds": round(seconds, 3),
+                         "env_steps_per_second": round(k * n * steps / seconds, 1),
+                         "updates_per_second": round(k * steps / seconds, 1),
+                         "compile_seconds": round(chunked.compile_seconds, 1), "load_average": load_average()})
+            announce(json.dumps(rows[-1]))
+    return {"benchmark": f"TD3 256-256, batch 256, one update per vector step, on {run.env} ({run.brax_backend}): "
+                         f"transitions and updates per second over all agents",
+            "settings": dataclasses.asdict(run), "rows": rows, "machine": machine_info()}

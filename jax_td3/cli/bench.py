@@ -2,7 +2,7 @@
 
     jax-td3 bench [options]                  the update suite: JAX vs PyTorch against the compute floor
     jax-td3 bench e2e [options]              end-to-end training throughput only (= bench --e2e-only)
-    jax-td3 bench compiled MODE [options]    the compiled paths: native, seeds, update-speed, gymnasium
+    jax-td3 bench compiled MODE [options]    the compiled paths: native, seeds, update-speed, gymnasium, brax
     jax-td3 bench soak [options]             long training runs whose memory must stay flat
 
 Results go to ``benchmarks/results`` under the current directory unless ``--out-dir`` says
@@ -108,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               description="Runs jax-td3 train in subprocesses (Pendulum-v1 and "
                                           "HalfCheetahBulletEnv-v0, both backends; the compiled loop with 1 "
                                           "and 16 seeds); writes NAME.json and NAME.md. Needs the envs extra."))
-    _add_compiled(modes.add_parser("compiled", help="the compiled paths: native, seeds, update-speed, gymnasium",
+    _add_compiled(modes.add_parser("compiled", help="the compiled paths: native, seeds, update-speed, gymnasium, brax",
                                    description="Benchmarks of the compiled and scan-fused paths; each writes "
                                                "OUT_DIR/compiled_MODE.json and prints it."))
     _add_soak(modes.add_parser("soak", help="memory soak runs (long jax-td3 train runs in subprocesses)",
@@ -134,7 +134,8 @@ def _steps(parser, defaults) -> None:
 
 
 def _add_compiled(parser) -> None:
-    from jax_td3.bench.compiled import SEED_COUNTS, UPDATE_FLAG_SETS, GymnasiumRun, NativeRun, UpdateSpeedRun
+    from jax_td3.bench.compiled import (SEED_COUNTS, UPDATE_FLAG_SETS, BraxScalingRun, GymnasiumRun, NativeRun,
+                                        UpdateSpeedRun)
 
     modes = parser.add_subparsers(dest="compiled_mode", metavar="MODE", required=True)
 
@@ -189,6 +190,20 @@ def _add_compiled(parser) -> None:
                         "its last stdout line must be a JSON object with loop_seconds")
     p.add_argument("--baseline-label", default=None, help="how the results file names the baseline command")
     _shared(p, "seed", "out_dir")
+
+    p = mode("brax", "the scaling table: TD3 (256-256, batch 256, one update per vector step) on a Brax task with N "
+                     "environments per agent and K agents, transitions and updates per second (needs the brax extra)")
+    d = BraxScalingRun
+    p.add_argument("--env", help=f"a brax:NAME id (default {d.env})")
+    p.add_argument("--brax-backend", help=f"Brax's physics backend (default {d.brax_backend})")
+    p.add_argument("--num-envs", type=int_list,
+                   help=f"environment counts N, comma-separated (default {','.join(map(str, d.num_envs))})")
+    p.add_argument("--num-seeds", type=int_list,
+                   help=f"agent counts K, comma-separated (default {','.join(map(str, d.num_seeds))})")
+    p.add_argument("--total-steps", type=positive_int,
+                   help="transitions per agent in the timed chunk (default: 500, 200 and 50 vector steps at "
+                        "N = 1, 16, 128)")
+    _shared(p, "out_dir")
 
 
 def _add_soak(parser) -> None:
@@ -301,6 +316,11 @@ def _run_compiled(args) -> int:
         setup = compiled.UpdateSpeedRun(**given(args, ("num_updates", "repeats", "donate", "flag_sets", "rounds")))
         result = compiled.update_speed(setup, announce=_announce)
         name = "update_speed"
+    elif mode == "brax":
+        setup = compiled.BraxScalingRun(**given(args, ("env", "brax_backend", "num_envs", "num_seeds",
+                                                     "total_steps")))
+        result = compiled.brax_scaling(setup, announce=_announce)
+        name = "brax_scaling"
     else:
         setup = compiled.GymnasiumRun(**given(args, ("total_steps", "learning_starts", "updates_per_call", "seed",
                                                    "rounds")))

@@ -8,9 +8,11 @@ import sys
 from jax_td3.cli.args import add_config_flags, given, nonnegative_int, positive_int, updates_per_episode
 from jax_td3.presets import DEFAULTS, PRESETS
 from jax_td3.settings import BACKENDS, DTYPES, EXPLORATIONS, SCHEDULES
+from jax_td3.envs.brax import BACKENDS as BRAX_BACKENDS
 
 # Flags that are not settings of the run: how the command runs it.
-COMMAND_FLAGS = ("preset", "resume", "compiled", "num_seeds", "no_progress", "out", "algo")
+COMMAND_FLAGS = ("preset", "resume", "compiled", "num_seeds", "no_progress", "out", "algo", "coordinator",
+                 "num_processes", "process_id")
 
 
 def add_arguments(parser) -> None:
@@ -35,6 +37,15 @@ def add_arguments(parser) -> None:
                      help="run the whole loop compiled on the device (JAX-native environments only)")
     run.add_argument("--num-seeds", type=positive_int, default=None,
                      help="with --compiled: train this many seeds at once (vmapped)")
+    run.add_argument("--brax-backend", choices=BRAX_BACKENDS, default=None,
+                     help=f"Brax's physics for --env brax:NAME (the brax extra; default {d['brax_backend']}, the "
+                          f"fastest measured on a CPU)")
+    run.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                     help="with --compiled: run over several processes (jax.distributed); every process gets the "
+                          "same flags and its own --process-id, and the agents are sharded over all their devices")
+    run.add_argument("--num-processes", type=positive_int, default=None, help="with --coordinator: processes in all")
+    run.add_argument("--process-id", type=nonnegative_int, default=None,
+                     help="with --coordinator: this process's index (0 runs the coordinator and writes the outputs)")
 
     add_config_flags(parser)
 
@@ -65,9 +76,22 @@ def add_arguments(parser) -> None:
                       help=f"OU volatility, in action units (default {d['ou_sigma']})")
     loop.add_argument("--ou-mu", type=float, default=None, help=f"OU mean (default {d['ou_mu']})")
     loop.add_argument("--ou-dt", type=float, default=None, help=f"OU time step (default {d['ou_dt']})")
-    loop.add_argument("--no-bootstrap-truncation", dest="bootstrap_truncation", action="store_const", const=False,
-                      default=None, help="treat a time-limit truncation as terminal (the DDPG notebook's bug; "
-                                         "default: bootstrap through truncation)")
+    loop.add_argument("--bootstrap-truncation", action=argparse.BooleanOptionalAction, default=None,
+                      help="bootstrap through a time-limit truncation (default); --no-bootstrap-truncation treats "
+                           "it as terminal (the DDPG notebook's bug, and right with --time-feature)")
+    loop.add_argument("--time-feature", action=argparse.BooleanOptionalAction, default=None,
+                      help="append the fraction of the episode's time limit left to each observation (the "
+                           "RL Baselines3 Zoo's TimeFeatureWrapper; used by --preset zoo-pybullet)")
+    loop.add_argument("--num-envs", type=positive_int, default=None,
+                      help=f"with --compiled: environments per agent stepped together; --total-steps and "
+                           f"--eval-every count transitions over all of them (default {d['num_envs']})")
+    loop.add_argument("--updates-per-step", type=float, default=None,
+                      help="with --compiled: updates per vector step of --num-envs transitions; fractional values "
+                           "are spread evenly (0.25: one update every 4th step; 1.5: 1, 2, 1, 2 ...) "
+                           f"(default {d['updates_per_step']:g})")
+    loop.add_argument("--chunk-steps", type=positive_int, default=None,
+                      help="with --compiled: env steps per compiled call, where Ctrl-C stops and checkpoints "
+                           "are written; must divide --eval-every (default: --eval-every)")
     loop.add_argument("--eval-every", type=positive_int, default=None,
                       help=f"evaluate every this many env steps (default {d['eval_every']:,})")
     loop.add_argument("--eval-episodes", type=positive_int, default=None,
@@ -96,7 +120,8 @@ def run(args) -> int:
     progress = not args.no_progress
     stream = sys.stderr if args.compiled else sys.stdout
     summary = train(args.algo, args.out, preset=args.preset, resume=args.resume, compiled=args.compiled,
-                    num_seeds=args.num_seeds, progress=progress,
+                    num_seeds=args.num_seeds, progress=progress, coordinator=args.coordinator,
+                    num_processes=args.num_processes, process_id=args.process_id,
                     announce=lambda message: print(message, file=stream, flush=True), **values)
     if summary.get("already_finished"):
         return 0
@@ -124,6 +149,9 @@ def _print_outputs(out) -> None:
 
 
 def _print_compiled(summary: dict) -> int:
+    if summary.get("interrupted"):
+        print(f"interrupted at step {summary['env_steps']:,}; checkpoint saved: {summary['last_checkpoint']} "
+              f"(--resume continues it)")
     final = summary["final_eval_return"]
     spread = f" (per seed: {', '.join(f'{x:.1f}' for x in final)})" if len(final) > 1 else ""
     print(f"final eval return {summary['final_eval_return_mean']:.1f}{spread} after {summary['env_steps']:,} steps, "
@@ -132,4 +160,6 @@ def _print_compiled(summary: dict) -> int:
     _print_outputs(summary["out"])
     if summary["last_checkpoint"]:
         print(f"checkpoint:     {summary['last_checkpoint']}")
+    if summary.get("interrupted"):
+        return 128 + int(summary["signal"])
     return 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 
 from jax_td3.envs.base import EnvSpec, JaxEnv
+from jax_td3.envs.brax import PREFIX as BRAX_PREFIX
+from jax_td3.envs.brax import is_brax_id
 from jax_td3.envs.gymnasium import env_spec, make_env
 from jax_td3.errors import EnvError
 
@@ -17,13 +19,21 @@ from jax_td3.errors import EnvError
 JAX_ENVS = {"Pendulum-v1": ("jax_td3.envs.pendulum", "PendulumEnv")}
 
 
-def make_jax_env(env_id: str) -> JaxEnv:
-    """The JAX-native environment ``env_id``; EnvError names the ones there are."""
+def make_jax_env(env_id: str, *, brax_backend: str | None = None) -> JaxEnv:
+    """The JAX-native environment ``env_id``; EnvError names the ones there are.
+
+    ``brax:NAME`` is Brax's environment NAME (any the installed Brax registers) on physics
+    ``brax_backend`` (default ``envs.brax.DEFAULT_BACKEND``); without Brax, EnvError names the extra.
+    """
+    if is_brax_id(env_id):
+        from jax_td3.envs.brax import DEFAULT_BACKEND, BraxEnv
+
+        return BraxEnv(env_id[len(BRAX_PREFIX):], brax_backend or DEFAULT_BACKEND)
     if env_id not in JAX_ENVS:
-        raise EnvError(f"no JAX-native environment {env_id!r} (JAX-native: {', '.join(JAX_ENVS)}); "
-                       f"train it with the Gymnasium loop instead")
+        raise EnvError(f"no JAX-native environment {env_id!r} (JAX-native: {', '.join(JAX_ENVS)}); Brax's "
+                       f"are {BRAX_PREFIX}NAME (the brax extra), others train with the Gymnasium loop")
     module, name = JAX_ENVS[env_id]
     return getattr(importlib.import_module(module), name)()
 
 
-__all__ = ["EnvError", "EnvSpec", "JAX_ENVS", "JaxEnv", "env_spec", "make_env", "make_jax_env"]
+__all__ = ["JAX_ENVS", "EnvError", "EnvSpec", "JaxEnv", "env_spec", "is_brax_id", "make_env", "make_jax_env"]

@@ -12,11 +12,23 @@ same code runs on one CPU, several GPUs, or several hosts after
 
 Loop semantics are the Gymnasium loop's (``jax_td3.loops.host``), through the same rules
 (``jax_td3.loops.exploration``): uniform random actions for the first ``learning_starts``
-steps, then the actor's action plus N(0, expl_noise * action_scale), clipped to the box;
-one update per step once the buffer holds more than ``learning_starts`` transitions;
+transitions, then the actor's action plus N(0, expl_noise * action_scale), clipped to the box;
+updates once the buffer holds more than ``learning_starts`` transitions;
 truncation bootstraps (``not_done`` = 0 only on termination); evaluation every
-``eval_every`` steps (and at step 0) as the mean return of ``eval_episodes`` noiseless
-episodes that start from the same states every time (their own keys).
+``eval_every`` transitions (and at 0) as the mean return of ``eval_episodes`` noiseless
+episodes, run side by side, that start from the same states every time (their own keys).
+
+Many environments per agent: each agent steps ``num_envs`` (N) environments together (vmapped),
+a *vector step*, and writes their N transitions to its replay. ``total_steps``, ``eval_every``
+and ``learning_starts`` count transitions (multiples of N, except ``learning_starts``); transition
+``v * N + i`` is environment i's at vector step v, and it is a warm-up one while that index is below
+``learning_starts``. Learning starts at the first vector step after which the buffer holds more
+than ``learning_starts`` transitions. ``updates_per_step`` (U) is held as an exact fraction p/q
+(``LoopSettings.update_fraction``): after the j-th vector step with learning on (j = 1, 2, ...),
+the agent has made floor(j p / q) updates in all. So U = 1 is one update per vector step, U = 2
+two, U = 0.25 one update on every 4th (the 4th, 8th, ...), U = 1.5 alternately one and two (1, 2,
+1, 2 ...). The schedule is a function of the step number: no state, the same on every agent and
+after a resume. With N = 1 and U = 1 this is the single-environment loop, step for step.
 
 A sweep from Python (each agent gets one value; seeds may repeat)::
 
@@ -29,17 +41,26 @@ once for all agents):
 
     scan over evaluation periods:
         scan over progress blocks:
-            vmap over agents: scan over the block's env steps (act, step, store, update)
+            vmap over agents: scan over the block's vector steps (act, step N envs, store N, update)
             host callback: progress
         vmap over agents: evaluate
         host callback: evaluation row (metrics.csv)
+
+The same pieces also run as separate compiled calls (``ChunkedRun``): one call per chunk of
+``chunk_steps`` transitions (by default an evaluation period), the agents' whole state (train
+states, replay buffers, environment states, keys) carried between calls on the devices. Between
+two calls the host can checkpoint, stop and later resume the run exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fractions
+import functools
+import math
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +69,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jax_td3 import xla_options
 from jax_td3.config import TD3Config, static
-from jax_td3.presets import DEFAULTS
 from jax_td3.envs.base import JaxEnv
 from jax_td3.errors import ConfigError
 from jax_td3.loops import exploration
 from jax_td3.loops.agents import AGENT_AXIS, agent_mesh, global_array, train_state_axes
 from jax_td3.networks import actor_action
-from jax_td3.replay import ReplayState, replay_add, replay_gather, replay_indices_from_bits, replay_init
+from jax_td3.presets import DEFAULTS
+from jax_td3.replay import (
+    ReplayState,
+    replay_add,
+    replay_gather,
+    replay_indices_from_bits,
+    replay_init,
+)
 from jax_td3.update import Batch, TrainState, init_train_state, update
 
 MAX_PROGRESS_BLOCK = 1_000    # progress callbacks at least every this many steps (when a divisor allows)
@@ -70,8 +97,30 @@ class LoopSettings:
     eval_every: int = static(DEFAULTS["eval_every"])
     eval_episodes: int = static(DEFAULTS["eval_episodes"])
     buffer_size: int = static(DEFAULTS["buffer_size"])
+    num_envs: int = static(DEFAULTS["num_envs"])
+    """Environments per agent stepped together; ``total_steps`` and ``eval_every`` must be multiples."""
+    updates_per_step: float = static(DEFAULTS["updates_per_step"])
+    """Updates per vector step (see the module docstring for fractional values)."""
     expl_noise: float = DEFAULTS["expl_noise"]
     """Std of the Gaussian exploration noise, in units of the action scale."""
+
+    def __post_init__(self):
+        # Sizes must be Python numbers here; under tracing (vmap, tree_map) only the leaf changes.
+        if isinstance(self.num_envs, int) and isinstance(self.total_steps, int):
+            self.check()
+
+    def check(self) -> None:
+        """ConfigError naming the first size that does not fit the others."""
+        n = self.num_envs
+        if n < 1:
+            raise ConfigError(f"`num_envs` must be >= 1, got {n}")
+        for name in ("total_steps", "eval_every"):
+            if getattr(self, name) % n:
+                raise ConfigError(f"`{name}` {getattr(self, name):,} must be a multiple of `num_envs` {n} "
+                                  f"(both count transitions)")
+        if self.buffer_size < n:
+            raise ConfigError(f"`buffer_size` {self.buffer_size} must hold one vector step (`num_envs` {n})")
+        self.update_fraction  # noqa: B018  (raises for a bad `updates_per_step`)
 
     @property
     def capacity(self) -> int:
@@ -79,10 +128,41 @@ class LoopSettings:
         return min(self.buffer_size, self.total_steps)
 
     @property
-    def updates(self) -> int:
-        return max(self.total_steps - self.learning_starts, 0)
+    def vector_steps(self) -> int:
+        return self.total_steps // self.num_envs
 
-    def replace(self, **changes) -> "LoopSettings":
+    @property
+    def first_learning_step(self) -> int:
+        """The first vector step with updates: after it the buffer holds more than ``learning_starts``."""
+        return self.learning_starts // self.num_envs
+
+    @property
+    def update_fraction(self) -> tuple[int, int]:
+        """``updates_per_step`` as an exact fraction (p, q) with q <= 1000."""
+        u = self.updates_per_step
+        if not (isinstance(u, (int, float)) and math.isfinite(u) and u > 0):
+            raise ConfigError(f"`updates_per_step` must be a positive number, got {u}")
+        fraction = fractions.Fraction(u).limit_denominator(1000)
+        if abs(float(fraction) - u) > 1e-9 * u or fraction.numerator * fraction.denominator >= 2 ** 30:
+            raise ConfigError(f"`updates_per_step` {u} must be a ratio of small whole numbers (such as 0.25, "
+                              f"1.5 or 2)")
+        return fraction.numerator, fraction.denominator
+
+    @property
+    def max_updates_per_step(self) -> int:
+        p, q = self.update_fraction
+        return -(-p // q)
+
+    def updates_after(self, vector_steps: int) -> int:
+        """Updates an agent has made after ``vector_steps`` vector steps (a Python int)."""
+        p, q = self.update_fraction
+        return max(vector_steps - self.first_learning_step, 0) * p // q
+
+    @property
+    def updates(self) -> int:
+        return self.updates_after(self.vector_steps)
+
+    def replace(self, **changes) -> LoopSettings:
         return dataclasses.replace(self, **changes)
 
 
@@ -94,8 +174,8 @@ class AgentState(NamedTuple):
 
     train_state: TrainState
     replay: ReplayState
-    env_state: Any               # the environment's own state pytree
-    obs: jax.Array
+    env_state: Any               # the environments' own state pytree, leading axis N (num_envs)
+    obs: jax.Array               # (N, obs_dim)
     key: jax.Array
     critic_loss_sum: jax.Array   # over the updates since the last evaluation (for metrics.csv)
     actor_loss_sum: jax.Array
@@ -116,66 +196,68 @@ class CompiledResult(NamedTuple):
 def init_agent(config: TD3Config, settings: LoopSettings, env: JaxEnv, seed, dtype) -> AgentState:
     key = jax.random.key(seed)
     init_key, reset_key, loop_key = jax.random.split(key, 3)
-    env_state, obs = env.reset(reset_key, dtype)
+    env_state, obs = over_envs(env.reset_from, (0,))(env.draw_resets(reset_key, settings.num_envs, dtype))
     zero = jnp.zeros((), dtype)
     return AgentState(
         train_state=init_train_state(config, init_key, dtype),
         replay=replay_init(settings.capacity, config.obs_dim, config.act_dim, dtype),
-        env_state=env_state, obs=obs, key=loop_key,
+        env_state=env_state, obs=obs.astype(dtype), key=loop_key,
         critic_loss_sum=zero, actor_loss_sum=zero,
         actor_updates=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32))
 
 
 class StepDraws(NamedTuple):
-    """The random numbers of one env step. They are drawn for a whole block of steps at once: one
-    vectorised draw per block instead of a handful of small ones per step (each a loop on XLA:CPU)."""
+    """The random numbers of one vector step. They are drawn for a whole block of steps at once: one
+    vectorised draw per block instead of a handful of small ones per step (each a loop on XLA:CPU).
+    N is ``num_envs``, M ``max_updates_per_step``; with N = M = 1 the draws are the single-environment
+    loop's (a draw's values depend on its key and element count, not on its shape)."""
 
-    uniform_action: jax.Array   # (act_dim,) U(0, 1): the warm-up action
-    action_noise: jax.Array     # (act_dim,) N(0, 1): exploration noise
-    reset: Any                  # the environment's draws for the next episode's start (used if this step ends one)
-    replay_bits: jax.Array      # (batch,) uint32: replay indices (bits mod the buffer's size)
-    target_noise: jax.Array     # (batch, act_dim) N(0, 1): target-policy smoothing
+    uniform_action: jax.Array   # (N, act_dim) U(0, 1): the warm-up actions
+    action_noise: jax.Array     # (N, act_dim) N(0, 1): exploration noise
+    reset: Any                  # (N, ...) the environments' draws for their next episode's start (used if one ends)
+    replay_bits: jax.Array      # (M, batch) uint32: replay indices (bits mod the buffer's size)
+    target_noise: jax.Array     # (M, batch, act_dim) N(0, 1): target-policy smoothing
 
 
-def draw_block(config: TD3Config, env: JaxEnv, key, num_steps: int, dtype) -> StepDraws:
+def draw_block(config: TD3Config, settings: LoopSettings, env: JaxEnv, key, num_steps: int, dtype) -> StepDraws:
     keys = jax.random.split(key, 5)
     act, batch = config.act_dim, config.batch_size
+    n, m = settings.num_envs, settings.max_updates_per_step
+    resets = env.draw_resets(keys[2], num_steps * n, dtype)
     return StepDraws(
-        uniform_action=jax.random.uniform(keys[0], (num_steps, act), dtype),
-        action_noise=jax.random.normal(keys[1], (num_steps, act), dtype),
-        reset=env.draw_resets(keys[2], num_steps, dtype),
-        replay_bits=jax.random.bits(keys[3], (num_steps, batch), jnp.uint32),
-        target_noise=jax.random.normal(keys[4], (num_steps, batch, act), dtype))
+        uniform_action=jax.random.uniform(keys[0], (num_steps, n, act), dtype),
+        action_noise=jax.random.normal(keys[1], (num_steps, n, act), dtype),
+        reset=jax.tree_util.tree_map(lambda x: x.reshape((num_steps, n) + x.shape[1:]), resets),
+        replay_bits=jax.random.bits(keys[3], (num_steps, m, batch), jnp.uint32),
+        target_noise=jax.random.normal(keys[4], (num_steps, m, batch, act), dtype))
 
 
-def explore(config: TD3Config, settings: LoopSettings, actor_params, obs, step, draws: StepDraws):
-    """Uniform over the box before ``learning_starts``; then mu(s) + N(0, expl_noise * scale), clipped."""
+def explore(config: TD3Config, settings: LoopSettings, actor_params, obs, transition, draws: StepDraws):
+    """One environment's action for transition number ``transition``: uniform over the box before
+    ``learning_starts``; then mu(s) + N(0, expl_noise * scale), clipped."""
     low = jnp.asarray(config.action_low, obs.dtype)
     high = jnp.asarray(config.action_high, obs.dtype)
     scale = jnp.asarray(config.action_scale, obs.dtype)
     uniform = exploration.warmup_action(draws.uniform_action, low, high)
     noise = draws.action_noise * exploration.gaussian_std(settings.expl_noise, scale)
     policy = exploration.explore_action(jnp.clip, actor_action(config, actor_params, obs[None])[0], noise, low, high)
-    return jnp.where(exploration.in_warmup(step, settings.learning_starts), uniform, policy)
+    return jnp.where(exploration.in_warmup(transition, settings.learning_starts), uniform, policy)
 
 
-def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, step,
-             draws: StepDraws) -> AgentState:
-    """Env step number ``step`` (0-based, the same for all agents): act, store, reset if done, update."""
-    action = explore(config, settings, agent.train_state.actor_params, agent.obs, step, draws)
-    env_state, next_obs, reward, terminated, truncated = env.step(agent.env_state, action)
-    transition = Batch(agent.obs[None], action[None], next_obs[None], reward.reshape(1, 1),
-                       (1 - terminated.astype(reward.dtype)).reshape(1, 1))
-    replay = replay_add(agent.replay, transition)
+def updates_this_step(settings: LoopSettings, step):
+    """Updates at vector step ``step`` (at or after ``first_learning_step``): floor(j p / q) - floor((j - 1) p / q)
+    for the j-th learning step, computed from (j - 1) mod q so that it never overflows int32."""
+    p, q = settings.update_fraction
+    before = ((step - settings.first_learning_step) % q) * p % q
+    return (before + p) // q
 
-    done = terminated | truncated
-    fresh_state, fresh_obs = env.reset_from(draws.reset)
-    env_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh_state, env_state)
-    obs = jnp.where(done, fresh_obs, next_obs)
 
-    def train(agent):
-        batch = replay_gather(replay, replay_indices_from_bits(replay, draws.replay_bits))
-        train_state, metrics = update(config, agent.train_state, batch, draws.target_noise)
+def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step, draws: StepDraws) -> AgentState:
+    """The updates of vector step ``step`` (``updates_this_step``) on batches from the agent's replay."""
+
+    def one_update(agent, replay_bits, target_noise):
+        batch = replay_gather(agent.replay, replay_indices_from_bits(agent.replay, replay_bits))
+        train_state, metrics = update(config, agent.train_state, batch, target_noise)
         return agent._replace(
             train_state=train_state,
             critic_loss_sum=agent.critic_loss_sum + metrics["critic_loss"],
@@ -183,23 +265,81 @@ def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: Agen
             actor_updates=agent.actor_updates + metrics["actor_updated"].astype(jnp.int32),
             updates=agent.updates + 1)
 
-    agent = agent._replace(replay=replay, env_state=env_state, obs=obs)
+    p, q = settings.update_fraction
+    if q == 1 and p == 1:
+        return one_update(agent, draws.replay_bits[0], draws.target_noise[0])
+    if q == 1:  # a whole number: every learning step makes p updates
+        return jax.lax.scan(lambda a, x: (one_update(a, *x), None), agent,
+                            (draws.replay_bits, draws.target_noise))[0]
+    count = updates_this_step(settings, step)
+
+    def slot(agent, x):
+        index, replay_bits, target_noise = x
+        # ``count`` is not batched over agents, so under vmap this stays a real branch.
+        return jax.lax.cond(index < count, lambda a: one_update(a, replay_bits, target_noise), lambda a: a,
+                            agent), None
+
+    slots = jnp.arange(settings.max_updates_per_step, dtype=jnp.int32)
+    return jax.lax.scan(slot, agent, (slots, draws.replay_bits, draws.target_noise))[0]
+
+
+def over_envs(fn, in_axes):
+    """``jax.vmap(fn, in_axes)`` over the environment axis. With one environment, ``fn`` runs unbatched on
+    the squeezed arguments: N = 1 then compiles to the single-environment program step for step (a vmap of
+    size 1 is fused differently by XLA and moves float32 results by an ulp)."""
+    def call(*args):
+        batched = [a for a, axis in zip(args, in_axes) if axis is not None]
+        if jax.tree_util.tree_leaves(batched)[0].shape[0] != 1:
+            return jax.vmap(fn, in_axes)(*args)
+        squeezed = [a if axis is None else jax.tree_util.tree_map(lambda x: x[0], a) for a, axis in zip(args, in_axes)]
+        return jax.tree_util.tree_map(lambda x: x[None], fn(*squeezed))
+    return call
+
+
+def act_in_env(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params, obs, env_state, transition,
+               draws: StepDraws):
+    """One environment's step: act, step, and reset it if the episode ended. Returns the transition's
+    (action, next_obs, reward, terminated) and the environment's state and observation to go on from."""
+    action = explore(config, settings, actor_params, obs, transition, draws)
+    env_state, next_obs, reward, terminated, truncated = env.step(env_state, action)
+    done = terminated | truncated
+    fresh_state, fresh_obs = env.reset_from(draws.reset)
+    env_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh_state, env_state)
+    obs = jnp.where(done, fresh_obs.astype(next_obs.dtype), next_obs)
+    return (action, next_obs, reward, terminated), env_state, obs
+
+
+def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, step,
+             draws: StepDraws) -> AgentState:
+    """Vector step number ``step`` (0-based, the same for all agents): act in and step the N environments,
+    store their N transitions, reset those whose episode ended, update."""
+    n = settings.num_envs
+    transitions = step * n + jnp.arange(n, dtype=jnp.int32)
+    env_draws = draws._replace(replay_bits=None, target_noise=None)
+    step_one = functools.partial(act_in_env, config, settings, env)
+    (action, next_obs, reward, terminated), env_state, obs = over_envs(step_one, (None, 0, 0, 0, 0))(
+        agent.train_state.actor_params, agent.obs, agent.env_state, transitions, env_draws)
+    transition = Batch(agent.obs, action, next_obs, reward.reshape(n, 1),
+                       (1 - terminated.astype(reward.dtype)).reshape(n, 1))
+    agent = agent._replace(replay=replay_add(agent.replay, transition), env_state=env_state, obs=obs)
     # ``step`` is not batched over agents, so under vmap this stays a real branch (no wasted update).
-    return jax.lax.cond(step >= settings.learning_starts, train, lambda a: a, agent)
+    return jax.lax.cond(step >= settings.first_learning_step,
+                        lambda a: learn(config, settings, a, step, draws), lambda a: a, agent)
 
 
 def run_steps(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, first_step,
               num_steps: int):
+    """``num_steps`` vector steps from vector step ``first_step``."""
     key, block_key = jax.random.split(agent.key)
-    draws = draw_block(config, env, block_key, num_steps, agent.obs.dtype)
+    draws = draw_block(config, settings, env, block_key, num_steps, agent.obs.dtype)
     steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
     agent, _ = jax.lax.scan(lambda a, x: (env_step(config, settings, env, a, *x), None), agent, (steps, draws))
     return agent._replace(key=key)
 
 
 def evaluate(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params, key, dtype):
-    """Returns of ``eval_episodes`` noiseless episodes, run side by side for the time limit; an episode
-    that ends earlier stops counting reward there."""
+    """Returns of ``eval_episodes`` noiseless episodes, run side by side (one batch of environments) for
+    the time limit; an episode that ends earlier stops counting reward there."""
     env_states, obs = jax.vmap(lambda k: env.reset(k, dtype))(jax.random.split(key, settings.eval_episodes))
 
     def one_step(carry, _):
@@ -242,25 +382,32 @@ def batch_hyperparameters(config: TD3Config, settings: LoopSettings, num_agents:
     return jax.tree_util.tree_map(broadcast, (config, settings))
 
 
-def make_program(config: TD3Config, settings: LoopSettings, env: JaxEnv, dtype, mesh: Mesh,
+class _Pieces:
+    """The parts every program of a run is made of (one whole-run program, or the chunks of a ``ChunkedRun``):
+    agents initialised, trained for some vector steps and evaluated, all K at once, sharded over ``mesh``."""
+
+    def __init__(self, config: TD3Config, settings: LoopSettings, env: JaxEnv, dtype, mesh: Mesh,
                  on_progress: Callable | None = None, on_eval: Callable | None = None):
-    """The jitted run: ``(batched_hparams, seeds) -> (agents, eval_returns)``.
+        self.settings, self.env, self.dtype = settings, env, dtype
+        self.on_progress, self.on_eval = on_progress, on_eval
+        agent_sharding = NamedSharding(mesh, PartitionSpec(AGENT_AXIS))
+        self.shard = lambda tree: jax.tree_util.tree_map(
+            lambda x: jax.lax.with_sharding_constraint(x, agent_sharding), tree)
 
-    ``batched_hparams`` is ``batch_hyperparameters(...)`` (leaves (K,)), ``seeds`` int32 (K,).
-    ``on_progress(step)`` and ``on_eval(step, returns (K, E), critic_loss (K,), actor_loss (K,))``
-    are called on the host while the program runs.
-    """
-    agent_sharding = NamedSharding(mesh, PartitionSpec(AGENT_AXIS))
-    shard = lambda tree: jax.tree_util.tree_map(
-        lambda x: jax.lax.with_sharding_constraint(x, agent_sharding), tree)
-    block = progress_block(settings.eval_every)
-    periods, remainder = divmod(settings.total_steps, settings.eval_every)
+    def init(self, hparams, seeds):
+        env, dtype = self.env, self.dtype
+        return self.shard(jax.vmap(lambda h, s: init_agent(h[0], h[1], env, s, dtype))(hparams, seeds))
 
-    def train_for(hparams, agents, first_step, num_steps):
+    def eval_keys(self, seeds):
+        return self.shard(jax.vmap(jax.random.key)(exploration.evaluation_seed(seeds)))
+
+    def train_for(self, hparams, agents, first_step, num_steps: int):
+        """``num_steps`` vector steps from ``first_step`` (not batched: the same for every agent)."""
         # All agents share the update counter, so it enters vmap unbatched: the delayed actor update's
         # lax.cond inside ``update`` then stays a branch instead of becoming a select of both sides.
         num_agents = agents.obs.shape[0]
         shared_step = agents.train_state.step[0]
+        env = self.env
 
         def one(h, agent, step):
             agent = agent._replace(train_state=agent.train_state._replace(step=step))
@@ -270,44 +417,71 @@ def make_program(config: TD3Config, settings: LoopSettings, env: JaxEnv, dtype, 
         in_axes = (0, _agent_axes(agents), None)
         agents, step = jax.vmap(one, in_axes, out_axes=(0, None))(hparams, agents, shared_step)
         step = jnp.broadcast_to(step, (num_agents,))
-        return agents._replace(train_state=agents.train_state._replace(step=step))
+        return self.shard(agents._replace(train_state=agents.train_state._replace(step=step)))
 
-    def evaluate_all(hparams, agents, eval_keys, step):
+    def train_blocks(self, hparams, agents, first_step, num_blocks: int, block: int):
+        """``num_blocks`` x ``block`` vector steps from ``first_step``, reporting progress (in transitions)
+        after each block."""
+        n = self.settings.num_envs
+
+        def progress(agents, block_index):
+            first = first_step + block_index * block
+            agents = self.train_for(hparams, agents, first, block)
+            if self.on_progress is not None:
+                jax.debug.callback(self.on_progress, (first + block) * n)
+            return agents, None
+
+        return jax.lax.scan(progress, agents, jnp.arange(num_blocks, dtype=jnp.int32))[0]
+
+    def evaluate_all(self, hparams, agents, eval_keys, step):
+        """(agents with the loss sums reset, returns (K, E), report): report is (critic_loss, actor_loss,
+        updates), each (K,), the means over the updates since the last evaluation."""
+        env, dtype = self.env, self.dtype
         returns = jax.vmap(lambda h, a, k: evaluate(h[0], h[1], env, a.train_state.actor_params, k, dtype))(
             hparams, agents, eval_keys)
-        if on_eval is not None:
-            actor_updates = jnp.maximum(agents.actor_updates, 1).astype(dtype)
-            critic_loss = agents.critic_loss_sum / jnp.maximum(agents.updates, 1).astype(dtype)
-            jax.debug.callback(on_eval, step, returns, critic_loss, agents.actor_loss_sum / actor_updates,
-                               agents.updates)
+        actor_updates = jnp.maximum(agents.actor_updates, 1).astype(dtype)
+        critic_loss = agents.critic_loss_sum / jnp.maximum(agents.updates, 1).astype(dtype)
+        report = (critic_loss, agents.actor_loss_sum / actor_updates, agents.updates)
+        if self.on_eval is not None:
+            jax.debug.callback(self.on_eval, step, returns, *report)
         zero = jnp.zeros_like(agents.critic_loss_sum)
-        agents = agents._replace(critic_loss_sum=zero, actor_loss_sum=zero,
-                                 actor_updates=jnp.zeros_like(agents.actor_updates))
-        return agents, returns
+        agents = self.shard(agents._replace(critic_loss_sum=zero, actor_loss_sum=zero,
+                                            actor_updates=jnp.zeros_like(agents.actor_updates)))
+        return agents, returns, report
+
+
+def make_program(config: TD3Config, settings: LoopSettings, env: JaxEnv, dtype, mesh: Mesh,
+                 on_progress: Callable | None = None, on_eval: Callable | None = None):
+    """The jitted run: ``(batched_hparams, seeds) -> (agents, eval_returns)``.
+
+    ``batched_hparams`` is ``batch_hyperparameters(...)`` (leaves (K,)), ``seeds`` int32 (K,).
+    ``on_progress(step)`` and ``on_eval(step, returns (K, E), critic_loss (K,), actor_loss (K,), updates (K,))``
+    are called on the host while the program runs (steps in transitions).
+    """
+    pieces = _Pieces(config, settings, env, dtype, mesh, on_progress, on_eval)
+    n = settings.num_envs
+    period_steps = settings.eval_every // n
+    block = progress_block(period_steps)
+    periods, remainder = divmod(settings.vector_steps, period_steps)
 
     def program(hparams, seeds):
-        agents = shard(jax.vmap(lambda h, s: init_agent(h[0], h[1], env, s, dtype))(hparams, seeds))
-        eval_keys = shard(jax.vmap(jax.random.key)(exploration.evaluation_seed(seeds)))
-        agents, first_returns = evaluate_all(hparams, agents, eval_keys, jnp.int32(0))
+        agents = pieces.init(hparams, seeds)
+        eval_keys = pieces.eval_keys(seeds)
+        agents, first_returns, _ = pieces.evaluate_all(hparams, agents, eval_keys, jnp.int32(0))
 
         def period(agents, period_index):
-            def progress(agents, block_index):
-                first = period_index * settings.eval_every + block_index * block
-                agents = shard(train_for(hparams, agents, first, block))
-                if on_progress is not None:
-                    jax.debug.callback(on_progress, first + block)
-                return agents, None
-
-            agents, _ = jax.lax.scan(progress, agents, jnp.arange(settings.eval_every // block, dtype=jnp.int32))
-            return evaluate_all(hparams, agents, eval_keys, (period_index + 1) * settings.eval_every)
+            agents = pieces.train_blocks(hparams, agents, period_index * period_steps, period_steps // block, block)
+            agents, returns, _ = pieces.evaluate_all(hparams, agents, eval_keys,
+                                                     (period_index + 1) * settings.eval_every)
+            return agents, returns
 
         agents, returns = jax.lax.scan(period, agents, jnp.arange(periods, dtype=jnp.int32))
         curve = [first_returns[None], returns]
         if remainder:
-            agents = shard(train_for(hparams, agents, periods * settings.eval_every, remainder))
+            agents = pieces.train_for(hparams, agents, periods * period_steps, remainder)
             if on_progress is not None:
                 jax.debug.callback(on_progress, jnp.int32(settings.total_steps))
-            agents, last = evaluate_all(hparams, agents, eval_keys, jnp.int32(settings.total_steps))
+            agents, last, _ = pieces.evaluate_all(hparams, agents, eval_keys, jnp.int32(settings.total_steps))
             curve.append(last[None])
         # (N, K, E) -> (K, N, E)
         return agents, jnp.swapaxes(jnp.concatenate(curve, axis=0), 0, 1)
@@ -339,10 +513,8 @@ def train_compiled(config: TD3Config, settings: LoopSettings, seeds, *, env: Jax
     ``xla_options.compiler_options()``.
     Compilation is timed separately from the run.
     """
-    spec = env.spec
-    if (config.obs_dim, config.act_dim) != (spec.obs_dim, spec.act_dim):
-        raise ConfigError(f"config is for obs/act dims {config.obs_dim}/{config.act_dim}, {spec.env_id} has "
-                          f"{spec.obs_dim}/{spec.act_dim}")
+    _check_dims(config, env)
+    settings.check()
     seeds = np.asarray(seeds, np.int32).reshape(-1)
     num_agents = len(seeds)
     dtype = jnp.dtype(dtype)
@@ -362,3 +534,215 @@ def train_compiled(config: TD3Config, settings: LoopSettings, seeds, *, env: Jax
         from jax.experimental import multihost_utils
         returns = multihost_utils.process_allgather(returns, tiled=True)
     return CompiledResult(agents, eval_steps(settings), np.asarray(returns), compile_seconds, run_seconds)
+
+
+# -- a run in chunks: one compiled call per chunk, the state carried between calls ---------
+
+class Evaluation(NamedTuple):
+    """One evaluation of all K agents, on the host."""
+
+    step: int                    # transitions done (over all environments) when it ran
+    returns: np.ndarray          # (K, eval_episodes)
+    critic_loss: np.ndarray      # (K,) means over the updates since the previous evaluation
+    actor_loss: np.ndarray       # (K,)
+    updates: np.ndarray          # (K,) updates so far
+
+
+def _check_dims(config: TD3Config, env: JaxEnv) -> None:
+    spec = env.spec
+    if (config.obs_dim, config.act_dim) != (spec.obs_dim, spec.act_dim):
+        raise ConfigError(f"config is for obs/act dims {config.obs_dim}/{config.act_dim}, {spec.env_id} has "
+                          f"{spec.obs_dim}/{spec.act_dim}")
+
+
+def _to_host(x) -> np.ndarray:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x)
+
+
+class ChunkedRun:
+    """The run of ``train_compiled`` as a sequence of compiled calls of ``chunk_steps`` transitions each
+    (default: ``eval_every``; it must divide ``eval_every``), plus one call per evaluation.
+
+    The agents' state stays on the devices between calls (each call donates it to the next), so a
+    chunked run computes what one program computes. Between calls the caller may save
+    ``host_state(agents)`` and stop; ``agents_from_host`` rebuilds the state and the run continues
+    bit for bit (the same compiled programs on the same inputs)::
+
+        run = ChunkedRun(config, settings, seeds, env=env)
+        agents, first = run.start()                 # initial agents and the evaluation at step 0
+        done = 0
+        while done < settings.total_steps:
+            agents, done = run.advance(agents, done)
+            if run.evaluates_at(done):
+                agents, evaluation = run.evaluate(agents, done)
+    """
+
+    def __init__(self, config: TD3Config, settings: LoopSettings, seeds, *, env: JaxEnv, dtype=jnp.float32,
+                 chunk_steps: int | None = None, devices=None, on_progress: Callable | None = None,
+                 compiler_options: dict | None = None):
+        _check_dims(config, env)
+        settings.check()
+        n = settings.num_envs
+        # Random numbers are drawn per progress block of the evaluation period; a chunk holds whole blocks,
+        # so that a chunked run draws (and computes) what the one program does.
+        self.block = progress_block(settings.eval_every // n)
+        chunk_steps = settings.eval_every if chunk_steps is None else int(chunk_steps)
+        if chunk_steps < 1 or chunk_steps % (self.block * n) or settings.eval_every % chunk_steps:
+            raise ConfigError(f"`chunk_steps` {chunk_steps:,} must divide `eval_every` {settings.eval_every:,} "
+                              f"and be a multiple of {self.block * n:,} (the steps whose random numbers are "
+                              f"drawn together)")
+        self.settings, self.chunk_steps, self.env = settings, chunk_steps, env
+        self.seeds = np.asarray(seeds, np.int32).reshape(-1)
+        self.dtype = jnp.dtype(dtype)
+        mesh = agent_mesh(len(self.seeds), devices)
+        sharding = NamedSharding(mesh, PartitionSpec(AGENT_AXIS))
+        hparams = batch_hyperparameters(config, settings, len(self.seeds), self.dtype)
+        self.hparams = jax.tree_util.tree_map(lambda x: global_array(x, sharding), hparams)
+        self.seed_array = global_array(self.seeds, sharding)
+        self.sharding = sharding
+        self.pieces = _Pieces(config, settings, env, self.dtype, mesh, on_progress)
+        self.options = xla_options.with_defaults(compiler_options)
+        self.compile_seconds = 0.0
+        self.run_seconds = 0.0
+        self._executables: dict = {}
+        self._eval_keys = None
+
+    def _compile(self, name, make, *args) -> None:
+        if name not in self._executables:
+            start = time.perf_counter()
+            self._executables[name] = make().lower(*args).compile(self.options)
+            self.compile_seconds += time.perf_counter() - start
+
+    def _call(self, name, make, *args):
+        """Run the compiled program ``name`` (compiled on first use, timed apart from its runs)."""
+        self._compile(name, make, *args)
+        start = time.perf_counter()
+        out = jax.block_until_ready(self._executables[name](*args))
+        self.run_seconds += time.perf_counter() - start
+        return out
+
+    def _keys(self):
+        if self._eval_keys is None:
+            self._eval_keys = self._call("eval_keys", lambda: jax.jit(self.pieces.eval_keys), self.seed_array)
+        return self._eval_keys
+
+    def compile_ahead(self, done_steps: int = 0) -> None:
+        """Compile the programs a run from ``done_steps`` calls (but the last chunk's, when it is shorter),
+        so that the run's first calls start at once."""
+        shapes = jax.eval_shape(self.pieces.init, self.hparams, self.seed_array)
+        agents = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding),
+                                        shapes)
+        if done_steps == 0:
+            self._compile("init", lambda: jax.jit(self.pieces.init), self.hparams, self.seed_array)
+        self._keys()
+        self._compile("evaluate", self._evaluate_program, self.hparams, agents, self._keys())
+        num, block = self._chunk(done_steps)
+        self._compile(("train", num), lambda: self._train_program(num, block), self.hparams, agents,
+                      jnp.int32(done_steps // self.settings.num_envs))
+
+    def initial_agents(self) -> AgentState:
+        return self._call("init", lambda: jax.jit(self.pieces.init), self.hparams, self.seed_array)
+
+    def start(self) -> tuple[AgentState, Evaluation]:
+        """Fresh agents and their evaluation at step 0."""
+        return self.evaluate(self.initial_agents(), 0)
+
+    def evaluates_at(self, step: int) -> bool:
+        return step % self.settings.eval_every == 0 or step == self.settings.total_steps
+
+    def advance(self, agents: AgentState, done_steps: int) -> tuple[AgentState, int]:
+        """One chunk from ``done_steps`` transitions (a chunk boundary): ``(agents, done_steps)`` after it."""
+        num, block = self._chunk(done_steps)
+        n = self.settings.num_envs
+        agents = self._call(("train", num), lambda: self._train_program(num, block), self.hparams, agents,
+                            jnp.int32(done_steps // n))
+        return agents, done_steps + num * n
+
+    def _chunk(self, done_steps: int) -> tuple[int, int]:
+        """(vector steps, block) of the chunk from ``done_steps``: a chunk of whole blocks, or in the last,
+        partial evaluation period (where the one program runs it as one block) the rest of the run."""
+        settings, n = self.settings, self.settings.num_envs
+        period = settings.eval_every // n
+        first = done_steps // n
+        if first >= settings.vector_steps // period * period:
+            return settings.vector_steps - first, settings.vector_steps - first
+        return self.chunk_steps // n, self.block
+
+    def _train_program(self, num: int, block: int):
+        return jax.jit(lambda h, a, first: self.pieces.train_blocks(h, a, first, num // block, block),
+                       donate_argnums=1)
+
+    def _evaluate_program(self):
+        return jax.jit(lambda h, a, k: self.pieces.evaluate_all(h, a, k, None), donate_argnums=1)
+
+    def evaluate(self, agents: AgentState, step: int) -> tuple[AgentState, Evaluation]:
+        agents, returns, report = self._call("evaluate", self._evaluate_program, self.hparams, agents, self._keys())
+        return agents, Evaluation(step, _to_host(returns), *(_to_host(x) for x in report))
+
+    def host_state(self, agents: AgentState) -> list[np.ndarray]:
+        """Every leaf of the agents' state as a host array (PRNG keys as their key data): what a checkpoint
+        stores to resume exactly. Single-process runs only."""
+        return [np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+                for x in jax.tree_util.tree_leaves(agents)]
+
+    def agents_from_host(self, leaves: list[np.ndarray]) -> AgentState:
+        """The agents' state from ``host_state``'s leaves, placed on the devices as ``start`` places it."""
+        shapes = jax.eval_shape(self.pieces.init, self.hparams, self.seed_array)
+        structure = jax.tree_util.tree_structure(shapes)
+        expected = jax.tree_util.tree_leaves(shapes)
+        if len(leaves) != len(expected):
+            raise ConfigError(f"the saved state has {len(leaves)} arrays, this run's has {len(expected)}")
+        leaves = jax.tree_util.tree_leaves(_resize_replay(jax.tree_util.tree_unflatten(structure, list(leaves)),
+                                                        self.settings.capacity))
+        restored = []
+        for leaf, shape in zip(leaves, expected):
+            leaf = np.asarray(leaf)
+            if jnp.issubdtype(shape.dtype, jax.dtypes.prng_key):
+                array = global_array(leaf, self.sharding)
+                restored.append(jax.random.wrap_key_data(array))
+                continue
+            if leaf.shape != shape.shape or leaf.dtype != shape.dtype:
+                raise ConfigError(f"a saved array has shape {leaf.shape} {leaf.dtype}, this run's has "
+                                  f"{shape.shape} {shape.dtype}")
+            restored.append(global_array(leaf, self.sharding))
+        return jax.tree_util.tree_unflatten(structure, restored)
+
+
+def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
+    """Saved agents with their replay rings resized to ``capacity`` slots. A run whose ``total_steps``
+    changes on resume allocates another number of slots (``LoopSettings.capacity``); a ring smaller than
+    the buffer size has never wrapped, so its transitions sit in its first slots, as they would in a
+    ring of the new size from the start (the other slots empty)."""
+    replay = agents.replay
+    saved = replay.obs.shape[1]
+    if saved == capacity:
+        return agents
+    position, size = np.asarray(replay.position), np.asarray(replay.size)
+    if np.any(position != size) or np.any(size > capacity):
+        raise ConfigError(f"the saved replay ({saved:,} slots) has wrapped and cannot become {capacity:,} slots")
+
+    def resize(x):
+        x = np.asarray(x)[:, :capacity]
+        return np.concatenate([x, np.zeros((x.shape[0], capacity - x.shape[1]) + x.shape[2:], x.dtype)], axis=1)
+
+    return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in Batch._fields}))
+
+
+def train_chunked(config: TD3Config, settings: LoopSettings, seeds, *, env: JaxEnv, dtype=jnp.float32,
+                  chunk_steps: int | None = None, devices=None, on_progress: Callable | None = None,
+                  compiler_options: dict | None = None) -> CompiledResult:
+    """``train_compiled`` as a ``ChunkedRun`` from start to end (the same results, several calls)."""
+    run = ChunkedRun(config, settings, seeds, env=env, dtype=dtype, chunk_steps=chunk_steps, devices=devices,
+                     on_progress=on_progress, compiler_options=compiler_options)
+    agents, evaluation = run.start()
+    curve, done = [evaluation.returns], 0
+    while done < settings.total_steps:
+        agents, done = run.advance(agents, done)
+        if run.evaluates_at(done):
+            agents, evaluation = run.evaluate(agents, done)
+            curve.append(evaluation.returns)
+    return CompiledResult(agents, eval_steps(settings), np.stack(curve, axis=1), run.compile_seconds,
+                          run.run_seconds)

@@ -137,7 +137,7 @@ class Need:
     def total(self) -> int:
         return sum(size for _, size in self.parts)
 
-    def __add__(self, other: "Need") -> "Need":
+    def __add__(self, other: Need) -> Need:
         return Need(self.parts + other.parts)
 
     def describe(self) -> str:
@@ -161,14 +161,21 @@ def host_loop_needs(config, settings, *, device_is_host: bool) -> tuple[Need, Ne
     return Need(tuple(host)), Need(tuple(device))
 
 
-def compiled_loop_needs(config, capacity: int, num_seeds: int, dtype) -> Need:
-    """Device need of a compiled run: ``num_seeds`` agents, each with its train state and a device
-    replay of ``capacity`` (``LoopSettings.capacity``: min(`buffer_size`, `total_steps`))."""
+def compiled_loop_needs(config, capacity: int, num_seeds: int, dtype, *, num_envs: int = 1,
+                        env_state_bytes: int = 0, draws_per_agent: int = 0) -> Need:
+    """Device need of a compiled run: ``num_seeds`` agents, each with its train state, a device
+    replay of ``capacity`` (``LoopSettings.capacity``: min(`buffer_size`, `total_steps`), counted in
+    transitions over all ``num_envs`` environments), ``num_envs`` environment states of
+    ``env_state_bytes`` each (state and observation; twice: the step's and the next), and the random
+    draws of one progress block (``draws_per_agent`` bytes)."""
     agents = f" for {num_seeds:,} agents" if num_seeds > 1 else ""
+    per_env = 2 * env_state_bytes
     return Need((
         (f"replay buffers {{}} at {capacity:,} transitions{agents}",
          num_seeds * replay_bytes(capacity, config.obs_dim, config.act_dim, dtype)),
         (f"networks and Adam {{}}{agents}", num_seeds * train_state_bytes(config, dtype)),
+        (f"{num_envs:,} environments {{}} per agent{agents}", num_seeds * num_envs * per_env),
+        (f"random draws {{}}{agents}", num_seeds * draws_per_agent),
     ))
 
 
@@ -221,15 +228,18 @@ def check_run_memory(config, settings) -> None:
         refuse_if_too_big(on_device, available_device_memory(device), f"memory on {device}")
 
 
-def check_compiled_memory(config, settings, capacity: int, num_seeds: int) -> None:
-    """Refuse a compiled run of ``num_seeds`` agents that cannot fit (and seeds that overflow int32).
+def check_compiled_memory(config, settings, capacity: int, num_seeds: int, *, num_envs: int = 1,
+                          env_state_bytes: int = 0, draws_per_agent: int = 0) -> None:
+    """Refuse a compiled run of ``num_seeds`` agents of ``num_envs`` environments each that cannot fit
+    (and seeds that overflow int32); see ``compiled_loop_needs``.
 
     The agents are split over the devices that divide their number (``loops.agents.agent_mesh``).
     """
     import jax
 
     check_compiled_seeds(settings.seed, num_seeds)
-    need = compiled_loop_needs(config, capacity, num_seeds, settings.dtype)
+    need = compiled_loop_needs(config, capacity, num_seeds, settings.dtype, num_envs=num_envs,
+                               env_state_bytes=env_state_bytes, draws_per_agent=draws_per_agent)
     device = _accelerator()
     if device is None:
         refuse_if_too_big(need, available_host_memory())

@@ -1,19 +1,26 @@
 """The run driver of a compiled run (``train(..., compiled=True)``, ``jax-td3 train --compiled``).
 
 It checks that the settings are ones the compiled loop runs (``compiled_settings``), builds
-the JAX-native environment, runs ``loops.compiled.train_compiled`` with a progress bar and one
-metrics.csv row per evaluation written while the program runs, and writes the run directory:
-config.json, metrics.csv, summary.json, learning_curve.png and one checkpoint with every
-agent's final train state. A compiled run is one program: it cannot be resumed.
+the JAX-native environment, and runs the loop as a ``loops.compiled.ChunkedRun``: one compiled
+call per chunk (``chunk_steps``, by default an evaluation period) with a progress bar, one
+metrics.csv row per evaluation, and a checkpoint of the agents' whole state (train states,
+replay buffers, environment states, keys) at chunk ends (every ``checkpoint_every`` steps, by
+default at every evaluation), so that SIGINT/SIGTERM stop the run at the next chunk end with a
+checkpoint and ``resume`` continues it exactly. It writes config.json, metrics.csv, summary.json,
+learning_curve.png and the checkpoints (each also holds every agent's train state for ``eval`` and
+``export``). With several processes (``jax.distributed``) the first writes the outputs and no
+checkpoint is written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import numpy as np
@@ -21,13 +28,32 @@ import numpy as np
 from jax_td3.config import config_for_env
 from jax_td3.dtypes import enable_dtype
 from jax_td3.envs import make_jax_env
-from jax_td3.errors import ConfigError
-from jax_td3.loops.compiled import LoopSettings, train_compiled
+from jax_td3.errors import CheckpointError, ConfigError
+from jax_td3.loops.compiled import ChunkedRun, LoopSettings, eval_steps, progress_block
 from jax_td3.run.checks import check_compiled_memory
 from jax_td3.run.directory import hold, holds_run
-from jax_td3.run.logger import RunLogger
+from jax_td3.run.logger import METRICS_FILE, RunLogger
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.settings import TrainSettings
+
+
+def start_processes(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """``jax.distributed.initialize`` for a run over several processes (each its own devices; the agents
+    are sharded over all of them). On CPUs the collectives go through gloo (jax's default since 0.5;
+    set here so that an older default cannot leave them unimplemented). Nothing when all three are None."""
+    given = [x is not None for x in (coordinator, num_processes, process_id)]
+    if not any(given):
+        return
+    if not all(given):
+        raise ConfigError("`coordinator`, `num_processes` and `process_id` go together (each process gets all "
+                          "three; `process_id` 0 runs the coordinator)")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"`coordinator` must be HOST:PORT, got {coordinator!r}")
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ConfigError(f"`process_id` must be in [0, `num_processes` {num_processes}), got {process_id}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 
 def compiled_settings(settings: TrainSettings) -> LoopSettings:
@@ -41,13 +67,15 @@ def compiled_settings(settings: TrainSettings) -> LoopSettings:
          "`random_steps` other than `learning_starts`"),
         (settings.updates_per_call != 1, "`updates_per_call`"),
         (settings.skip_nonfinite, "`skip_nonfinite`"),
+        (getattr(settings, "time_feature", False), "`time_feature`"),
     ]
     for bad, what in unsupported:
         if bad:
             raise ConfigError(f"`compiled` does not support {what}")
     return LoopSettings(total_steps=settings.total_steps, learning_starts=settings.learning_starts,
                         eval_every=settings.eval_every, eval_episodes=settings.eval_episodes,
-                        buffer_size=settings.buffer_size, expl_noise=settings.expl_noise)
+                        buffer_size=settings.buffer_size, num_envs=settings.num_envs,
+                        updates_per_step=float(settings.updates_per_step), expl_noise=settings.expl_noise)
 
 
 class _Reporter:
@@ -57,11 +85,12 @@ class _Reporter:
     so that its rate and wall_time exclude compilation.
     """
 
-    def __init__(self, logger, total_steps: int, num_seeds: int, progress: bool):
+    def __init__(self, logger, total_steps: int, num_seeds: int, progress: bool, initial: int = 0):
         self.logger = logger
         self.total_steps = total_steps
         self.num_seeds = num_seeds
         self.progress = progress
+        self.initial = initial
         self.bar = None
         self.start = None
 
@@ -70,7 +99,8 @@ class _Reporter:
             from tqdm import tqdm
 
             self.start = time.perf_counter()
-            self.bar = tqdm(total=self.total_steps, unit="step", dynamic_ncols=True, disable=not self.progress,
+            self.bar = tqdm(total=self.total_steps, initial=self.initial, unit="step", dynamic_ncols=True,
+                            disable=not self.progress,
                             mininterval=0.5, desc=f"compiled x{self.num_seeds}" if self.num_seeds > 1 else "compiled")
 
     def on_progress(self, step) -> None:
@@ -100,79 +130,233 @@ class _Reporter:
             self.bar.close()
 
 
-def _save_final_checkpoint(out_dir, config, settings: LoopSettings, env_id: str, dtype: str, seeds,
-                           agents) -> str | None:
-    """One checkpoint holding every agent's final train state (single-host runs)."""
+class _StopSignals:
+    """SIGINT/SIGTERM become a flag the driver checks at each chunk end (then it checkpoints and stops)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+def _checkpoint(out_dir, config, settings: TrainSettings, loop: LoopSettings, env_id: str, seeds, run: ChunkedRun,
+                agents, done_steps: int, curve: list, keep: int | None) -> str | None:
+    """A checkpoint of the whole run at ``done_steps``: what resumes it exactly, and every agent's train
+    state (for ``eval`` and ``export``). Single-process runs only."""
     if jax.process_count() > 1:
         return None
     from jax_td3 import __version__
     from jax_td3.backends.base import pack_train_state
     from jax_td3.run.checkpoint import save_checkpoint
 
-    states = [jax.tree_util.tree_map(lambda x: x[i], agents.train_state) for i in range(len(seeds))]
+    states = [jax.tree_util.tree_map(lambda x, i=i: x[i], agents.train_state) for i in range(len(seeds))]
     contents = {
         "config": {"algo": config.algo, "fields": dataclasses.asdict(config)},
-        "compiled": {"loop": dataclasses.asdict(settings), "seeds": [int(s) for s in seeds]},
+        "compiled": {"loop": dataclasses.asdict(loop), "seeds": [int(s) for s in seeds],
+                     "settings": dataclasses.asdict(settings), "chunk_steps": run.chunk_steps},
         "train_states": [pack_train_state(s) for s in states],
+        "agents": run.host_state(agents),
+        "eval_returns": np.stack(curve, axis=1),      # (K, evaluations so far, eval_episodes)
     }
-    metadata = {"backend": "jax-compiled", "dtype": dtype, "algo": config.algo, "env": env_id,
-                "env_steps": settings.total_steps, "num_seeds": len(seeds), "jax_td3_version": __version__}
-    return str(save_checkpoint(out_dir, settings.total_steps, contents, metadata, keep=None))
+    metadata = {"backend": "jax-compiled", "dtype": settings.dtype, "algo": config.algo, "env": env_id,
+                "env_steps": int(done_steps), "num_seeds": len(seeds), "jax_td3_version": __version__}
+    return str(save_checkpoint(out_dir, done_steps, contents, metadata, keep=keep))
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metrics.csv rows logged after ``last_step`` (written after the checkpoint a run resumes from)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if rows:
+        column = rows[0].index("step")
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[column])) <= last_step]
+        with open(path, "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows(kept)
+
+
+# Settings a resumed compiled run may change: the length of the run and how it is written and chunked.
+RESUME_MAY_CHANGE = {"total_steps", "chunk_steps"}
+
+
+def _resume_point(out_dir: Path, settings: TrainSettings, requested: set[str]):
+    """(checkpoint, settings to continue with) of the compiled run in ``out_dir``; the run's own settings,
+    with ``total_steps`` (which may grow) and ``chunk_steps`` taken from the request when given."""
+    from jax_td3.run.checkpoint import latest_valid_checkpoint
+
+    checkpoint = latest_valid_checkpoint(out_dir)
+    if checkpoint is None:
+        raise CheckpointError(f"`resume`: no complete checkpoint in {out_dir / 'checkpoints'}")
+    saved = checkpoint.contents.get("compiled", {})
+    if "agents" not in checkpoint.contents or "settings" not in saved:
+        raise CheckpointError(f"{checkpoint.path} holds no resumable compiled run (written by a compiled run "
+                              f"before runs could be resumed, or by the Gymnasium loop)")
+    wanted = dataclasses.asdict(settings)
+    for key in sorted(requested & set(wanted) - RESUME_MAY_CHANGE):
+        if key in saved["settings"] and saved["settings"][key] != wanted[key]:
+            raise ConfigError(f"`resume`: the run in {out_dir} has {key}={saved['settings'][key]}, but "
+                              f"{wanted[key]} was asked for; drop `{key}` or start a new run")
+    resumed = TrainSettings(**{k: v for k, v in saved["settings"].items()
+                               if k in {f.name for f in dataclasses.fields(TrainSettings)}})
+    for key in RESUME_MAY_CHANGE & requested:
+        resumed = resumed.replace(**{key: wanted[key]})
+    done = int(checkpoint.metadata["env_steps"])
+    if resumed.total_steps < done:
+        raise ConfigError(f"`resume`: `total_steps` {resumed.total_steps:,} is below the {done:,} steps already done")
+    return checkpoint, resumed.validate()
 
 
 def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bool = True,
-                       announce: Callable[[str], None] | None = None) -> dict:
-    """Run ``plan`` (a ``run.training.RunPlan``) as one compiled program of ``num_seeds`` agents
-    (seeds ``seed``, ``seed + 1`` ...); returns the summary that summary.json holds."""
+                       announce: Callable[[str], None] | None = None, resume: bool = False,
+                       requested: set[str] | None = None) -> dict:
+    """Run ``plan`` (a ``run.training.RunPlan``) as a compiled run of ``num_seeds`` agents (seeds ``seed``,
+    ``seed + 1`` ...); returns the summary that summary.json holds.
+
+    ``resume`` continues the run in ``plan.out`` from its newest complete checkpoint (its settings;
+    ``requested`` names the settings the caller set, which must agree, except ``total_steps`` and
+    ``chunk_steps``). SIGINT/SIGTERM stop at the next chunk end after a checkpoint; the summary then has
+    ``interrupted`` True and ``signal``.
+    """
     announce = announce or (lambda message: None)
     if num_seeds < 1:
         raise ConfigError(f"`num_seeds` must be positive, got {num_seeds}")
-    settings = plan.settings
-    loop = compiled_settings(settings)
-    env = make_jax_env(settings.env)
-    enable_dtype(settings.dtype)
-    config = config_for_env(plan.algo, env.spec, **plan.config_overrides)
-    check_compiled_memory(config, settings, loop.capacity, num_seeds)  # seeds and memory, before allocating
-    seeds = settings.seed + np.arange(num_seeds)
-    out_dir = plan.out
-    # The directory is held (``directory.hold``) before it is checked and while the program runs;
-    # by the first host only (the others write nothing of their own into it).
+    out_dir = Path(plan.out)
+    # The directory is held (``directory.hold``) before it is read or checked and while the run runs;
+    # by the first process only (the others write nothing of their own into it).
     with hold(out_dir) if jax.process_index() == 0 else contextlib.nullcontext():
-        if holds_run(Path(out_dir)):
-            raise ConfigError(f"{out_dir} already holds a run; choose another `out` (compiled runs cannot be "
-                              f"resumed)")
-        run_config = {"algo": plan.algo, "preset": preset, "compiled": True,
+        checkpoint = None
+        settings = plan.settings
+        if resume:
+            checkpoint, settings = _resume_point(out_dir, settings, requested or set())
+            seeds = np.asarray(checkpoint.contents["compiled"]["seeds"])
+            if requested and "num_seeds" in requested and len(seeds) != num_seeds:
+                raise ConfigError(f"`resume`: the run in {out_dir} has {len(seeds)} seeds, not {num_seeds}")
+            num_seeds = len(seeds)
+        elif jax.process_index() == 0 and holds_run(out_dir):
+            raise ConfigError(f"{out_dir} already holds a run; pass `resume` to continue it, or choose another "
+                              f"`out`")
+        loop = compiled_settings(settings)
+        loop.check()
+        env = make_jax_env(settings.env, brax_backend=settings.brax_backend)
+        enable_dtype(settings.dtype)
+        config = config_for_env(plan.algo, env.spec, **plan.config_overrides)
+        if checkpoint is not None:
+            from jax_td3.run.checkpoint import config_from_checkpoint
+            config = config_from_checkpoint(checkpoint.contents)
+        else:
+            seeds = settings.seed + np.arange(num_seeds)
+        # seeds and memory, before allocating
+        check_compiled_memory(config, settings, loop.capacity, num_seeds, num_envs=loop.num_envs,
+                              env_state_bytes=_env_state_bytes(env, settings.dtype),
+                              draws_per_agent=_draw_bytes(config, loop, settings))
+        done = int(checkpoint.metadata["env_steps"]) if checkpoint is not None else 0
+        if checkpoint is not None and done >= loop.total_steps:
+            announce(f"{out_dir} already finished: its checkpoint {checkpoint.path.name} is at step {done:,} of "
+                     f"{loop.total_steps:,}; nothing to do (a larger total_steps extends it)")
+            return {"already_finished": True, "env_steps": done, "last_checkpoint": str(checkpoint.path)}
+        run_config = {"algo": config.algo, "preset": preset, "compiled": True,
                       "num_seeds": num_seeds, "seeds": seeds.tolist(), "config": dataclasses.asdict(config),
                       "settings": dataclasses.asdict(settings), "loop": dataclasses.asdict(loop),
-                      "devices": [str(d) for d in jax.devices()]}
-        logger = RunLogger(out_dir, run_config)
-        reporter = _Reporter(logger, loop.total_steps, num_seeds, progress=progress)
+                      "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
+        first_process = jax.process_index() == 0
+        if checkpoint is not None and first_process:
+            _truncate_metrics(out_dir / METRICS_FILE, done)
+        logger = RunLogger(out_dir, run_config, append=checkpoint is not None) if first_process else None
+        reporter = _Reporter(logger, loop.total_steps, num_seeds, progress=progress and first_process, initial=done)
         start = time.perf_counter()
-        if progress:
-            announce(f"compiling the training program for {num_seeds} agent(s) on {len(jax.devices())} "
-                     f"device(s) ...")
+        run = ChunkedRun(config, loop, seeds, env=env, dtype=np.dtype(settings.dtype), chunk_steps=settings.chunk_steps,
+                         on_progress=reporter.on_progress)
+        checkpoint_every = plan.checkpoint_every or loop.eval_every
+        keep = plan.keep_checkpoints
+        last_checkpoint = str(checkpoint.path) if checkpoint is not None else None
+
+        def log(evaluation):
+            if first_process:
+                reporter.on_eval(evaluation.step, evaluation.returns, evaluation.critic_loss,
+                                 evaluation.actor_loss, evaluation.updates)
+
+        if progress and first_process:
+            announce(f"{'resuming' if checkpoint is not None else 'compiling'} the training program for "
+                     f"{num_seeds} agent(s) x {loop.num_envs} environment(s) on {len(jax.devices())} device(s)"
+                     + (f" at step {done:,}" if checkpoint is not None else "") + " ...")
         try:
-            result = train_compiled(config, loop, seeds, env=env, dtype=np.dtype(settings.dtype),
-                                    on_progress=reporter.on_progress, on_eval=reporter.on_eval)
+            with _StopSignals() as stop:
+                run.compile_ahead(done)   # so that the bar and wall_time start with the run, not its compilation
+                if checkpoint is None:
+                    agents, evaluation = run.start()
+                    curve = [evaluation.returns]
+                    log(evaluation)
+                else:
+                    agents = run.agents_from_host(checkpoint.contents["agents"])
+                    saved_curve = np.asarray(checkpoint.contents["eval_returns"])
+                    curve = [saved_curve[:, i] for i in range(saved_curve.shape[1])]
+                while done < loop.total_steps and stop.received is None:
+                    agents, done = run.advance(agents, done)
+                    if run.evaluates_at(done):
+                        agents, evaluation = run.evaluate(agents, done)
+                        curve.append(evaluation.returns)
+                        log(evaluation)
+                    due = done // checkpoint_every != (done - run.chunk_steps) // checkpoint_every
+                    if done == loop.total_steps or stop.received is not None or due:
+                        last_checkpoint = _checkpoint(out_dir, config, settings, loop, env.spec.env_id, seeds, run,
+                                                      agents, done, curve, keep) or last_checkpoint
         finally:
             reporter.close()
         wall_seconds = time.perf_counter() - start
-        final = result.eval_returns[:, -1, :].mean(axis=1)
-        checkpoint = _save_final_checkpoint(out_dir, config, loop, env.spec.env_id, settings.dtype, seeds,
-                                            result.agents)
+        interrupted = stop.received is not None and done < loop.total_steps
+        returns = np.stack(curve, axis=1)
+        final = returns[:, -1, :].mean(axis=1)
+        steps = [s for s in eval_steps(loop).tolist() if s <= done][:returns.shape[1]]
         summary = {
-            "algo": plan.algo, "env": settings.env, "compiled": True, "num_seeds": num_seeds, "seeds": seeds.tolist(),
+            "algo": config.algo, "env": settings.env, "compiled": True, "num_seeds": num_seeds, "seeds": seeds.tolist(),
             "final_eval_return": [float(x) for x in final], "final_eval_return_mean": float(final.mean()),
-            "eval_steps": result.eval_steps.tolist(),
-            "eval_return_curve": result.eval_returns.mean(axis=2).tolist(),
-            "env_steps": loop.total_steps, "updates": loop.updates,
-            "compile_seconds": round(result.compile_seconds, 3), "run_seconds": round(result.run_seconds, 3),
+            "eval_steps": steps, "eval_return_curve": returns.mean(axis=2).tolist(),
+            "env_steps": done, "updates": loop.updates_after(done // loop.num_envs),
+            "num_envs": loop.num_envs, "updates_per_step": loop.updates_per_step,
+            "chunk_steps": run.chunk_steps,
+            "compile_seconds": round(run.compile_seconds, 3), "run_seconds": round(run.run_seconds, 3),
             "wall_seconds": round(wall_seconds, 3),
-            "env_steps_per_second": round(num_seeds * loop.total_steps / result.run_seconds, 1),
-            "devices": len(jax.devices()), "dtype": settings.dtype, "interrupted": False,
-            "last_checkpoint": checkpoint,
+            "env_steps_per_second": round(num_seeds * (done - (int(checkpoint.metadata["env_steps"])
+                                                               if checkpoint is not None else 0))
+                                          / max(run.run_seconds, 1e-9), 1),
+            "devices": len(jax.devices()), "processes": jax.process_count(), "dtype": settings.dtype,
+            "interrupted": interrupted, "signal": stop.received if interrupted else None,
+            "resumed_from_step": int(checkpoint.metadata["env_steps"]) if checkpoint is not None else None,
+            "last_checkpoint": last_checkpoint,
         }
-        logger.finish(summary)
-        draw_learning_curve(out_dir)
+        if first_process:
+            logger.finish(summary)
+            draw_learning_curve(out_dir)
     summary["out"] = str(out_dir)
     return summary
+
+
+def _draw_bytes(config, loop: LoopSettings, settings: TrainSettings) -> int:
+    """Bytes of one agent's random draws for one progress block (drawn at once, see ``loops.compiled``)."""
+    chunk = settings.chunk_steps or loop.eval_every
+    block = progress_block(chunk // loop.num_envs)
+    per_step = (2 * loop.num_envs * config.act_dim
+                + loop.max_updates_per_step * config.batch_size * (1 + config.act_dim))
+    return block * per_step * np.dtype(settings.dtype).itemsize
+
+
+def _env_state_bytes(env, dtype) -> int:
+    """Bytes of one environment's state and observation, from their shapes (nothing is computed)."""
+    shapes = jax.eval_shape(lambda key: env.reset(key, np.dtype(dtype)), jax.random.key(0))
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))

@@ -317,7 +317,8 @@ def reconcile_resume(checkpoint, out: Path, plan: RunPlan, requested: set[str]):
 
 def train(algo: str | None = None, out: str | Path | None = None, *, preset: str | None = None,
           resume: bool = False, compiled: bool = False, num_seeds: int | None = None, progress: bool = True,
-          environment=None, announce: Callable[[str], None] | None = None, **values) -> dict:
+          environment=None, announce: Callable[[str], None] | None = None, coordinator: str | None = None,
+          num_processes: int | None = None, process_id: int | None = None, **values) -> dict:
     """Train as ``jax-td3 train`` does; returns the summary that summary.json holds.
 
     ``values`` are any ``TrainSettings`` fields (``env``, ``total_steps``, ``seed``, ``backend`` ...),
@@ -329,7 +330,9 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
     ``resume=True`` continues the run in ``out`` from its newest complete checkpoint: its settings
     come from the run, and any value given here must agree with them (``total_steps`` may grow).
     ``compiled=True`` runs the whole loop as one XLA program on a JAX-native environment,
-    ``num_seeds`` agents at once (``jax_td3.run.compiled``). ``environment`` is an optional
+    ``num_seeds`` agents at once (``jax_td3.run.compiled``); ``resume`` continues a compiled run too, and
+    ``coordinator`` (HOST:PORT), ``num_processes`` and ``process_id`` run it over several processes
+    (``jax.distributed``). ``environment`` is an optional
     Gymnasium environment instance to train on instead of ``gymnasium.make(env)``. ``announce`` receives one-line
     notices (e.g. print).
 
@@ -348,16 +351,24 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
 
         requested |= set(PRESETS.get(preset, {}))
     if compiled:
-        if resume:
-            raise ConfigError("`resume` is for the Gymnasium loop; a compiled run is one program and restarts")
-        from jax_td3.run.compiled import train_compiled_run
+        from jax_td3.run.compiled import start_processes, train_compiled_run
 
+        start_processes(coordinator, num_processes, process_id)  # before anything touches a JAX device
+        if num_seeds is not None:
+            requested.add("num_seeds")
         plan = plan_run(values, preset, compiled=True, num_seeds=num_seeds or 1)
         return train_compiled_run(plan, preset=preset, num_seeds=num_seeds or 1, progress=progress,
-                                  announce=announce)
+                                  announce=announce, resume=resume, requested=requested)
+    if coordinator is not None or num_processes is not None or process_id is not None:
+        raise ConfigError("`coordinator`, `num_processes` and `process_id` need `compiled` (the Gymnasium loop "
+                          "runs in one process)")
     if num_seeds not in (None, 1):
         raise ConfigError("`num_seeds` > 1 needs `compiled` (the Gymnasium loop trains one seed per run)")
     plan = plan_run(values, preset)
+    for name, single in (("num_envs", 1), ("updates_per_step", 1), ("chunk_steps", None)):
+        if getattr(plan.settings, name) != single:
+            raise ConfigError(f"`{name}` {getattr(plan.settings, name)} needs `compiled` (the Gymnasium loop "
+                              f"steps one environment, one update per step, in one piece)")
     out_dir = Path(plan.out)
     if resume and not out_dir.is_dir():
         raise CheckpointError(f"`resume`: no complete checkpoint in {out_dir / 'checkpoints'}")
