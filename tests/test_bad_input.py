@@ -137,9 +137,9 @@ def test_compiled_run_into_a_directory_holding_another_run(finished_run, capsys)
     assert "already holds a run" in line
 
 
-def test_compiled_resume_is_refused(tmp_path, capsys):
+def test_compiled_resume_without_a_checkpoint_is_one_line(tmp_path, capsys):
     line = one_line_error(capsys, ["train", "--compiled", "--resume", "--out", str(tmp_path / "run")])
-    assert "--resume is for the Gymnasium loop" in line
+    assert line == (f"jax-td3 train: error: --resume: no complete checkpoint in {tmp_path / 'run' / 'checkpoints'}"), line
 
 
 def test_replay_buffer_larger_than_memory(tmp_path, capsys):

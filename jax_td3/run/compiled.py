@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from jax_td3.run.checks import check_compiled_memory
 from jax_td3.run.directory import hold, holds_run
 from jax_td3.run.logger import METRICS_FILE, RunLogger
 from jax_td3.run.plot import draw_learning_curve
+from jax_td3.run.signals import StopSignals
 from jax_td3.settings import TrainSettings
 
 
@@ -128,30 +128,6 @@ class _Reporter:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-class _StopSignals:
-    """SIGINT/SIGTERM become a flag the driver checks at each chunk end (then it checkpoints and stops)."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        return False
 
 
 def _checkpoint(out_dir, config, settings: TrainSettings, loop: LoopSettings, env_id: str, seeds, run: ChunkedRun,
@@ -296,7 +272,7 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
                      f"{num_seeds} agent(s) x {loop.num_envs} environment(s) on {len(jax.devices())} device(s)"
                      + (f" at step {done:,}" if checkpoint is not None else "") + " ...")
         try:
-            with _StopSignals() as stop:
+            with StopSignals() as stop:
                 run.compile_ahead(done)   # so that the bar and wall_time start with the run, not its compilation
                 if checkpoint is None:
                     agents, evaluation = run.start()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from jax_td3.run.checks import check_run_memory, ensure_writable_dir
 from jax_td3.run.directory import EPISODES_FILE, default_out, hold, holds_run
 from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE
 from jax_td3.run.plot import draw_learning_curve
+from jax_td3.run.signals import StopSignals
 from jax_td3.settings import TrainSettings, settings_from_values
 
 # Config fields a run may set; the environment gives the others (sizes and action box).
@@ -42,30 +42,6 @@ OUTPUT_OPTIONS = ("checkpoint_every", "keep_checkpoints", "save_buffer")
 
 def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
-
-
-class _StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (then it saves and exits)."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        return False
 
 
 def checkpoint_contents(trainer: Trainer, include_buffer: bool, loop: dict | None = None) -> tuple[dict, dict]:
@@ -186,7 +162,7 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
         critic_losses.clear()
         actor_losses.clear()
 
-    with open(episodes_path, "a" if resuming else "w") as episodes_file, _StopSignals() as stop, \
+    with open(episodes_path, "a" if resuming else "w") as episodes_file, StopSignals() as stop, \
             tqdm(total=settings.total_steps, initial=trainer.env_steps, unit="step", dynamic_ncols=True,
                  disable=not progress, mininterval=0.5) as bar:
         if episodes_file.tell() == 0:  # a new run, or one killed before its first episode was written
