@@ -29,19 +29,12 @@ def evaluate_checkpoint(path, episodes: int = 10, env_id: str | None = None, see
     ``agent`` picks one of the agents of a compiled multi-seed run's checkpoint. ``video`` (a path
     ending in .mp4 or .gif) records the episodes there; the result then names it and its frame count.
     """
-    from jax_td3.export import train_state_from_checkpoint
+    from jax_td3.export import run_settings_of, train_state_from_checkpoint
 
     if str(path).endswith(".pt"):
         return _evaluate_torch_export(path, episodes, env_id, seed, backend, video)
     config, dtype, state, checkpoint = train_state_from_checkpoint(path, agent)
-    contents = checkpoint.contents
-    try:
-        if "train_states" in contents:  # a compiled run: one train state per seed
-            settings = {"env": checkpoint.metadata["env"], "seed": contents["compiled"]["seeds"][agent]}
-        else:
-            settings = contents["settings"]
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{checkpoint.path} lacks the contents of a training run ({err})") from None
+    settings = run_settings_of(checkpoint, agent)
     seed = evaluation_seed(settings["seed"]) if seed is None else seed
     result = _run_policy(config, dtype, state, env_id or settings["env"], episodes, seed, backend, video,
                          time_feature=bool(settings.get("time_feature", False)))

@@ -70,6 +70,18 @@ def train_state_from_checkpoint(path, agent: int = 0):
     return config, dtype, unpack_train_state(config, dtype, leaves), checkpoint
 
 
+def run_settings_of(checkpoint, agent: int = 0) -> dict:
+    """The settings one agent of a checkpoint's run was trained and evaluated with (``env``, ``seed`` and,
+    for the Gymnasium loop, every other ``TrainSettings`` field); a compiled run's agent ``i`` has its own seed."""
+    contents = checkpoint.contents
+    try:
+        if "train_states" in contents:  # a compiled run: one train state per seed
+            return {"env": checkpoint.metadata["env"], "seed": contents["compiled"]["seeds"][agent]}
+        return contents["settings"]
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{checkpoint.path} lacks the contents of a training run ({err})") from None
+
+
 def torch_export(config, state, dtype: str, step: int | None = None) -> dict:
     """The export dict (see the module docstring) of a JAX-layout train state."""
 
@@ -169,14 +181,9 @@ def export_checkpoint(checkpoint, out, to: str = "torch", dtype: str | None = No
     blob["config"]["env"] = checkpoint.metadata.get("env")
     # How the run evaluated, so `jax-td3 eval` of the file reproduces its returns: the observation
     # (with the time feature, the env's plus the fraction of time left) and the evaluation seed.
-    contents = checkpoint.contents if isinstance(checkpoint.contents, dict) else {}
-    if "train_states" in contents:  # a compiled run: one seed per agent
-        settings = {"seed": contents.get("compiled", {}).get("seeds", [None] * (agent + 1))[agent]}
-    else:
-        settings = contents.get("settings") or {}
+    settings = run_settings_of(checkpoint, agent)
     blob["config"]["time_feature"] = bool(settings.get("time_feature", False))
-    if settings.get("seed") is not None:
-        blob["config"]["eval_seed"] = evaluation_seed(int(settings["seed"]))
+    blob["config"]["eval_seed"] = evaluation_seed(int(settings["seed"]))
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         torch.save(blob, tmp)

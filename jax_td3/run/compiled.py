@@ -67,7 +67,7 @@ def compiled_settings(settings: TrainSettings) -> LoopSettings:
          "`random_steps` other than `learning_starts`"),
         (settings.updates_per_call != 1, "`updates_per_call`"),
         (settings.skip_nonfinite, "`skip_nonfinite`"),
-        (getattr(settings, "time_feature", False), "`time_feature`"),
+        (settings.time_feature, "`time_feature`"),
     ]
     for bad, what in unsupported:
         if bad:
