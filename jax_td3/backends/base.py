@@ -29,6 +29,10 @@ class Backend(Protocol):
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The noiseless policy's action for one observation, shape (act_dim,), float64."""
 
+    def act_batch(self, obs: np.ndarray) -> np.ndarray:
+        """The noiseless policy's actions for a batch of observations (B, obs_dim): (B, act_dim), float64.
+        Row i equals ``act(obs[i])`` (one batched forward instead of B)."""
+
     def update(self, batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
         """One update on a host batch (numpy, ``Batch`` layout) with N(0, 1) target-policy noise.
 

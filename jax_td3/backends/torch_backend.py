@@ -39,6 +39,10 @@ class TorchBackend:
     def act(self, obs: np.ndarray) -> np.ndarray:
         return np.asarray(self.agent.select_action(np.asarray(obs, self.dtype)), np.float64)
 
+    def act_batch(self, obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.agent.actor(self._tensor(np.asarray(obs, self.dtype))).numpy().astype(np.float64)
+
     def update(self, batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
         info = self.agent.train(torch_ref.Batch(*(self._tensor(x) for x in batch)), noise=self._tensor(target_noise))
         actor_updated = "actor_loss" in info
