@@ -4,8 +4,11 @@ The source is a checkpoint file, a run directory (its newest valid checkpoint), 
 a PyTorch file written by ``jax-td3 export --to torch`` (its state_dicts must fit the
 torch_ref modules exactly).
 A checkpoint of either backend loads into either backend (they share the JAX layout).
+The episodes run as a batch of environments stepped in lockstep, one batched policy forward per step
+(``loops.evaluation.BatchedEvaluator``); ``sequential`` runs them one after another on one environment,
+with the same returns (bit for bit), as training's evaluation does.
 With ``video`` the episodes are also recorded (``render_mode="rgb_array"``, one frame per step) to an
-.mp4 or .gif file, written atomically; rendering does not change the episodes (same seed, same returns).
+.mp4 or .gif file, written atomically; they then run sequentially, with the same returns as without.
 Recording needs the ``video`` extra (imageio, imageio-ffmpeg, and pygame for classic control).
 """
 
@@ -23,26 +26,28 @@ from jax_td3.loops.exploration import evaluation_seed
 
 
 def evaluate_checkpoint(path, episodes: int = 10, env_id: str | None = None, seed: int | None = None,
-                        backend: str = "jax", agent: int = 0, video=None) -> dict:
+                        backend: str = "jax", agent: int = 0, video=None, sequential: bool = False) -> dict:
     """Load ``path`` into ``backend`` and run ``episodes`` noiseless episodes; returns mean/std/returns.
 
     ``agent`` picks one of the agents of a compiled multi-seed run's checkpoint. ``video`` (a path
     ending in .mp4 or .gif) records the episodes there; the result then names it and its frame count.
+    ``sequential`` runs the episodes one after another on one environment instead of as a batch (same
+    returns; for checking).
     """
     from jax_td3.export import run_settings_of, train_state_from_checkpoint
 
     if str(path).endswith(".pt"):
-        return _evaluate_torch_export(path, episodes, env_id, seed, backend, video)
+        return _evaluate_torch_export(path, episodes, env_id, seed, backend, video, sequential)
     config, dtype, state, checkpoint = train_state_from_checkpoint(path, agent)
     settings = run_settings_of(checkpoint, agent)
     seed = evaluation_seed(settings["seed"]) if seed is None else seed
     result = _run_policy(config, dtype, state, env_id or settings["env"], episodes, seed, backend, video,
-                         time_feature=bool(settings.get("time_feature", False)))
+                         time_feature=bool(settings.get("time_feature", False)), sequential=sequential)
     return {"checkpoint": str(checkpoint.path), **result, "step": checkpoint.metadata.get("step"),
             "trained_with": checkpoint.metadata.get("backend")}
 
 
-def _evaluate_torch_export(path, episodes, env_id, seed, backend, video=None) -> dict:
+def _evaluate_torch_export(path, episodes, env_id, seed, backend, video=None, sequential=False) -> dict:
     from jax_td3.export import train_state_from_torch_export
 
     config, dtype, state, description = train_state_from_torch_export(path)
@@ -51,32 +56,37 @@ def _evaluate_torch_export(path, episodes, env_id, seed, backend, video=None) ->
         raise ConfigError(f"{path} does not name its environment; give its `env`")
     seed = description.get("eval_seed", 0) if seed is None else seed
     result = _run_policy(config, dtype, state, env_id, episodes, seed, backend, video,
-                         time_feature=bool(description.get("time_feature", False)))
+                         time_feature=bool(description.get("time_feature", False)), sequential=sequential)
     return {"checkpoint": str(path), **result, "step": description.get("step"), "trained_with": "torch export"}
 
 
-def _run_policy(config, dtype, state, env_id, episodes, seed, backend, video=None, time_feature=False) -> dict:
+def _run_policy(config, dtype, state, env_id, episodes, seed, backend, video=None, time_feature=False,
+                sequential=False) -> dict:
     from jax_td3.backends import enable_dtype, make_backend
     from jax_td3.envs import env_spec, make_env
-    from jax_td3.loops.host import evaluate_policy
+    from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy
 
     recorder = _VideoRecorder(video) if video is not None else None  # checks the destination first
     try:
         enable_dtype(dtype)
         render = dict(render_mode="rgb_array") if recorder else {}
-        env = make_env(env_id, time_feature=time_feature, **render)
-        spec = env_spec(env)
+        evaluator = BatchedEvaluator(lambda: make_env(env_id, time_feature=time_feature, **render))
         try:
+            env = evaluator.prepare(1)[0]
+            spec = env_spec(env)
             if (spec.obs_dim, spec.act_dim) != (config.obs_dim, config.act_dim):
                 raise CheckpointError(f"{spec.env_id} has obs/act dims {spec.obs_dim}/{spec.act_dim}; the "
                                       f"saved agent was trained for {config.obs_dim}/{config.act_dim}")
             if recorder:
                 recorder.attach(env, spec.env_id)
             learner = make_backend(backend, config, state, dtype)
-            returns = evaluate_policy(learner.act, env, episodes, seed, np.dtype(dtype),
-                                      on_step=recorder.record if recorder else None)
+            if recorder or sequential:
+                returns = evaluate_policy(None, env, episodes, seed, np.dtype(dtype), act_batch=learner.act_batch,
+                                          on_step=recorder.record if recorder else None)
+            else:
+                returns = evaluator.evaluate(learner.act_batch, episodes, seed, np.dtype(dtype))
         finally:
-            env.close()
+            evaluator.close()
         if recorder:
             recorder.finish()
     finally:

@@ -2,6 +2,8 @@
 
 CHECKPOINT is a checkpoint file, a run directory (its newest valid checkpoint), or a PyTorch
 file written by ``jax-td3 export --to torch``. Either backend runs either backend's checkpoint.
+The episodes run as a batch of environments in lockstep (one policy forward per step); ``--sequential``
+runs them one after another on one environment, with the same returns (for checking).
 ``--video PATH`` (.mp4 or .gif) also records the episodes, headless; needs ``pip install 'jax-td3[video]'``.
 """
 
@@ -26,6 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--video", metavar="PATH", default=None,
                         help="also record the episodes to PATH (.mp4 or .gif), headless; the returns are the "
                              "same as without it (needs pip install 'jax-td3[video]')")
+    parser.add_argument("--sequential", action="store_true",
+                        help="run the episodes one after another on one environment instead of as a batch of "
+                             "environments (the same returns; slower)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -33,7 +38,7 @@ def run(args) -> int:
     from jax_td3.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend, args.agent,
-                                 video=args.video)
+                                 video=args.video, sequential=args.sequential)
     if args.json:
         import json
         print(json.dumps(result))

@@ -17,8 +17,10 @@ transitions (``update_schedule="step"``), or ``updates_per_episode`` times after
 episode (``"episode"``, the DDPG notebook's schedule; ``"steps"``: as many updates as the
 episode had steps, the RL Baselines3 Zoo's PyBullet schedule). With ``time_feature`` both
 environments append the fraction of the time limit left to their observations.
-Evaluation runs the noiseless policy on a separate environment seeded with
-``exploration.evaluation_seed(seed)``; every evaluation replays the same start states.
+Evaluation runs the noiseless policy on separate environments, its episodes side by side with
+one batched forward per step (``loops.evaluation``), from the start states that one environment
+seeded with ``exploration.evaluation_seed(seed)`` would give episode after episode; every
+evaluation replays the same start states, and the returns equal a sequential evaluation's.
 
 Fast mode (``updates_per_call = K > 1``, JAX backend only): the trainer collects K
 steps, copies them to a device replay buffer and runs K updates in one compiled
@@ -39,6 +41,7 @@ import numpy as np
 
 from jax_td3.errors import ConfigError, NonFiniteError
 from jax_td3.loops import exploration
+from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy  # noqa: F401  (evaluate_policy: re-export)
 from jax_td3.settings import TrainSettings
 
 
@@ -101,8 +104,11 @@ class Trainer:
         enable_dtype(settings.dtype)
         self.dtype = np.dtype(settings.dtype)
         self.env = env if env is not None else make_env(settings.env, time_feature=settings.time_feature)
-        self.eval_env = eval_env if eval_env is not None else make_env(settings.env,
-                                                                       time_feature=settings.time_feature)
+        if eval_env is not None:  # a caller's env instance: sequential (its episodes may depend on its history)
+            self.evaluator, self.eval_env = None, eval_env
+        else:
+            self.evaluator = BatchedEvaluator(lambda: make_env(settings.env, time_feature=settings.time_feature))
+            self.eval_env = self.evaluator.prepare(1)[0]
         self.spec = env_spec(self.env)
         if (config.obs_dim, config.act_dim) != (self.spec.obs_dim, self.spec.act_dim):
             raise ConfigError(f"config is for obs/act dims {config.obs_dim}/{config.act_dim}, {self.spec.env_id} "
@@ -287,8 +293,12 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, episodes: int | None = None) -> dict:
         """Mean/std undiscounted return of the noiseless policy on the evaluation env."""
-        returns = evaluate_policy(self.backend.act, self.eval_env, episodes or self.settings.eval_episodes,
-                                  exploration.evaluation_seed(self.settings.seed), self.dtype)
+        episodes = episodes or self.settings.eval_episodes
+        seed = exploration.evaluation_seed(self.settings.seed)
+        if self.evaluator is not None:
+            returns = self.evaluator.evaluate(self.backend.act_batch, episodes, seed, self.dtype)
+        else:
+            returns = evaluate_policy(None, self.eval_env, episodes, seed, self.dtype, act_batch=self.backend.act_batch)
         if not np.all(np.isfinite(returns)):
             raise NonFiniteError(f"non-finite evaluation return {returns} at env step {self.env_steps}")
         self.last_evaluation = {"step": self.env_steps, "eval_return_mean": float(np.mean(returns)),
@@ -374,37 +384,13 @@ class Trainer:
 
     def close(self) -> None:
         self.env.close()
-        self.eval_env.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
+        else:
+            self.eval_env.close()
 
 
 def jax_key_data(key):
     import jax
 
     return jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-
-
-def evaluate_policy(act, env, episodes: int, seed: int, dtype=np.float32, on_step=None) -> list[float]:
-    """Undiscounted returns of ``episodes`` episodes of ``act`` (obs -> action); the first reset uses ``seed``.
-
-    ``on_step(env)``, if given, is called after every ``env.step`` (e.g. to record ``env.render()``);
-    it must not touch the episode (no reset, no step, no use of the env's random generator).
-    """
-    low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
-    # A first reset can differ from later ones with the same seed (PyBullet's locomotion envs build
-    # their scene on the first and restore a saved state afterwards: returns differed in the 5th
-    # digit). One discarded reset makes an evaluation independent of the env's history, so
-    # `jax-td3 eval` in a new process reproduces what training reported.
-    env.reset(seed=seed)
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed if episode == 0 else None)
-        total, finished = 0.0, False
-        while not finished:
-            action = np.clip(act(np.asarray(obs, dtype)), low, high)
-            obs, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
-            if on_step is not None:
-                on_step(env)
-            total += float(reward)
-            finished = terminated or truncated
-        returns.append(total)
-    return returns
