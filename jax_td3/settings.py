@@ -13,11 +13,13 @@ import math
 
 from jax_td3.dtypes import DTYPES
 from jax_td3.errors import ConfigError
+from jax_td3.loops.schedule import update_fraction
 from jax_td3.presets import DEFAULTS
 
 SCHEDULES = ("step", "episode")
 EXPLORATIONS = ("gaussian", "ou")
 BACKENDS = ("jax", "torch")
+VECTOR_MODES = ("sync", "async")
 # Seeds must be 0 <= seed < SEED_LIMIT: jax.random.PRNGKey/key take uint32-range seeds, NumPy's
 # SeedSequence any int >= 0, and the compiled loop holds seeds as int32 and adds offsets to them
 # (agent i of a multi-seed run gets seed + i; evaluation environments seed + EVAL_SEED_OFFSET = 100),
@@ -64,13 +66,22 @@ class TrainSettings:
     eval_episodes: int = DEFAULTS["eval_episodes"]
     updates_per_call: int = DEFAULTS["updates_per_call"]
     """JAX backend: collect this many steps, then run as many updates in one compiled call."""
+    overlap: bool = DEFAULTS["overlap"]
+    """With ``updates_per_call`` > 1: step the environments while the device runs the last block's updates,
+    acting with the actor from before that block (one block stale); its metrics arrive one block later."""
     skip_nonfinite: bool = DEFAULTS["skip_nonfinite"]
     """Drop transitions with a NaN/inf observation or reward instead of stopping the run."""
     num_envs: int = DEFAULTS["num_envs"]
-    """Compiled loop: environments stepped together (vmapped) per agent; each vector step writes this many
-    transitions. ``total_steps``, ``eval_every`` and ``learning_starts`` count transitions over all of them."""
+    """Environments stepped together; each vector step writes this many transitions. ``total_steps``,
+    ``eval_every``, ``learning_starts``, ``random_steps`` and ``checkpoint_every`` count transitions over all
+    of them. Gymnasium loop: a Gymnasium vector environment (``vector_mode``, ``loops.vector``); compiled
+    loop: vmapped environments per agent."""
     updates_per_step: float = DEFAULTS["updates_per_step"]
-    """Compiled loop: updates per vector step; fractional values are spread evenly (``loops.compiled``)."""
+    """Updates per vector step with the "step" schedule; fractional values are spread evenly by an exact
+    fraction rule (``loops.schedule``), e.g. 2 with ``num_envs`` 2 is one update per transition."""
+    vector_mode: str = DEFAULTS["vector_mode"]
+    """Gymnasium loop with ``num_envs`` > 1: "sync" steps the environments one after another in this
+    process, "async" each in its own subprocess (in parallel)."""
     chunk_steps: int | None = DEFAULTS["chunk_steps"]
     """Compiled loop: env steps per compiled call (a checkpoint and stop point); None: ``eval_every``."""
     brax_backend: str = DEFAULTS["brax_backend"]
@@ -108,15 +119,20 @@ class TrainSettings:
             (self.updates_per_call >= 1, "updates per call must be >= 1"),
             (self.updates_per_call == 1 or self.backend == "jax",
              "`updates_per_call` > 1 needs `backend` jax (it runs jax_td3.replay.multi_update)"),
+            (not self.overlap or (self.backend == "jax" and self.updates_per_call > 1),
+             "`overlap` needs `backend` jax and `updates_per_call` > 1 (it overlaps acting with a fused block)"),
             (self.updates_per_call <= self.buffer_size, "`updates_per_call` must not exceed `buffer_size`"),
             (isinstance(self.num_envs, int) and self.num_envs >= 1, f"`num_envs` must be >= 1, got {self.num_envs}"),
             (math.isfinite(self.updates_per_step) and self.updates_per_step > 0,
              f"`updates_per_step` must be a positive number, got {self.updates_per_step}"),
             (self.chunk_steps is None or self.chunk_steps >= 1, f"`chunk_steps` must be >= 1, got {self.chunk_steps}"),
+            (self.vector_mode in VECTOR_MODES,
+             f"`vector_mode` must be one of {', '.join(VECTOR_MODES)}, got {self.vector_mode!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        update_fraction(self.updates_per_step)  # a ratio of small whole numbers (ConfigError otherwise)
         return self
 
 

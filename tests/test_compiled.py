@@ -311,12 +311,13 @@ def test_chunked_run_equals_one_program_and_resumes_exactly():
     np.testing.assert_array_equal(uninterrupted[1][:, 0], chunked_returns[0, 2:])
 
 
-def test_cli_refuses_many_environments_without_compiled(capsys, tmp_path):
+def test_cli_refuses_chunks_without_compiled_and_sizes_that_do_not_fit(capsys, tmp_path):
     from jax_td3.cli import main
 
-    assert main(["train", "--num-envs", "2", "--out", str(tmp_path / "run")]) == 2
+    # (--num-envs without --compiled is the Gymnasium loop's vector env: tests/test_vector_envs.py)
+    assert main(["train", "--chunk-steps", "100", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--num-envs 2 needs --compiled" in err and len(err.splitlines()) == 1
+    assert "--chunk-steps 100 needs --compiled" in err and len(err.splitlines()) == 1
     assert main(["train", "--compiled", "--num-envs", "3", "--out", str(tmp_path / "run2")]) == 2
     err = capsys.readouterr().err.strip()
     assert "--total-steps 15,000 must be a multiple of --num-envs 3" in err or \

@@ -4,6 +4,16 @@
 steps in one compiled ``replay.multi_update`` over a device copy of the replay
 buffer, with indices and target noise drawn from a JAX key. That path is
 statistically equal to the per-step path, not bitwise (different random streams).
+
+Overlap (``--overlap``): ``dispatch_many`` starts the same K updates without waiting for
+them (JAX dispatch is asynchronous; the metrics stay on the device until
+``fetch_metrics``), and ``hold_acting_params`` makes ``act`` and ``act_batch`` use the
+actor parameters of the moment, not those of the updates in flight, so acting never
+waits on the device. While parameters are held the fused updates do not donate their
+input state (a donated state's buffers, the held actor among them, would be invalid).
+A device runs one program at a time, so the held parameters act on another device when
+there is one (``_acting_device``: the host CPU next to an accelerator, or a second CPU
+device); on a machine with one CPU device an action still waits for the block in flight.
 """
 
 from __future__ import annotations
@@ -24,15 +34,19 @@ from jax_td3.xla_options import compiler_options
 
 @functools.lru_cache(maxsize=16)
 def compiled_functions(config):
-    """Jitted (update, act, multi_update, act_batch) for one config, shared by every backend of that config
-    (jit caches by function object, so two trainers with the same config compile once)."""
+    """Jitted (update, act, multi_update, act_batch, multi_update_keep) for one config, shared by every backend
+    of that config (jit caches by function object, so two trainers with the same config compile once).
+    ``multi_update_keep`` is ``multi_update`` without donating the input state (used while acting
+    parameters are held; compiled only if called)."""
     options = compiler_options()
     update_fn = jax.jit(functools.partial(update, config), donate_argnums=0, compiler_options=options)
     act_fn = jax.jit(lambda params, obs: actor_action(config, params, obs[None])[0], compiler_options=options)
     act_batch_fn = jax.jit(functools.partial(actor_action, config), compiler_options=options)
     multi_update_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3, donate_argnums=0,
                               compiler_options=options)
-    return update_fn, act_fn, multi_update_fn, act_batch_fn
+    multi_update_keep_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3,
+                                   compiler_options=options)
+    return update_fn, act_fn, multi_update_fn, act_batch_fn, multi_update_keep_fn
 
 
 class JaxBackend:
@@ -43,22 +57,64 @@ class JaxBackend:
         self.config = config
         self.dtype = np.dtype(dtype)
         self._state = None
+        self._acting_params = None  # held actor parameters (overlap); None: act with the current state's
         self.load_state(initial_state)
-        self._update, self._act, self._multi_update, self._act_batch = compiled_functions(config)
+        (self._update, self._act, self._multi_update, self._act_batch,
+         self._multi_update_keep) = compiled_functions(config)
         self._add = jax.jit(replay.replay_add, donate_argnums=0)
         self._replay: replay.ReplayState | None = None
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         # A NumPy argument goes through jit's C++ fast path; jnp.asarray first would cost
         # ~0.35 ms per call in Python dispatch, more than the 256-256 forward itself.
-        action = self._act(self._state.actor_params, np.asarray(obs, self.dtype))
+        action = self._act(self._acting(), np.asarray(obs, self.dtype))
         return np.asarray(action, np.float64)
 
     def act_batch(self, obs: np.ndarray) -> np.ndarray:
-        actions = self._act_batch(self._state.actor_params, np.asarray(obs, self.dtype))
+        actions = self._act_batch(self._acting(), np.asarray(obs, self.dtype))
         return np.asarray(actions, np.float64)
 
+    # -- what acting uses: the current actor, or parameters held while updates run -------
+    def _acting(self):
+        return self._state.actor_params if self._acting_params is None else self._acting_params
+
+    def hold_acting_params(self, params=None) -> None:
+        """From now on ``act``/``act_batch`` use these actor parameters (default: the current state's),
+        whatever later updates do, until ``release_acting_params`` or ``load_state``."""
+        if params is None:
+            params = self._state.actor_params  # a reference: later fused updates do not donate it
+        else:
+            params = jax.device_put(jax.tree_util.tree_map(np.array, params))
+        device = self._acting_device()
+        self._acting_params = params if device is None else jax.device_put(params, device)
+
+    def _acting_device(self):
+        """Where held parameters act: a device other than the learner's if there is one (the host CPU next
+        to an accelerator; a second CPU device, e.g. with XLA_FLAGS=--xla_force_host_platform_device_count=2),
+        else None. A device runs one program at a time: on the learner's own device an action waits for the
+        updates in flight (measured on XLA:CPU: the first action after a dispatch took the whole block)."""
+        if not hasattr(self, "_acting_device_cache"):
+            learner = jax.tree_util.tree_leaves(self._state)[0].devices()
+            try:
+                others = [d for d in jax.local_devices(backend="cpu") if d not in learner]
+            except RuntimeError:
+                others = []
+            self._acting_device_cache = others[0] if others else None
+        return self._acting_device_cache
+
+    def release_acting_params(self) -> None:
+        """Act with the current state's actor again."""
+        self._acting_params = None
+
+    def acting_params(self):
+        """The held actor parameters as numpy arrays (a copy), or None when acting uses the current state."""
+        if self._acting_params is None:
+            return None
+        return jax.tree_util.tree_map(lambda x: np.array(x), jax.device_get(self._acting_params))
+
     def update(self, batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
+        if self._acting_params is not None:
+            raise RuntimeError("per-step updates donate the state; release the held acting parameters first")
         batch = Batch(*(np.asarray(x, self.dtype) for x in batch))  # NumPy in: jit's fast path
         self._state, metrics = self._update(self._state, batch, np.asarray(target_noise, self.dtype))
         metrics = jax.device_get(metrics)  # one transfer for all scalars
@@ -75,9 +131,21 @@ class JaxBackend:
 
     def update_many(self, key: jax.Array, num_updates: int) -> list[dict[str, float]]:
         """``num_updates`` updates in one compiled call, sampling the device replay with ``key``."""
-        self._state, metrics = self._multi_update(self._state, self._replay, key, num_updates)
-        metrics = jax.device_get(metrics)
-        return [{name: float(metrics[name][i]) for name in UPDATE_METRICS} for i in range(num_updates)]
+        return self.fetch_metrics(self.dispatch_many(key, num_updates))
+
+    def dispatch_many(self, key: jax.Array, num_updates: int) -> dict:
+        """``update_many`` without waiting: returns the metrics as device arrays (``fetch_metrics`` reads
+        them). The state stays donated unless acting parameters are held."""
+        multi_update = self._multi_update if self._acting_params is None else self._multi_update_keep
+        self._state, metrics = multi_update(self._state, self._replay, key, num_updates)
+        return {name: metrics[name] for name in UPDATE_METRICS}
+
+    @staticmethod
+    def fetch_metrics(metrics: dict) -> list[dict[str, float]]:
+        """The per-update metrics of a ``dispatch_many`` (device or numpy arrays), waiting for them."""
+        metrics = jax.device_get(metrics)  # one transfer for all
+        count = len(metrics[UPDATE_METRICS[0]])
+        return [{name: float(metrics[name][i]) for name in UPDATE_METRICS} for i in range(count)]
 
     def load_replay(self, buffer_state: dict) -> None:
         """Make the device replay a copy of a host ring (``ReplayBuffer.state_dict()``), slot for slot."""
@@ -100,6 +168,8 @@ class JaxBackend:
         return jax.tree_util.tree_map(lambda x: np.array(x), jax.device_get(self._state))
 
     def load_state(self, state: TrainState) -> None:
+        """Replace the train state; acting uses the new state's actor (held parameters are released)."""
+        self._acting_params = None
         # Own copies, one device buffer per leaf: the update donates its input state, and a fresh
         # state's targets alias its params. Going through numpy avoids compiling a copy per shape.
         host = jax.tree_util.tree_map(np.array, jax.device_get(state))

@@ -7,7 +7,7 @@ import sys
 
 from jax_td3.cli.args import add_config_flags, given, nonnegative_int, positive_int, updates_per_episode
 from jax_td3.presets import DEFAULTS, PRESETS
-from jax_td3.settings import BACKENDS, DTYPES, EXPLORATIONS, SCHEDULES
+from jax_td3.settings import BACKENDS, DTYPES, EXPLORATIONS, SCHEDULES, VECTOR_MODES
 from jax_td3.envs.brax import BACKENDS as BRAX_BACKENDS
 
 # Flags that are not settings of the run: how the command runs it.
@@ -67,6 +67,10 @@ def add_arguments(parser) -> None:
                       help="JAX backend: collect K steps, then K updates in one compiled call (statistically, "
                            "not bitwise, equal to K=1; K <= 100 measured to learn like K=1 and to be as fast as "
                            "larger K: benchmarks/results/compiled.md)")
+    loop.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                      help="with --updates-per-call K > 1 (JAX backend): step the environment while the device "
+                           "runs the last K updates, acting with the actor from before them (one block stale); "
+                           "their losses are collected at the next block or evaluation (default: off)")
     loop.add_argument("--exploration", choices=EXPLORATIONS, default=None,
                       help="exploration noise (default: ou for seed-ddpg, gaussian otherwise)")
     loop.add_argument("--expl-noise", type=float, default=None,
@@ -83,12 +87,18 @@ def add_arguments(parser) -> None:
                       help="append the fraction of the episode's time limit left to each observation (the "
                            "RL Baselines3 Zoo's TimeFeatureWrapper; used by --preset zoo-pybullet)")
     loop.add_argument("--num-envs", type=positive_int, default=None,
-                      help=f"with --compiled: environments per agent stepped together; --total-steps and "
-                           f"--eval-every count transitions over all of them (default {d['num_envs']})")
+                      help=f"environments stepped together, one batched action per step (Gymnasium loop: a "
+                           f"Gymnasium vector env, see --vector-mode; --compiled: per agent); --total-steps, "
+                           f"--eval-every and --learning-starts count transitions over all of them "
+                           f"(default {d['num_envs']})")
     loop.add_argument("--updates-per-step", type=float, default=None,
-                      help="with --compiled: updates per vector step of --num-envs transitions; fractional values "
-                           "are spread evenly (0.25: one update every 4th step; 1.5: 1, 2, 1, 2 ...) "
+                      help="updates per vector step of --num-envs transitions; fractional values are spread "
+                           "evenly (0.25: one update every 4th step; 1.5: 1, 2, 1, 2 ...) "
                            f"(default {d['updates_per_step']:g})")
+    loop.add_argument("--vector-mode", choices=VECTOR_MODES, default=None,
+                      help="Gymnasium loop with --num-envs > 1: sync steps the environments one after another in "
+                           "this process, async each in its own subprocess, in parallel "
+                           f"(default {d['vector_mode']})")
     loop.add_argument("--chunk-steps", type=positive_int, default=None,
                       help="with --compiled: env steps per compiled call, where Ctrl-C stops and checkpoints "
                            "are written; must divide --eval-every (default: --eval-every)")
@@ -114,6 +124,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if args.process_id in (None, 0):   # the process that writes the outputs draws the learning curve
+        from jax_td3.run.plot import start_painter
+
+        start_painter()   # matplotlib imports in a helper process while this one starts (before JAX)
     from jax_td3.run.training import train
 
     values = given(args, [k for k in vars(args) if k not in COMMAND_FLAGS])

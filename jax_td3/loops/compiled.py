@@ -24,7 +24,7 @@ and ``learning_starts`` count transitions (multiples of N, except ``learning_sta
 ``v * N + i`` is environment i's at vector step v, and it is a warm-up one while that index is below
 ``learning_starts``. Learning starts at the first vector step after which the buffer holds more
 than ``learning_starts`` transitions. ``updates_per_step`` (U) is held as an exact fraction p/q
-(``LoopSettings.update_fraction``): after the j-th vector step with learning on (j = 1, 2, ...),
+(``LoopSettings.update_fraction``, the rule of ``loops.schedule``): after the j-th vector step with learning on (j = 1, 2, ...),
 the agent has made floor(j p / q) updates in all. So U = 1 is one update per vector step, U = 2
 two, U = 0.25 one update on every 4th (the 4th, 8th, ...), U = 1.5 alternately one and two (1, 2,
 1, 2 ...). The schedule is a function of the step number: no state, the same on every agent and
@@ -55,9 +55,7 @@ two calls the host can checkpoint, stop and later resume the run exactly.
 from __future__ import annotations
 
 import dataclasses
-import fractions
 import functools
-import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -71,7 +69,7 @@ from jax_td3 import xla_options
 from jax_td3.config import TD3Config, static
 from jax_td3.envs.base import JaxEnv
 from jax_td3.errors import ConfigError
-from jax_td3.loops import exploration
+from jax_td3.loops import exploration, schedule
 from jax_td3.loops.agents import AGENT_AXIS, agent_mesh, global_array, train_state_axes
 from jax_td3.networks import actor_action
 from jax_td3.presets import DEFAULTS
@@ -138,15 +136,8 @@ class LoopSettings:
 
     @property
     def update_fraction(self) -> tuple[int, int]:
-        """``updates_per_step`` as an exact fraction (p, q) with q <= 1000."""
-        u = self.updates_per_step
-        if not (isinstance(u, (int, float)) and math.isfinite(u) and u > 0):
-            raise ConfigError(f"`updates_per_step` must be a positive number, got {u}")
-        fraction = fractions.Fraction(u).limit_denominator(1000)
-        if abs(float(fraction) - u) > 1e-9 * u or fraction.numerator * fraction.denominator >= 2 ** 30:
-            raise ConfigError(f"`updates_per_step` {u} must be a ratio of small whole numbers (such as 0.25, "
-                              f"1.5 or 2)")
-        return fraction.numerator, fraction.denominator
+        """``updates_per_step`` as an exact fraction (p, q) with q <= 1000 (``loops.schedule``)."""
+        return schedule.update_fraction(self.updates_per_step)
 
     @property
     def max_updates_per_step(self) -> int:
@@ -248,8 +239,7 @@ def updates_this_step(settings: LoopSettings, step):
     """Updates at vector step ``step`` (at or after ``first_learning_step``): floor(j p / q) - floor((j - 1) p / q)
     for the j-th learning step, computed from (j - 1) mod q so that it never overflows int32."""
     p, q = settings.update_fraction
-    before = ((step - settings.first_learning_step) % q) * p % q
-    return (before + p) // q
+    return schedule.updates_at(step - settings.first_learning_step, p, q)
 
 
 def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step, draws: StepDraws) -> AgentState:

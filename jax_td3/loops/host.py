@@ -27,6 +27,18 @@ steps, copies them to a device replay buffer and runs K updates in one compiled
 ``replay.multi_update`` (with the episode schedule: the updates owed after an episode, in
 calls of K; a remainder waits for the next episode). Its replay indices and target noise
 come from a JAX key, so it is statistically, not bitwise, equal to the per-step path.
+With ``overlap`` the trainer does not wait for a block: it dispatches the K updates (JAX
+dispatch is asynchronous) and steps the environment for the next block while the device
+runs them, acting with the actor from before the block in flight (one block stale: the
+actions between boundaries b and b+1 use the parameters after block b-1). A block's
+metrics are fetched at the next block boundary, so ``StepRecord.updates`` carries them
+one block late. A device runs one program at a time, so the backend acts on another device
+when there is one (``backends.jax_backend``); on a single CPU device acting still waits.
+Evaluations and the end of the run wait for the updates in flight (``settle_updates``:
+their metrics come with that step's record, and acting uses the current actor until the
+next block is dispatched); ``state()``, checkpoints and the non-finite checks read the
+current state. A checkpoint stores the held actor and the
+metrics still in flight, so ``--resume`` stays exact.
 
 The run around it (directory, logging, checkpoints, resume, signals) is
 ``jax_td3.run.training``.
@@ -39,7 +51,7 @@ import math
 
 import numpy as np
 
-from jax_td3.errors import ConfigError, NonFiniteError
+from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
 from jax_td3.loops import exploration
 from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy  # noqa: F401  (evaluate_policy: re-export)
 from jax_td3.settings import TrainSettings
@@ -139,6 +151,8 @@ class Trainer:
         self.pending_updates = 0      # fast mode: updates owed but not yet run
         self.device_synced = 0        # fast mode: env steps already copied to the device replay
         self.skipped_transitions = 0  # non-finite transitions dropped (skip_nonfinite)
+        # overlap: fused blocks dispatched but not yet fetched, as (env step of dispatch, device metrics)
+        self.inflight: list[tuple[int, dict]] = []
         self.episode_returns: list[float] = []
         self.last_evaluation: dict | None = None
         # An environment's internal state cannot be saved in general; a checkpoint instead keeps
@@ -216,11 +230,14 @@ class Trainer:
             self.obs = next_obs
 
         record.updates = self._train(record.episode_length if episode_ended else None)
+        evaluating = self.env_steps % settings.eval_every == 0 or self.done
+        if evaluating:
+            record.updates += self.settle_updates()
         for metrics in record.updates:
             for name in ("critic_loss", "actor_loss"):
                 if not math.isfinite(metrics[name]):
                     self._raise_nonfinite_update(name.replace("_", " "))
-        if self.env_steps % settings.eval_every == 0 or self.done:
+        if evaluating:
             record.evaluation = self.evaluate()
         return record
 
@@ -250,6 +267,11 @@ class Trainer:
             owed = ended_episode_length
         else:
             owed = settings.updates_per_episode
+        return self._run_updates(owed)
+
+    def _run_updates(self, owed: int) -> list[dict[str, float]]:
+        """Run (or, fused, schedule) ``owed`` more updates; the metrics of the updates that ran."""
+        settings = self.settings
         if settings.updates_per_call == 1:
             return [self._update_once() for _ in range(owed)]
         self.pending_updates += owed
@@ -285,10 +307,29 @@ class Trainer:
             self.backend.sync_replay(self.buffer.last(fresh))
         self.device_synced = self.env_steps
         self.fast_key, key = jax.random.split(self.fast_key)
-        metrics = self.backend.update_many(key, num_updates)
         self.updates += num_updates
         self.pending_updates -= num_updates
-        return metrics
+        if not self.settings.overlap:
+            return self.backend.update_many(key, num_updates)
+        # Overlap: act with the actor from before this step's first block while its updates run, and
+        # return the metrics of the blocks dispatched at earlier steps (they have had a block's time).
+        if not any(step == self.env_steps for step, _ in self.inflight):
+            self.backend.hold_acting_params()
+        dispatched = self.backend.dispatch_many(key, num_updates)
+        earlier = [metrics for step, metrics in self.inflight if step < self.env_steps]
+        self.inflight = [entry for entry in self.inflight if entry[0] == self.env_steps]
+        self.inflight.append((self.env_steps, dispatched))
+        return [m for metrics in earlier for m in self.backend.fetch_metrics(metrics)]
+
+    def settle_updates(self) -> list[dict[str, float]]:
+        """Overlap: wait for the updates in flight and return their metrics; acting uses the current actor
+        until the next block is dispatched. Call it before reading the policy (an evaluation); a no-op
+        without ``overlap``."""
+        if not self.settings.overlap:
+            return []
+        earlier, self.inflight = self.inflight, []
+        self.backend.release_acting_params()
+        return [m for _, metrics in earlier for m in self.backend.fetch_metrics(metrics)]
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, episodes: int | None = None) -> dict:
@@ -311,6 +352,7 @@ class Trainer:
         from jax_td3.backends.base import pack_train_state
 
         return {
+            **self._overlap_snapshot(),
             "train_state": pack_train_state(self.backend.state()),
             "counters": {"env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
                          "episode_return": self.episode_return, "episode_length": self.episode_length,
@@ -326,6 +368,21 @@ class Trainer:
             "buffer": self.buffer.state_dict() if include_buffer else None,
         }
 
+    def _overlap_snapshot(self) -> dict:
+        """With ``overlap``: the actor parameters acting uses next (None: the state's) and the metrics of the
+        blocks still in flight, so that a resumed run acts and logs as the uninterrupted one; else nothing.
+        (``restore`` reads them back.)"""
+        import jax
+
+        from jax_td3.backends.base import pack_train_state
+
+        if not self.settings.overlap:
+            return {}
+        acting = self.backend.acting_params()
+        return {"acting_params": None if acting is None else pack_train_state(acting),
+                "inflight": [{"step": step, **{k: np.asarray(v) for k, v in jax.device_get(m).items()}}
+                             for step, m in self.inflight]}
+
     def restore(self, snapshot: dict) -> None:
         """Load a ``snapshot()``: learner, counters, RNGs, noise, (if stored) the replay buffer, and
         the environment, rebuilt by replaying the current episode from its reset.
@@ -338,6 +395,12 @@ class Trainer:
         from jax_td3.backends.base import unpack_train_state
 
         self.backend.load_state(unpack_train_state(self.config, self.settings.dtype, snapshot["train_state"]))
+        self.inflight = []
+        if self.settings.overlap:
+            if snapshot.get("acting_params") is not None:
+                self.backend.hold_acting_params(self._unpack_actor(snapshot["acting_params"]))
+            self.inflight = [(int(entry["step"]), {k: np.asarray(v) for k, v in entry.items() if k != "step"})
+                             for entry in snapshot.get("inflight", [])]
         counters = snapshot["counters"]
         self.env_steps, self.updates, self.episodes = (int(counters[k]) for k in ("env_steps", "updates", "episodes"))
         self.episode_return = float(counters["episode_return"])
@@ -356,6 +419,18 @@ class Trainer:
             self.buffer.load_state_dict(snapshot["buffer"])
         if hasattr(self.backend, "drop_replay"):
             self.backend.drop_replay()
+
+    def _unpack_actor(self, leaves):
+        import jax
+
+        from jax_td3.update import init_train_state
+
+        template = jax.eval_shape(lambda: init_train_state(self.config, jax.random.PRNGKey(0), self.dtype))
+        expected = jax.tree_util.tree_leaves(template.actor_params)
+        if len(leaves) != len(expected):
+            raise CheckpointError(f"checkpoint acting parameters have {len(leaves)} arrays, the actor {len(expected)}")
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template.actor_params),
+                                            [np.asarray(x, w.dtype) for x, w in zip(leaves, expected)])
 
     def _rebuild_env(self, rng_at_reset, actions, saved_obs) -> None:
         import warnings

@@ -66,8 +66,10 @@ def compiled_settings(settings: TrainSettings) -> LoopSettings:
         (settings.random_steps not in (None, settings.learning_starts),
          "`random_steps` other than `learning_starts`"),
         (settings.updates_per_call != 1, "`updates_per_call`"),
+        (settings.overlap, "`overlap`"),
         (settings.skip_nonfinite, "`skip_nonfinite`"),
         (settings.time_feature, "`time_feature`"),
+        (settings.vector_mode != "sync", f"`vector_mode` {settings.vector_mode} (its environments are vmapped)"),
     ]
     for bad, what in unsupported:
         if bad:

@@ -40,6 +40,19 @@ CONFIG_SETTINGS = tuple(f.name for f in dataclasses.fields(TD3Config)
 OUTPUT_OPTIONS = ("checkpoint_every", "keep_checkpoints", "save_buffer")
 
 
+def uses_vector_loop(settings: TrainSettings) -> bool:
+    """Whether the Gymnasium loop runs ``loops.vector.VectorTrainer`` (several environments, or updates per
+    step other than one) rather than the one-environment ``Trainer``."""
+    return settings.num_envs > 1 or settings.updates_per_step != 1
+
+
+def ended_episodes(record) -> list[tuple[float, int]]:
+    """(return, length) of each episode that ended in the step of ``record`` (a vector step may end several)."""
+    if hasattr(record, "ended_episodes"):
+        return [(episode_return, length) for _, episode_return, length in record.ended_episodes]
+    return [] if record.episode_return is None else [(record.episode_return, record.episode_length)]
+
+
 def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
@@ -173,24 +186,27 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
             if trainer.env_steps == 0:
                 log_evaluation(trainer.evaluate())
             while not trainer.done and stop.received is None:
-                record = trainer.step()
+                before = trainer.env_steps
+                record = trainer.step()   # one step, or one vector step of several transitions
                 for m in record.updates:
                     critic_losses.append(m["critic_loss"])
                     if m["actor_updated"]:
                         actor_losses.append(m["actor_loss"])
-                if record.episode_return is not None:
-                    episodes_file.write(f"{trainer.episodes},{record.step},{record.episode_return!r},"
-                                        f"{record.episode_length}\n")
+                ended = ended_episodes(record)
+                for number, (episode_return, length) in enumerate(ended, trainer.episodes - len(ended) + 1):
+                    episodes_file.write(f"{number},{record.step},{episode_return!r},{length}\n")
+                    postfix["train_return"] = f"{episode_return:.1f}"
+                    logger.log_scalars(record.step, {"train/episode_return": episode_return})
+                if ended:
                     episodes_file.flush()
-                    postfix["train_return"] = f"{record.episode_return:.1f}"
-                    logger.log_scalars(record.step, {"train/episode_return": record.episode_return})
                 if record.evaluation is not None:
                     log_evaluation(record.evaluation)
                     postfix["eval_return"] = f"{record.evaluation['eval_return_mean']:.1f}"
-                if record.step % checkpoint_every == 0 and not trainer.done:
+                # A multiple of checkpoint_every reached or passed (a vector step adds several transitions).
+                if record.step // checkpoint_every > before // checkpoint_every and not trainer.done:
                     last_checkpoint = save()
-                bar.update(1)
-                if postfix and (record.episode_return is not None or record.evaluation is not None):
+                bar.update(record.step - before)
+                if postfix and (ended or record.evaluation is not None):
                     bar.set_postfix(postfix, refresh=False)
             last_checkpoint = save()
         except NonFiniteError as err:
@@ -341,10 +357,15 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
     if num_seeds not in (None, 1):
         raise ConfigError("`num_seeds` > 1 needs `compiled` (the Gymnasium loop trains one seed per run)")
     plan = plan_run(values, preset)
-    for name, single in (("num_envs", 1), ("updates_per_step", 1), ("chunk_steps", None)):
-        if getattr(plan.settings, name) != single:
-            raise ConfigError(f"`{name}` {getattr(plan.settings, name)} needs `compiled` (the Gymnasium loop "
-                              f"steps one environment, one update per step, in one piece)")
+    if plan.settings.chunk_steps is not None:
+        raise ConfigError(f"`chunk_steps` {plan.settings.chunk_steps} needs `compiled` (the Gymnasium loop runs in "
+                          f"one piece)")
+    if plan.settings.num_envs > 1 and environment is not None:
+        raise ConfigError("`num_envs` > 1 makes its environments from `env`; a given `environment` instance is one "
+                          "environment")
+    if plan.settings.updates_per_step != 1 and plan.settings.update_schedule != "step":
+        raise ConfigError("`updates_per_step` applies to `update_schedule` step; the episode schedule runs "
+                          "`updates_per_episode` after each episode")
     out_dir = Path(plan.out)
     if resume and not out_dir.is_dir():
         raise CheckpointError(f"`resume`: no complete checkpoint in {out_dir / 'checkpoints'}")
@@ -385,7 +406,12 @@ def _train_in(out_dir: Path, plan: RunPlan, preset, resume: bool, requested: set
                       "checkpoint_every": plan.checkpoint_every, "keep_checkpoints": plan.keep_checkpoints,
                       "save_buffer": plan.save_buffer}
     check_run_memory(config, settings)  # refuse at once what cannot fit, before allocating it
-    trainer = Trainer(config, settings, env=env)
+    if uses_vector_loop(settings):
+        from jax_td3.loops.vector import VectorTrainer
+
+        trainer = VectorTrainer(config, settings, eval_env=env)  # env (made above) evaluates
+    else:
+        trainer = Trainer(config, settings, env=env)
     try:
         if checkpoint is not None:
             if checkpoint.contents["trainer"].get("buffer") is None:
