@@ -74,3 +74,25 @@ def test_a_bad_reference_is_one_line_and_exit_2(tmp_path, capsys, value):
         main(["plot", str(good), "--out", str(tmp_path / "x.png"), "--reference", value])
     err = capsys.readouterr().err
     assert raised.value.code == 2 and "expected NAME=VALUE" in err and err.count("\n") == 1, err
+
+
+def test_the_painter_process_draws_the_same_curve_and_reports_what_it_cannot_draw(tmp_path):
+    """``start_painter`` (``jax-td3 train`` starts it before JAX) draws the run's curve in a helper
+    process that imported matplotlib ahead of time; the picture equals the one drawn in-process, and
+    a file it cannot use still warns without failing the run."""
+    from jax_td3.run import plot
+
+    good = _run_dir(tmp_path, "step,eval_return_mean,eval_return_std\n0,-10,1\n100,-5,2\n", name="good")
+    assert draw_learning_curve(good) == good / "learning_curve.png"
+    here = (good / "learning_curve.png").read_bytes()
+    (good / "learning_curve.png").unlink()
+    assert plot.start_painter()
+    painter = plot._painter
+    assert draw_learning_curve(good) == good / "learning_curve.png"
+    assert plot._painter is None and painter.wait(timeout=30) == 0   # one curve, then it exits
+    assert (good / "learning_curve.png").read_bytes() == here
+    bad = _run_dir(tmp_path, "time,score\n0,-100\n")
+    assert plot.start_painter()
+    with pytest.warns(UserWarning, match="learning curve not drawn .*lacks the columns step, eval_return_mean"):
+        assert draw_learning_curve(bad) is None
+    plot.stop_painter()

@@ -3,7 +3,8 @@
 One ``RunLogger`` per run directory. Every evaluation row is appended to
 ``metrics.csv`` and flushed at once, so an interrupted run keeps every row it
 reached. TensorBoard (tensorboardX) and matplotlib are optional and imported
-lazily: without them the CSV and JSON files are still written.
+lazily: without them the CSV and JSON files are still written. tensorboardX is imported without
+PyTorch (``summary_writer_class``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,37 @@ def read_metrics(path: str | os.PathLike, required: tuple[str, ...] = ()) -> lis
         return rows
 
 
+def summary_writer_class():
+    """tensorboardX's ``SummaryWriter``, imported without importing PyTorch when PyTorch is not loaded yet.
+
+    ``tensorboardX.writer`` (2.6) imports torch, when it is installed, only to name ``torch.Tensor`` in
+    type hints; on a run of the JAX backend that import was most of a second of start-up (the whole of
+    PyTorch), for scalars that are Python floats. So torch is made unimportable for the duration of
+    that one import (tensorboardX then falls back to numpy, as without torch) and importable again at
+    once. If torch is already loaded (the torch backend) the import is the ordinary one, and if a
+    tensorboardX ever needs torch to import, it gets it (second, ordinary try). ImportError without
+    tensorboardX.
+    """
+    import sys
+
+    if "tensorboardX.writer" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None   # `import torch` raises ImportError while this is there
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        SummaryWriter = None
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+    if SummaryWriter is None:   # a tensorboardX that needs torch, or none at all: the ordinary import
+        for name in [m for m in sys.modules if m == "tensorboardX" or m.startswith("tensorboardX.")]:
+            del sys.modules[name]
+        from tensorboardX import SummaryWriter
+    return SummaryWriter
+
+
 class RunLogger:
     """Writes a run's outputs into ``out_dir`` (created if needed).
 
@@ -110,7 +142,7 @@ class RunLogger:
 
     def _open_tensorboard(self):
         try:
-            from tensorboardX import SummaryWriter
+            SummaryWriter = summary_writer_class()
         except ImportError:
             warnings.warn("tensorboardX is not installed; TensorBoard event files are skipped "
                           "(pip install 'jax-td3[logging]')", stacklevel=3)
