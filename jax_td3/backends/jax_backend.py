@@ -63,6 +63,7 @@ class JaxBackend:
          self._multi_update_keep) = compiled_functions(config)
         self._add = jax.jit(replay.replay_add, donate_argnums=0)
         self._replay: replay.ReplayState | None = None
+        self._compiling = None  # the thread of compile_many_ahead, until the first fused call
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         # A NumPy argument goes through jit's C++ fast path; jnp.asarray first would cost
@@ -133,9 +134,39 @@ class JaxBackend:
         """``num_updates`` updates in one compiled call, sampling the device replay with ``key``."""
         return self.fetch_metrics(self.dispatch_many(key, num_updates))
 
+    def compile_many_ahead(self, capacity: int, num_updates: int, key: jax.Array, keep_state: bool = False):
+        """Compile the fused call of ``num_updates`` updates over a device replay of ``capacity`` slots in a
+        background thread, so that the compilation (about 2 s on a CPU) overlaps the warm-up steps instead
+        of holding up the first fused call; that call then finds it in jit's cache. ``keep_state``: the
+        variant that does not donate the state (``--overlap``). Returns the thread (already started)."""
+        import threading
+
+        def spec(x):
+            return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
+
+        widths = (self.config.obs_dim, self.config.act_dim, self.config.obs_dim, 1, 1)
+        replay_spec = replay.ReplayState(*(jax.ShapeDtypeStruct((capacity, w), self.dtype) for w in widths),
+                                         jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32))
+        multi_update = self._multi_update_keep if keep_state else self._multi_update
+        args = (jax.tree_util.tree_map(spec, self._state), replay_spec, spec(key), num_updates)
+
+        def compile_it():
+            try:
+                multi_update.lower(*args).compile()
+            except Exception:  # noqa: BLE001  (only a head start: the first call compiles if this failed)
+                pass
+
+        thread = threading.Thread(target=compile_it, name="jax-td3-compile", daemon=True)
+        thread.start()
+        self._compiling = thread
+        return thread
+
     def dispatch_many(self, key: jax.Array, num_updates: int) -> dict:
         """``update_many`` without waiting: returns the metrics as device arrays (``fetch_metrics`` reads
         them). The state stays donated unless acting parameters are held."""
+        if self._compiling is not None:  # a compilation started ahead: wait for it rather than compile twice
+            self._compiling.join()
+            self._compiling = None
         multi_update = self._multi_update if self._acting_params is None else self._multi_update_keep
         self._state, metrics = multi_update(self._state, self._replay, key, num_updates)
         return {name: metrics[name] for name in UPDATE_METRICS}
