@@ -113,3 +113,22 @@ def test_seed_range():
         check_compiled_seeds(SEED_LIMIT - 10, 11)
     # Every seed the compiled loop derives (agent i: seed + i; its evaluation: + 100) fits int32.
     assert SEED_LIMIT - 1 + 100 < 2 ** 31
+
+
+def test_ensure_writable_dir_checks_again_when_another_process_removed_the_new_directory(tmp_path, monkeypatch):
+    """The processes of one `--num-processes` run check the same new directory at once; one of them can
+    remove it (its cleanup) between another's mkdir and test file. That is checked again, not refused."""
+    import tempfile
+
+    real, calls = tempfile.TemporaryFile, []
+
+    def removed_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", removed_once)
+    out = tmp_path / "new" / "run"
+    assert ensure_writable_dir(out) == out
+    assert len(calls) == 2 and not (tmp_path / "new").exists()

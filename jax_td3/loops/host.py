@@ -139,7 +139,8 @@ class Trainer:
         # One compiled init instead of dozens of eagerly compiled small ops.
         initial_state = jax.jit(init_train_state, static_argnums=(0, 2))(config, init_key, self.dtype)
         self.backend = make_backend(settings.backend, config, initial_state, settings.dtype)
-        if settings.updates_per_call > 1 and hasattr(self.backend, "compile_many_ahead"):
+        if (settings.updates_per_call > 1 and settings.total_steps > settings.learning_starts
+                and hasattr(self.backend, "compile_many_ahead")):
             # The fused call's compilation overlaps the warm-up steps (its shapes are known now).
             self.backend.compile_many_ahead(settings.buffer_size, settings.updates_per_call, self.fast_key,
                                             keep_state=settings.overlap)

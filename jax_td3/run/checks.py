@@ -45,13 +45,20 @@ def ensure_writable_dir(path, setting: str = "out", what: str = "the run directo
     try:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"`{setting}` {path} is a file, not a directory")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
-                pass
-        except OSError as err:
-            reason = err.strerror or type(err).__name__
-            raise ConfigError(f"cannot write {what} `{setting}` {path}: {reason}") from None
+        for attempt in range(3):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+                    pass
+                break
+            except FileNotFoundError:
+                # Another process checking the same new directory (the processes of one `--num-processes`
+                # run) removed it between our mkdir and our file: check again.
+                if attempt == 2:
+                    raise ConfigError(f"cannot write {what} `{setting}` {path}: No such file or directory") from None
+            except OSError as err:
+                reason = err.strerror or type(err).__name__
+                raise ConfigError(f"cannot write {what} `{setting}` {path}: {reason}") from None
     finally:
         for directory in created:  # deepest first
             try:
