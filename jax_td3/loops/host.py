@@ -455,15 +455,24 @@ class Trainer:
         for action in np.asarray(actions):
             obs, *_ = self.env.step(action)
             self.episode_actions.append(action)
-        obs = np.asarray(obs)
+        self.obs = self._replayed(np.asarray(obs), saved_obs)
+
+    def _replayed(self, obs: np.ndarray, saved_obs) -> np.ndarray:
+        """``obs``, the observation an environment replayed to; warns if it is not the saved one."""
+        import warnings
+
+        saved_obs = np.asarray(saved_obs)
         if obs.shape != saved_obs.shape or not np.array_equal(obs, saved_obs):
-            warnings.warn(f"{self.settings.env} did not replay to the saved state (max difference "
-                          f"{np.max(np.abs(obs - saved_obs)) if obs.shape == saved_obs.shape else 'shape'}); "
-                          "continuing from the replayed state, so the resumed run is not bit-exact", stacklevel=3)
-        self.obs = obs
+            difference = np.max(np.abs(obs - saved_obs)) if obs.shape == saved_obs.shape else "shape"
+            warnings.warn(f"{self.settings.env} did not replay to the saved state (max difference {difference}); "
+                          "continuing from the replayed state, so the resumed run is not bit-exact", stacklevel=4)
+        return obs
 
     def close(self) -> None:
         self.env.close()
+        self._close_evaluation()
+
+    def _close_evaluation(self) -> None:
         if self.evaluator is not None:
             self.evaluator.close()
         else:

@@ -305,16 +305,8 @@ class VectorTrainer(Trainer):
             ended = (np.asarray(terminated) | np.asarray(truncated)) & (k + 1 < longest)
         self.env_rng_at_reset = rng_at_reset
         self.episode_actions = [list(a) for a in actions]
-        saved_obs = np.asarray(saved_obs)
-        if obs.shape != saved_obs.shape or not np.array_equal(obs, saved_obs):
-            difference = np.max(np.abs(obs - saved_obs)) if obs.shape == saved_obs.shape else "shape"
-            warnings.warn(f"{self.settings.env} did not replay to the saved state (max difference {difference}); "
-                          "continuing from the replayed state, so the resumed run is not bit-exact", stacklevel=3)
-        self.obs = obs
+        self.obs = self._replayed(obs, saved_obs)
 
     def close(self) -> None:
         self.vec.close()
-        if self.evaluator is not None:
-            self.evaluator.close()
-        else:
-            self.eval_env.close()
+        self._close_evaluation()
