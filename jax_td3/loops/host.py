@@ -235,7 +235,11 @@ class Trainer:
             self.obs = next_obs
 
         record.updates = self._train(record.episode_length if episode_ended else None)
-        evaluating = self.env_steps % settings.eval_every == 0 or self.done
+        return self._finish_step(record, evaluating=self.env_steps % settings.eval_every == 0 or self.done)
+
+    def _finish_step(self, record, evaluating: bool):
+        """The end of a step: with an evaluation due, the updates in flight (overlap) first; then the
+        non-finite check of the step's update metrics, then the evaluation."""
         if evaluating:
             record.updates += self.settle_updates()
         for metrics in record.updates:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import warnings
 
 import numpy as np
@@ -192,16 +191,8 @@ class VectorTrainer(Trainer):
 
         record.updates = self._train_vector([length for _, _, length in record.ended_episodes])
         every = settings.eval_every
-        evaluating = self.env_steps // every > (self.env_steps - n) // every or self.done
-        if evaluating:
-            record.updates += self.settle_updates()  # with overlap: the updates in flight, before evaluating
-        for metrics in record.updates:
-            for name in ("critic_loss", "actor_loss"):
-                if not math.isfinite(metrics[name]):
-                    self._raise_nonfinite_update(name.replace("_", " "))
-        if evaluating:
-            record.evaluation = self.evaluate()
-        return record
+        return self._finish_step(record, evaluating=self.env_steps // every > (self.env_steps - n) // every
+                                 or self.done)
 
     def _train_vector(self, ended_lengths: list[int]) -> list[dict[str, float]]:
         """The updates owed after this vector step (``ended_lengths``: the episodes that ended in it)."""
