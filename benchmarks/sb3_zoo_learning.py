@@ -60,6 +60,12 @@ def main() -> None:
     if args.resume:
         model = TD3.load(model_path, env=env, device="cpu")
         model.load_replay_buffer(buffer_path)
+        for name in ("metrics.csv", "episodes.csv"):  # rows written after the checkpoint are redone
+            path = out / name
+            if path.exists():
+                lines = path.read_text().splitlines(keepends=True)
+                kept = lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) <= model.num_timesteps]
+                path.write_text("".join(kept))
     else:
         act_dim = env.action_space.shape[0]
         model = TD3(
