@@ -17,6 +17,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jax_td3.config import TD3Config
 
@@ -126,6 +127,21 @@ def init_critic_params(config: TD3Config, key):
 
 def actor_action(config: TD3Config, actor_params, obs):
     return make_actor(config).apply(actor_params, obs)
+
+
+def actor_action_numpy(config: TD3Config, actor_params, obs: np.ndarray) -> np.ndarray:
+    """``actor_action`` computed by NumPy on host copies of the parameters (what the Gymnasium loop acts
+    with: one environment step's forward costs microseconds here against a device round trip through
+    ``jit``). The same layers as ``Actor``; the products round as NumPy's, not XLA's, so the two agree to
+    float tolerance, not bit for bit (``tests/test_host_acting.py``)."""
+    layers = actor_params["params"]
+    x = obs
+    for i in range(len(config.actor_hidden)):
+        x = np.maximum(x @ layers[f"l{i + 1}"]["kernel"] + layers[f"l{i + 1}"]["bias"], 0)
+    last = layers[f"l{len(config.actor_hidden) + 1}"]
+    x = x @ last["kernel"] + last["bias"]
+    scale, bias = np.asarray(config.action_scale, x.dtype), np.asarray(config.action_bias, x.dtype)
+    return scale * np.tanh(x) + bias
 
 
 def critic_values(config: TD3Config, critic_params, obs, action):

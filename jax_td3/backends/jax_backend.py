@@ -5,15 +5,20 @@ steps in one compiled ``replay.multi_update`` over a device copy of the replay
 buffer, with indices and target noise drawn from a JAX key. That path is
 statistically equal to the per-step path, not bitwise (different random streams).
 
+Acting runs on the host: ``act`` and ``act_batch`` evaluate ``networks.actor_action_numpy`` on a
+NumPy copy of the actor, taken once after the parameters change. An environment step's action is a
+tiny forward (one row through 256-256: about 66,000 multiplies); through ``jit`` on a busy 2-core
+XLA:CPU it took 55-100 us (dispatch, a small XLA program, the wait for its result), in NumPy 8-17 us
+(``act`` whole: 18 us), plus about 15 us to copy a 256-256 actor after each update call. Acting also
+no longer waits behind a block of updates running on the same device (``--overlap``), and compiles
+nothing. NumPy rounds its matrix products differently from XLA in the last bits, so actions are
+NumPy's (tested against ``actor_action`` to float tolerance); every path of the Gymnasium loop acts
+this way, so the per-step and fused paths still act alike bit for bit.
+
 Overlap (``--overlap``): ``dispatch_many`` starts the same K updates without waiting for
 them (JAX dispatch is asynchronous; the metrics stay on the device until
-``fetch_metrics``), and ``hold_acting_params`` makes ``act`` and ``act_batch`` use the
-actor parameters of the moment, not those of the updates in flight, so acting never
-waits on the device. While parameters are held the fused updates do not donate their
-input state (a donated state's buffers, the held actor among them, would be invalid).
-A device runs one program at a time, so the held parameters act on another device when
-there is one (``_acting_device``: the host CPU next to an accelerator, or a second CPU
-device); on a machine with one CPU device an action still waits for the block in flight.
+``fetch_metrics``), and ``hold_acting_params`` makes ``act`` and ``act_batch`` use a host copy of
+the actor of the moment, not that of the updates in flight, so acting never waits on the device.
 """
 
 from __future__ import annotations
@@ -27,26 +32,76 @@ import numpy as np
 from jax_td3 import replay
 from jax_td3.backends.base import UPDATE_METRICS
 from jax_td3.dtypes import enable_dtype
-from jax_td3.networks import actor_action
-from jax_td3.update import Batch, TrainState, update
+from jax_td3.networks import actor_action_numpy
+from jax_td3.update import Batch, TrainState, init_train_state, update
 from jax_td3.xla_options import compiler_options
 
 
 @functools.lru_cache(maxsize=16)
 def compiled_functions(config):
-    """Jitted (update, act, multi_update, act_batch, multi_update_keep) for one config, shared by every backend
-    of that config (jit caches by function object, so two trainers with the same config compile once).
-    ``multi_update_keep`` is ``multi_update`` without donating the input state (used while acting
-    parameters are held; compiled only if called)."""
+    """Jitted (update, multi_update) for one config, shared by every backend of that config (jit caches by
+    function object, so two trainers with the same config compile once)."""
     options = compiler_options()
     update_fn = jax.jit(functools.partial(update, config), donate_argnums=0, compiler_options=options)
-    act_fn = jax.jit(lambda params, obs: actor_action(config, params, obs[None])[0], compiler_options=options)
-    act_batch_fn = jax.jit(functools.partial(actor_action, config), compiler_options=options)
     multi_update_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3, donate_argnums=0,
                               compiler_options=options)
-    multi_update_keep_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3,
-                                   compiler_options=options)
-    return update_fn, act_fn, multi_update_fn, act_batch_fn, multi_update_keep_fn
+    return update_fn, multi_update_fn
+
+
+@functools.lru_cache(maxsize=16)
+def _initial_program(config, seed: int, dtype):
+    def initial():
+        init_key, fused_key = jax.random.split(jax.random.PRNGKey(seed))
+        return init_train_state(config, init_key, dtype), fused_key
+    return jax.jit(initial)
+
+
+def initial_state_and_key(config, seed: int, dtype) -> tuple[TrainState, jax.Array]:
+    """(fresh train state from ``PRNGKey(seed)``'s first half, the second half for the fused path's draws), as
+    one compiled program: the key split done eagerly would compile three small programs of its own (0.2 s)."""
+    return _initial_program(config, int(seed), np.dtype(dtype))()
+
+
+def compile_many_ahead(config, dtype, capacity: int, num_updates: int):
+    """Compile the fused call of ``num_updates`` updates over a device replay of ``capacity`` slots in a
+    background thread and return the thread (started). Only shapes are needed, so it can start before the
+    initial state exists: the compilation (about 2 s on a CPU) then overlaps building the trainer, the
+    first evaluation and the warm-up steps instead of holding up the first fused call, which finds it in
+    jit's cache. Hand the thread to ``JaxBackend.expect_compiled`` so that the first call waits for it."""
+    import threading
+
+    dtype = np.dtype(dtype)
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),  # no weak types: as loaded
+                                   jax.eval_shape(functools.partial(init_train_state, config, dtype=dtype), key))
+    widths = (config.obs_dim, config.act_dim, config.obs_dim, 1, 1)
+    replay_spec = replay.ReplayState(*(jax.ShapeDtypeStruct((capacity, w), dtype) for w in widths),
+                                     jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32))
+    multi_update = compiled_functions(config)[1]
+
+    def compile_it():
+        try:
+            multi_update.lower(state, replay_spec, key, num_updates).compile()
+            split_key.lower(key).compile()
+        except Exception:  # noqa: BLE001  (only a head start: the first call compiles if this failed)
+            pass
+
+    thread = threading.Thread(target=compile_it, name="jax-td3-compile", daemon=True)
+    thread.start()
+    return thread
+
+
+@jax.jit
+def split_key(key) -> tuple[jax.Array, jax.Array]:
+    """``jax.random.split(key)`` unpacked into its two keys, as one compiled program (split then unpack,
+    eagerly, compile two small programs of their own: 0.13 s)."""
+    carried, used = jax.random.split(key)
+    return carried, used
+
+
+def _host_copy(tree):
+    """NumPy copies (not views: the next update may donate the device buffers)."""
+    return jax.tree_util.tree_map(np.array, jax.device_get(tree))
 
 
 class JaxBackend:
@@ -56,52 +111,48 @@ class JaxBackend:
         enable_dtype(dtype)
         self.config = config
         self.dtype = np.dtype(dtype)
-        self._state = None
-        self._acting_params = None  # held actor parameters (overlap); None: act with the current state's
+        self._train_state = None
+        self._host_actor = None     # host copy of the current state's actor, taken when first acted with
+        self._acting_params = None  # held host actor (overlap); None: act with the current state's
         self.load_state(initial_state)
-        (self._update, self._act, self._multi_update, self._act_batch,
-         self._multi_update_keep) = compiled_functions(config)
+        self._update, self._multi_update = compiled_functions(config)
         self._add = jax.jit(replay.replay_add, donate_argnums=0)
         self._replay: replay.ReplayState | None = None
         self._compiling = None  # the thread of compile_many_ahead, until the first fused call
 
+    @property
+    def _state(self) -> TrainState:
+        return self._train_state
+
+    @_state.setter
+    def _state(self, state: TrainState) -> None:
+        self._train_state = state
+        self._host_actor = None  # new parameters: copy again when next acting
+
     def act(self, obs: np.ndarray) -> np.ndarray:
-        # A NumPy argument goes through jit's C++ fast path; jnp.asarray first would cost
-        # ~0.35 ms per call in Python dispatch, more than the 256-256 forward itself.
-        action = self._act(self._acting(), np.asarray(obs, self.dtype))
-        return np.asarray(action, np.float64)
+        obs = np.asarray(obs, self.dtype)[None]
+        return np.asarray(actor_action_numpy(self.config, self._acting(), obs)[0], np.float64)
 
     def act_batch(self, obs: np.ndarray) -> np.ndarray:
-        actions = self._act_batch(self._acting(), np.asarray(obs, self.dtype))
+        actions = actor_action_numpy(self.config, self._acting(), np.asarray(obs, self.dtype))
         return np.asarray(actions, np.float64)
 
     # -- what acting uses: the current actor, or parameters held while updates run -------
     def _acting(self):
-        return self._state.actor_params if self._acting_params is None else self._acting_params
+        if self._acting_params is not None:
+            return self._acting_params
+        if self._host_actor is None:
+            self._host_actor = _host_copy(self._state.actor_params)  # waits for the updates in flight
+        return self._host_actor
 
     def hold_acting_params(self, params=None) -> None:
         """From now on ``act``/``act_batch`` use these actor parameters (default: the current state's),
         whatever later updates do, until ``release_acting_params`` or ``load_state``."""
         if params is None:
-            params = self._state.actor_params  # a reference: later fused updates do not donate it
+            self._acting_params = None
+            self._acting_params = self._acting()  # the current host copy: replaced, never changed, by updates
         else:
-            params = jax.device_put(jax.tree_util.tree_map(np.array, params))
-        device = self._acting_device()
-        self._acting_params = params if device is None else jax.device_put(params, device)
-
-    def _acting_device(self):
-        """Where held parameters act: a device other than the learner's if there is one (the host CPU next
-        to an accelerator; a second CPU device, e.g. with XLA_FLAGS=--xla_force_host_platform_device_count=2),
-        else None. A device runs one program at a time: on the learner's own device an action waits for the
-        updates in flight (measured on XLA:CPU: the first action after a dispatch took the whole block)."""
-        if not hasattr(self, "_acting_device_cache"):
-            learner = jax.tree_util.tree_leaves(self._state)[0].devices()
-            try:
-                others = [d for d in jax.local_devices(backend="cpu") if d not in learner]
-            except RuntimeError:
-                others = []
-            self._acting_device_cache = others[0] if others else None
-        return self._acting_device_cache
+            self._acting_params = _host_copy(params)
 
     def release_acting_params(self) -> None:
         """Act with the current state's actor again."""
@@ -111,11 +162,9 @@ class JaxBackend:
         """The held actor parameters as numpy arrays (a copy), or None when acting uses the current state."""
         if self._acting_params is None:
             return None
-        return jax.tree_util.tree_map(lambda x: np.array(x), jax.device_get(self._acting_params))
+        return _host_copy(self._acting_params)
 
     def update(self, batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
-        if self._acting_params is not None:
-            raise RuntimeError("per-step updates donate the state; release the held acting parameters first")
         batch = Batch(*(np.asarray(x, self.dtype) for x in batch))  # NumPy in: jit's fast path
         self._state, metrics = self._update(self._state, batch, np.asarray(target_noise, self.dtype))
         metrics = jax.device_get(metrics)  # one transfer for all scalars
@@ -134,41 +183,17 @@ class JaxBackend:
         """``num_updates`` updates in one compiled call, sampling the device replay with ``key``."""
         return self.fetch_metrics(self.dispatch_many(key, num_updates))
 
-    def compile_many_ahead(self, capacity: int, num_updates: int, key: jax.Array, keep_state: bool = False):
-        """Compile the fused call of ``num_updates`` updates over a device replay of ``capacity`` slots in a
-        background thread, so that the compilation (about 2 s on a CPU) overlaps the warm-up steps instead
-        of holding up the first fused call; that call then finds it in jit's cache. ``keep_state``: the
-        variant that does not donate the state (``--overlap``). Returns the thread (already started)."""
-        import threading
-
-        def spec(x):
-            return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
-
-        widths = (self.config.obs_dim, self.config.act_dim, self.config.obs_dim, 1, 1)
-        replay_spec = replay.ReplayState(*(jax.ShapeDtypeStruct((capacity, w), self.dtype) for w in widths),
-                                         jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32))
-        multi_update = self._multi_update_keep if keep_state else self._multi_update
-        args = (jax.tree_util.tree_map(spec, self._state), replay_spec, spec(key), num_updates)
-
-        def compile_it():
-            try:
-                multi_update.lower(*args).compile()
-            except Exception:  # noqa: BLE001  (only a head start: the first call compiles if this failed)
-                pass
-
-        thread = threading.Thread(target=compile_it, name="jax-td3-compile", daemon=True)
-        thread.start()
+    def expect_compiled(self, thread) -> None:
+        """The first fused call waits for this ``compile_many_ahead`` thread rather than compile twice."""
         self._compiling = thread
-        return thread
 
     def dispatch_many(self, key: jax.Array, num_updates: int) -> dict:
         """``update_many`` without waiting: returns the metrics as device arrays (``fetch_metrics`` reads
-        them). The state stays donated unless acting parameters are held."""
+        them). The input state is donated (held acting parameters are host copies)."""
         if self._compiling is not None:  # a compilation started ahead: wait for it rather than compile twice
             self._compiling.join()
             self._compiling = None
-        multi_update = self._multi_update if self._acting_params is None else self._multi_update_keep
-        self._state, metrics = multi_update(self._state, self._replay, key, num_updates)
+        self._state, metrics = self._multi_update(self._state, self._replay, key, num_updates)
         return {name: metrics[name] for name in UPDATE_METRICS}
 
     @staticmethod

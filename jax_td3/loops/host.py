@@ -104,17 +104,22 @@ class Trainer:
     """All state of one training run, advanced one environment step at a time by ``step()``."""
 
     def __init__(self, config, settings: TrainSettings, env=None, eval_env=None):
-        import jax
-
         from jax_td3.backends import enable_dtype, make_backend
+        from jax_td3.backends.jax_backend import initial_state_and_key
         from jax_td3.buffer import ReplayBuffer
         from jax_td3.envs import env_spec, make_env
-        from jax_td3.update import init_train_state
 
         self.settings = settings.validate()
         self.config = config
         enable_dtype(settings.dtype)
         self.dtype = np.dtype(settings.dtype)
+        compiling = None
+        fused = settings.updates_per_call > 1 and settings.total_steps > settings.learning_starts
+        if settings.backend == "jax" and fused:
+            # The fused call's compilation needs only shapes: start it first, so that it overlaps building
+            # the trainer (the initial state's own compilation included) and the warm-up steps.
+            from jax_td3.backends.jax_backend import compile_many_ahead
+            compiling = compile_many_ahead(config, self.dtype, settings.buffer_size, settings.updates_per_call)
         self.env = env if env is not None else make_env(settings.env, time_feature=settings.time_feature)
         if eval_env is not None:  # a caller's env instance: sequential (its episodes may depend on its history)
             self.evaluator, self.eval_env = None, eval_env
@@ -134,16 +139,11 @@ class Trainer:
         explore_seed, update_seed = np.random.SeedSequence(settings.seed).spawn(2)
         self.explore_rng = np.random.Generator(np.random.PCG64(explore_seed))
         self.update_rng = np.random.Generator(np.random.PCG64(update_seed))
-        init_key, self.fast_key = jax.random.split(jax.random.PRNGKey(settings.seed))
-
-        # One compiled init instead of dozens of eagerly compiled small ops.
-        initial_state = jax.jit(init_train_state, static_argnums=(0, 2))(config, init_key, self.dtype)
+        # One compiled program instead of dozens of eagerly compiled small ops.
+        initial_state, self.fast_key = initial_state_and_key(config, settings.seed, self.dtype)
         self.backend = make_backend(settings.backend, config, initial_state, settings.dtype)
-        if (settings.updates_per_call > 1 and settings.total_steps > settings.learning_starts
-                and hasattr(self.backend, "compile_many_ahead")):
-            # The fused call's compilation overlaps the warm-up steps (its shapes are known now).
-            self.backend.compile_many_ahead(settings.buffer_size, settings.updates_per_call, self.fast_key,
-                                            keep_state=settings.overlap)
+        if compiling is not None:
+            self.backend.expect_compiled(compiling)
         self.buffer = ReplayBuffer(settings.buffer_size, self.spec.obs_dim, self.spec.act_dim, self.dtype)
         self.noise = make_noise(settings, self.spec.action_scale, self.spec.act_dim)
         self.noise_state = self.noise.init()
@@ -305,7 +305,7 @@ class Trainer:
         return metrics
 
     def _update_fused(self, num_updates: int) -> list[dict[str, float]]:
-        import jax
+        from jax_td3.backends.jax_backend import split_key
 
         if not self.backend.has_replay:
             # First use, or after a restore: the host ring as it is (slots, position, size), so
@@ -315,7 +315,7 @@ class Trainer:
             fresh = min(self.env_steps - self.device_synced, self.buffer.capacity)
             self.backend.sync_replay(self.buffer.last(fresh))
         self.device_synced = self.env_steps
-        self.fast_key, key = jax.random.split(self.fast_key)
+        self.fast_key, key = split_key(self.fast_key)
         self.updates += num_updates
         self.pending_updates -= num_updates
         if not self.settings.overlap:
