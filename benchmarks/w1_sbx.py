@@ -23,7 +23,13 @@ Rounds alternate (ours, SBX, ours, SBX, ...), ``--rounds`` of each; the result i
 of each side and their ratio, SBX / ours (above 1: ours is faster). The background trainings of this
 machine are not paused by this script: pause them around it (benchmarks/README.md, W1).
 
-    python benchmarks/w1_sbx.py [--rounds 3] [--out benchmarks/results/w1_sbx.json]
+    python benchmarks/w1_sbx.py [--rounds 3] [--cache cold|warm|defaults] [--out FILE]
+
+``--cache``: whether compiled programs are kept on disk between processes (``jax-td3 train`` keeps them
+by default: ``jax_td3/compile_cache.py``; SBX does not unless told through JAX's own settings). ``cold``
+(the default, and the figures before that cache existed): every process of both sides compiles. ``warm``:
+both sides keep them, with the same JAX settings, filled by one untimed run of each first. ``defaults``:
+each side as it comes, ours warm and SBX cold.
 
 Writes the JSON (every round's time, the commands, the machine and the date) after every round. Each
 round also records the child's CPU time and the CPU time the rest of the machine used while it ran
@@ -86,21 +92,41 @@ def jax_td3_exe() -> str:
     return str(exe) if exe.exists() else "jax-td3"
 
 
-def run_ours(work: Path, index: int) -> dict:
+CACHE_MODES = {
+    # mode: (ours cached, SBX cached)
+    "cold": (False, False),
+    "warm": (True, True),
+    "defaults": (True, False),
+}
+
+
+def cache_env(side: str, cached: bool, work: Path) -> dict:
+    """The child's environment: compiled programs kept on disk in ``work`` (same JAX settings for both
+    sides: every program cached, whatever its compile time), or not at all."""
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "JAX_TD3_COMPILE_CACHE")}
+    if side == "ours":
+        env["JAX_TD3_COMPILE_CACHE"] = str(work / "xla-ours") if cached else "off"
+    elif cached:
+        env.update(JAX_COMPILATION_CACHE_DIR=str(work / "xla-sbx"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
+def run_ours(work: Path, index: int, env: dict) -> dict:
     out = work / f"ours-{index}"
     command = [jax_td3_exe(), "train", *OURS_FLAGS, "--out", str(out)]
     with Timed() as timed:
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=ROOT, env=env)
     summary = json.loads((out / "summary.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
     return {**timed.result, "updates": summary["updates"],
             "final_eval_return": summary["final_eval_return"], "run_wall_seconds": summary["wall_seconds"]}
 
 
-def run_sbx(work: Path, index: int) -> dict:
+def run_sbx(work: Path, index: int, env: dict) -> dict:
     command = [sys.executable, "-c", SBX_PROGRAM]
     with Timed() as timed:
-        done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=work)
+        done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=work, env=env)
     return {**timed.result, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
@@ -151,8 +177,16 @@ def machine() -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each side, alternating (default 3)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "w1_sbx.json")
+    parser.add_argument("--cache", choices=list(CACHE_MODES), default="cold",
+                        help="compiled programs on disk: cold (no side keeps any: every process compiles; the "
+                             "default), warm (both sides keep them, filled by one untimed run each first), "
+                             "defaults (each side as installed: ours keeps them, SBX does not)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/results/w1_sbx.json (cold) or w1_sbx-MODE.json")
     args = parser.parse_args(argv)
+    if args.out is None:
+        name = "w1_sbx.json" if args.cache == "cold" else f"w1_sbx-{args.cache}.json"
+        args.out = ROOT / "benchmarks" / "results" / name
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     from jax_td3.bench.machine import load_average
@@ -164,16 +198,23 @@ def main(argv=None) -> int:
         "commands": {"ours": " ".join(["jax-td3", "train", *OURS_FLAGS, "--out", "DIR"]),
                      "sbx": f"{Path(sys.executable).name} -c SBX_PROGRAM (benchmarks/w1_sbx.py)"},
         "sbx_program": SBX_PROGRAM,
+        "cache": args.cache,
         "machine": machine(),
         "rounds": [],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="w1-sbx-") as tmp:
         work = Path(tmp)
+        cached = dict(zip(("ours", "sbx"), CACHE_MODES[args.cache]))
+        envs = {side: cache_env(side, cached[side], work) for side in cached}
+        for side, runner in (("ours", run_ours), ("sbx", run_sbx)):
+            if cached[side]:  # fill the cache, untimed
+                runner(work, -1, envs[side])
+                print(f"{side}: compiled programs cached", flush=True)
         for index in range(args.rounds):
             for side, runner in (("ours", run_ours), ("sbx", run_sbx)):
                 load = load_average()
-                measured = runner(work, index)
+                measured = runner(work, index, envs[side])
                 result["rounds"].append({"round": index, "side": side, "load_average_before": load, **measured})
                 print(f"round {index} {side:4s} {measured['seconds']:7.2f} s  {measured}", flush=True)
                 summarize(result)

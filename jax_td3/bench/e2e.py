@@ -8,6 +8,7 @@ user waits for. Gymnasium and PyBullet are only imported by those subprocesses.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,9 @@ def run_one(spec: dict, out_dir: Path, timeout_s: float = 1800) -> dict:
     command = [sys.executable, "-m", "jax_td3.cli", "train", *spec["flags"], "--out", str(out_dir)]
     row["command"] = " ".join(["jax-td3", "train", *spec["flags"]])
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        # Every run compiles (the on-disk compile cache off), so the figures include compilation as before.
+        env = {**os.environ, "JAX_TD3_COMPILE_CACHE": "off"}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return {**row, "status": "failed", "reason": f"timed out after {timeout_s:.0f} s"}
     summary_path = out_dir / "summary.json"

@@ -35,7 +35,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from jax_td3.compile_cache import enable_compile_cache
     from jax_td3.evaluate import evaluate_checkpoint
+
+    enable_compile_cache()  # the programs of an earlier run of this configuration load instead of compiling
 
     result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend, args.agent,
                                  video=args.video, sequential=args.sequential)

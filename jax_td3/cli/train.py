@@ -128,7 +128,10 @@ def run(args) -> int:
         from jax_td3.run.plot import start_painter
 
         start_painter()   # matplotlib imports in a helper process while this one starts (before JAX)
+    from jax_td3.compile_cache import enable_compile_cache
     from jax_td3.run.training import train
+
+    enable_compile_cache()  # the programs of an earlier run of this configuration load instead of compiling
 
     values = given(args, [k for k in vars(args) if k not in COMMAND_FLAGS])
     progress = not args.no_progress
