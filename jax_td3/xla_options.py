@@ -5,7 +5,7 @@ default. For the MLP shapes of TD3 (256x256 and narrower, batch 100-256) XLA's o
 dots were faster in every comparison we ran. The 256-256 update's best rounds took
 3.35-3.65 ms instead of 3.9-4.1 ms, interleaved in one process; the medians were 7% apart.
 The whole compiled 64-64 Pendulum run was no slower (benchmarks/results/compiled.md,
-section (e)). So the update, the action and the compiled training program are compiled
+section (e)). So the update and the compiled training program are compiled
 with YNNPACK fusions switched off.
 
 This is per function (``jax.jit(..., compiler_options=...)``), not process-wide: other
