@@ -29,10 +29,10 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
     assert cache_dir().name == chosen.name          # one subdirectory per jaxlib and processor
 
 
-def _train(out: Path, cache: str) -> dict:
+def _train(out: Path, cache: str, seed: int = 0) -> dict:
     command = [sys.executable, "-m", "jax_td3.cli", "train", "--env", "Pendulum-v1", "--hidden", "8,8",
-               "--batch-size", "16", "--total-steps", "300", "--learning-starts", "100", "--updates-per-call", "50",
-               "--eval-every", "300", "--eval-episodes", "1", "--dtype", "float64", "--no-progress", "--out", str(out)]
+               "--seed", str(seed), "--batch-size", "16", "--total-steps", "300", "--learning-starts", "100",
+               "--updates-per-call", "50", "--eval-every", "300", "--eval-episodes", "1", "--dtype", "float64", "--no-progress", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, ENV_VAR: cache}, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads((out / "summary.json").read_text())
@@ -46,6 +46,9 @@ def test_a_second_run_loads_its_programs_and_learns_the_same(tmp_path):
     assert any(name.startswith("jit_initial-") for name in entries), entries
     second = _train(tmp_path / "second", str(cache))
     assert sorted(p.name for p in cache.rglob("*-cache")) == entries   # nothing compiled: every program loaded
+    other_seed = _train(tmp_path / "seed1", str(cache), seed=1)
+    assert sorted(p.name for p in cache.rglob("*-cache")) == entries   # the seed is data, not part of a program
+    assert other_seed["final_eval_return"] != first["final_eval_return"]
     uncached = _train(tmp_path / "uncached", "off")
     for summary in (second, uncached):
         assert summary["final_eval_return"] == first["final_eval_return"]

@@ -49,8 +49,8 @@ def compiled_functions(config):
 
 
 @functools.lru_cache(maxsize=16)
-def _initial_program(config, seed: int, dtype):
-    def initial():
+def _initial_program(config, dtype):
+    def initial(seed):
         init_key, fused_key = jax.random.split(jax.random.PRNGKey(seed))
         return init_train_state(config, init_key, dtype), fused_key
     return jax.jit(initial)
@@ -58,8 +58,9 @@ def _initial_program(config, seed: int, dtype):
 
 def initial_state_and_key(config, seed: int, dtype) -> tuple[TrainState, jax.Array]:
     """(fresh train state from ``PRNGKey(seed)``'s first half, the second half for the fused path's draws), as
-    one compiled program: the key split done eagerly would compile three small programs of its own (0.2 s)."""
-    return _initial_program(config, int(seed), np.dtype(dtype))()
+    one compiled program: the key split done eagerly would compile three small programs of its own (0.2 s).
+    The seed is an argument, not a constant, so one program (and one on-disk cache entry) serves every seed."""
+    return _initial_program(config, np.dtype(dtype))(seed)
 
 
 def compile_many_ahead(config, dtype, capacity: int, num_updates: int):
