@@ -222,14 +222,14 @@ class JaxBackend:
 
     # -- state ----------------------------------------------------------------------------
     def state(self) -> TrainState:
-        return jax.tree_util.tree_map(lambda x: np.array(x), jax.device_get(self._state))
+        return _host_copy(self._state)
 
     def load_state(self, state: TrainState) -> None:
         """Replace the train state; acting uses the new state's actor (held parameters are released)."""
         self._acting_params = None
         # Own copies, one device buffer per leaf: the update donates its input state, and a fresh
         # state's targets alias its params. Going through numpy avoids compiling a copy per shape.
-        host = jax.tree_util.tree_map(np.array, jax.device_get(state))
+        host = _host_copy(state)
         if self._state is not None:
             host = jax.tree_util.tree_map(lambda t, x: x.astype(t.dtype), self._state, host)
         self._state = jax.device_put(host)

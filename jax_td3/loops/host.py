@@ -105,7 +105,7 @@ class Trainer:
 
     def __init__(self, config, settings: TrainSettings, env=None, eval_env=None):
         from jax_td3.backends import enable_dtype, make_backend
-        from jax_td3.backends.jax_backend import initial_state_and_key
+        from jax_td3.backends.jax_backend import compile_many_ahead, initial_state_and_key
         from jax_td3.buffer import ReplayBuffer
         from jax_td3.envs import env_spec, make_env
 
@@ -118,7 +118,6 @@ class Trainer:
         if settings.backend == "jax" and fused:
             # The fused call's compilation needs only shapes: start it first, so that it overlaps building
             # the trainer (the initial state's own compilation included) and the warm-up steps.
-            from jax_td3.backends.jax_backend import compile_many_ahead
             compiling = compile_many_ahead(config, self.dtype, settings.buffer_size, settings.updates_per_call)
         self.env = env if env is not None else make_env(settings.env, time_feature=settings.time_feature)
         if eval_env is not None:  # a caller's env instance: sequential (its episodes may depend on its history)
