@@ -68,6 +68,11 @@ def test_resume_after_sigkill_ends_exactly_like_an_uninterrupted_run(variant, tm
         np.testing.assert_array_equal(whole, resumed)
     assert read_rows(killed / "metrics.csv") == read_rows(tmp_path / "whole" / "metrics.csv")
     assert read_rows(killed / "episodes.csv") == read_rows(tmp_path / "whole" / "episodes.csv")
+    best_whole, best_killed = (load_checkpoint(run / "best.jtd3") for run in (tmp_path / "whole", killed))
+    assert best_killed.metadata["step"] == best_whole.metadata["step"]
+    for whole, resumed in zip(best_whole.contents["trainer"]["train_state"],
+                              best_killed.contents["trainer"]["train_state"], strict=True):
+        np.testing.assert_array_equal(whole, resumed)
     import json
     summary = json.loads((killed / "summary.json").read_text())
     assert 0 < summary["resumed_from_step"] < 700

@@ -14,6 +14,8 @@ File layout (``DIR/checkpoints/ckpt-<env steps, 10 digits>.jtd3``)::
     payload: an ``.npz`` archive (no pickle): every array, plus the JSON of the
              nested contents in which arrays are replaced by {"__array__": name}
 
+A run also keeps ``DIR/best.jtd3``: the agent (without replay buffer) of its best evaluation so far.
+
 Saving writes a temporary file in the same directory, fsyncs it, renames it into
 place and fsyncs the directory, so a crash leaves either the old set of files or
 the new one; then it deletes all but the newest ``keep``. Loading checks the
@@ -41,6 +43,7 @@ FORMAT_VERSION = 1
 MAGIC = b"JAXTD3-CHECKPOINT\n"
 CHECKPOINT_DIR = "checkpoints"
 SUFFIX = ".jtd3"
+BEST_AGENT_FILE = "best.jtd3"  # in the run directory, next to checkpoints/
 _NAME = re.compile(r"ckpt-(\d+)\.jtd3$")
 _JSON_KEY = "__json__"
 
@@ -143,14 +146,10 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, contents: dict, metadata: dict,
-                    keep: int | None = 3) -> Path:
-    """Write ``DIR/checkpoints/ckpt-<step>.jtd3`` atomically and keep only the newest ``keep``."""
-    directory = checkpoint_dir(run_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    data = encode(contents, dict(metadata, step=int(step)))
-    path = directory / checkpoint_name(step)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
+def _write_atomically(path: Path, data: bytes, prefix: str = ".ckpt-") -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, fsynced and renamed."""
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -161,6 +160,15 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, contents: dict, metad
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, contents: dict, metadata: dict,
+                    keep: int | None = 3) -> Path:
+    """Write ``DIR/checkpoints/ckpt-<step>.jtd3`` atomically and keep only the newest ``keep``."""
+    directory = checkpoint_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / checkpoint_name(step)
+    _write_atomically(path, encode(contents, dict(metadata, step=int(step))))
     # Temporary files of writers killed mid-save (one writer per run, so none is in use now).
     for stale in directory.glob(".ckpt-*.tmp"):
         stale.unlink(missing_ok=True)
@@ -168,6 +176,35 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, contents: dict, metad
         for old in list_checkpoints(run_dir)[:-keep]:
             old.unlink(missing_ok=True)
     return path
+
+
+def save_best_agent(run_dir: str | os.PathLike, step: int, contents: dict, metadata: dict) -> Path:
+    """Write ``DIR/best.jtd3`` atomically: the agent of a run's best evaluation so far (no replay buffer).
+
+    It is a checkpoint file like the others (``jax-td3 eval`` and ``export`` read it); its metadata
+    holds the evaluation that made it the best (``eval_return_mean``, ``eval_return_std``, ``step``).
+    """
+    path = Path(run_dir) / BEST_AGENT_FILE
+    _write_atomically(path, encode(contents, dict(metadata, step=int(step))), prefix=".best-")
+    for stale in path.parent.glob(".best-*.tmp"):   # of writers killed mid-save
+        stale.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The header of a checkpoint file without reading its payload (CheckpointError if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC))
+            line = f.readline()
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    if head != MAGIC:
+        raise CheckpointError(f"{path} is not a jax-td3 checkpoint (bad magic bytes)")
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise CheckpointError(f"{path} has a corrupted header") from None
 
 
 def config_from_checkpoint(contents: dict):

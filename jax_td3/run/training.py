@@ -25,7 +25,7 @@ from jax_td3.config import TD3Config, config_for_env
 from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
 from jax_td3.loops.host import Trainer
 from jax_td3.presets import DEFAULTS, resolve
-from jax_td3.run.checkpoint import config_from_checkpoint
+from jax_td3.run.checkpoint import BEST_AGENT_FILE, config_from_checkpoint
 from jax_td3.run.checks import check_run_memory, ensure_writable_dir
 from jax_td3.run.directory import EPISODES_FILE, default_out, hold, holds_run
 from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE
@@ -71,6 +71,33 @@ def checkpoint_contents(trainer: Trainer, include_buffer: bool, loop: dict | Non
                 "algo": trainer.config.algo, "env": trainer.settings.env, "env_steps": trainer.env_steps,
                 "jax_td3_version": __version__, "has_buffer": include_buffer}
     return contents, metadata
+
+
+def _best_so_far(out_dir: Path, resumed_step: int) -> float:
+    """The evaluation a resumed run's next best agent must beat.
+
+    ``best.jtd3`` written after the checkpoint the run resumes from belongs to steps that are now
+    run again, so it is removed (like their rows in metrics.csv). Without a best agent file (a run
+    from before they were kept) the best logged evaluation is the bar, so that a later best.jtd3 is
+    never worse than an evaluation the run already reported.
+    """
+    from jax_td3.run.checkpoint import read_metadata
+    from jax_td3.run.logger import read_metrics
+
+    path = out_dir / BEST_AGENT_FILE
+    if path.exists():
+        try:
+            metadata = read_metadata(path)
+        except CheckpointError:
+            metadata = None
+        if metadata is not None and metadata.get("step", np.inf) <= resumed_step:
+            return float(metadata["eval_return_mean"])
+        path.unlink()
+    metrics = out_dir / METRICS_FILE
+    rows = read_metrics(metrics, required=("step", "eval_return_mean")) if metrics.exists() else []
+    logged = [row["eval_return_mean"] for row in rows
+              if row["step"] <= resumed_step and np.isfinite(row["eval_return_mean"])]
+    return float(max(logged)) if logged else -np.inf
 
 
 def _truncate_csv(path: Path, last_step: int, step_column: str = "step") -> None:
@@ -135,7 +162,7 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
     """``run_training`` in a directory the caller holds."""
     from tqdm import tqdm
 
-    from jax_td3.run.checkpoint import save_checkpoint
+    from jax_td3.run.checkpoint import save_best_agent, save_checkpoint
     from jax_td3.run.logger import RunLogger
 
     settings = trainer.settings
@@ -156,11 +183,24 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
     actor_losses: list[float] = list((resume_loop or {}).get("actor_losses", []))
     last_checkpoint = None
 
+    best = {"eval_return_mean": _best_so_far(out_dir, trainer.env_steps) if resuming else -np.inf, "step": None}
+
     def save() -> Path:
         trainer.check_parameters()  # never write a checkpoint of a broken state
         loop = {"critic_losses": list(critic_losses), "actor_losses": list(actor_losses)}
         contents, metadata = checkpoint_contents(trainer, save_buffer, loop)
         return save_checkpoint(out_dir, trainer.env_steps, contents, metadata, keep=keep_checkpoints)
+
+    def keep_if_best(evaluation: dict) -> None:
+        # Strictly better only: a tie keeps the earlier agent.
+        if not evaluation["eval_return_mean"] > best["eval_return_mean"]:
+            return
+        trainer.check_parameters()
+        contents, metadata = checkpoint_contents(trainer, include_buffer=False)
+        metadata.update(eval_return_mean=evaluation["eval_return_mean"],
+                        eval_return_std=evaluation["eval_return_std"])
+        save_best_agent(out_dir, trainer.env_steps, contents, metadata)
+        best.update(eval_return_mean=evaluation["eval_return_mean"], step=trainer.env_steps)
 
     def log_evaluation(evaluation: dict) -> None:
         elapsed = time.perf_counter() - start
@@ -174,6 +214,7 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
         })
         critic_losses.clear()
         actor_losses.clear()
+        keep_if_best(evaluation)
 
     with open(episodes_path, "a" if resuming else "w") as episodes_file, StopSignals() as stop, \
             tqdm(total=settings.total_steps, initial=trainer.env_steps, unit="step", dynamic_ncols=True,
@@ -231,6 +272,9 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
         "last_checkpoint": str(last_checkpoint),
         "skipped_transitions": trainer.skipped_transitions,
         "resumed_from_step": start_steps if resuming else None,
+        # Written in this sitting; a resumed run's earlier best stays in best.jtd3 (its metadata says which).
+        "best_agent": str(out_dir / BEST_AGENT_FILE) if (out_dir / BEST_AGENT_FILE).exists() else None,
+        "best_eval_return": best["eval_return_mean"] if np.isfinite(best["eval_return_mean"]) else None,
     }
     logger.finish(summary)
     draw_learning_curve(out_dir)
