@@ -8,8 +8,9 @@ published RL Baselines3 Zoo results as reference lines.
 Each RUN is a run directory of `jax-td3 train` (finished or not: an unfinished run is reported at its
 newest checkpoint, marked as such). Into OUT/<run name>/ go metrics.csv, summary.json (when the run wrote
 one), learning_curve.png, agent.pt (`jax-td3 export --to torch` of the newest checkpoint: networks only,
-no replay buffer or optimizer state) and reevaluation.json (`jax-td3 eval agent.pt --episodes N` as run
-here). Then OUT/README.md gets the table and OUT/learning.png the figure, over every run in OUT.
+no replay buffer or optimizer state), best.pt likewise from the run's best agent (best.jtd3, where the
+run kept one) and reevaluation.json (`jax-td3 eval agent.pt --episodes N` as run here, and best.pt's).
+Then OUT/table.md gets the table and OUT/learning.png the figure, over every run in OUT.
 """
 
 from __future__ import annotations
@@ -64,14 +65,35 @@ def collect(run_dir: Path, out: Path, episodes: int) -> dict:
                                                  "returns")},
         "command": f"jax-td3 eval {target.name}/agent.pt --episodes {episodes}",
     }
+    best_file = run_dir / "best.jtd3"
+    if best_file.exists():
+        from jax_td3.run.checkpoint import read_metadata
+
+        export_checkpoint(best_file, target / "best.pt")
+        best = evaluate_checkpoint(target / "best.pt", episodes=episodes)
+        metadata = read_metadata(best_file)
+        record["best"] = {"step": metadata["step"], "reported_eval_return": metadata["eval_return_mean"],
+                          "reevaluation": {k: best[k] for k in ("eval_return_mean", "eval_return_std", "returns")},
+                          "command": f"jax-td3 eval {target.name}/best.pt --episodes {episodes}"}
     (target / "reevaluation.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
+def best_cell(record: dict, zoo) -> str:
+    """The run's best agent re-evaluated, where the run kept one (runs from before best.jtd3 did not)."""
+    best = record.get("best")
+    if best is None:
+        return "-"
+    mean = best["reevaluation"]["eval_return_mean"]
+    ratio = f", {mean / zoo[0]:.0%}" if zoo else ""
+    return f"{mean:.1f} +- {best['reevaluation']['eval_return_std']:.1f} ({best['step']:,}{ratio})"
+
+
 def table(out: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/reevaluation.json"))]
-    lines = ["| environment | algo | backend | seed | steps | final evaluation (10 episodes) | Zoo | ours / Zoo |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| environment | algo | backend | seed | steps | final evaluation (10 episodes) | Zoo | ours / Zoo "
+             "| best evaluation (step) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         evaluation = r["reevaluation"]
         zoo = ZOO.get((ZOO_ALGO.get(r["algo"], r["algo"]), r["env"]))
@@ -79,7 +101,7 @@ def table(out: Path) -> str:
         steps = f"{r['checkpoint_step']:,}" + ("" if r["finished"] else f" of {r['total_steps']:,} (running)")
         lines.append(f"| {r['env']} | {r['algo']} | {r['backend']} | {r['seed']} | {steps} | "
                      f"{evaluation['eval_return_mean']:.1f} +- {evaluation['eval_return_std']:.1f} | "
-                     f"{f'{zoo[0]:.1f} +- {zoo[1]:.1f}' if zoo else '-'} | {ratio} |")
+                     f"{f'{zoo[0]:.1f} +- {zoo[1]:.1f}' if zoo else '-'} | {ratio} | {best_cell(r, zoo)} |")
     return "\n".join(lines) + "\n"
 
 
