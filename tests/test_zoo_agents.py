@@ -68,8 +68,11 @@ def test_deterministic_actor_is_tanh_scaled_to_the_box(zoo_agents, tmp_path):
 
 
 def test_observation_statistics_are_read_without_the_library_that_pickled_them(zoo_agents, tmp_path, monkeypatch):
-    # A stand-in for Stable-Baselines3's VecNormalize, pickled under its module path, then made unimportable.
-    module = types.ModuleType("stable_baselines3.common.vec_env.vec_normalize")
+    # A stand-in for Stable-Baselines3's VecNormalize, pickled under its module path (with stand-in parent
+    # packages, so this works whether or not the library is installed), then made unimportable.
+    names = ["stable_baselines3", "stable_baselines3.common", "stable_baselines3.common.vec_env",
+             "stable_baselines3.common.vec_env.vec_normalize"]
+    module = types.ModuleType(names[-1])
 
     class RunningMeanStd:
         pass
@@ -81,13 +84,19 @@ def test_observation_statistics_are_read_without_the_library_that_pickled_them(z
     for cls in (RunningMeanStd, VecNormalize):
         cls.__module__, cls.__qualname__ = module.__name__, cls.__name__
         setattr(module, cls.__name__, cls)
-    monkeypatch.setitem(sys.modules, module.__name__, module)
     stats = VecNormalize()
     stats.obs_rms = RunningMeanStd()
     stats.obs_rms.mean, stats.obs_rms.var = np.array([1.0, -2.0, 0.0]), np.array([4.0, 0.25, 1e-12])
     stats.epsilon, stats.clip_obs, stats.norm_obs = 1e-8, 10.0, True
-    (tmp_path / "vecnormalize.pkl").write_bytes(pickle.dumps(stats))
-    monkeypatch.delitem(sys.modules, module.__name__)
+    with monkeypatch.context() as patch:
+        for name in names[:-1]:
+            patch.setitem(sys.modules, name, types.ModuleType(name))
+        patch.setitem(sys.modules, module.__name__, module)
+        data = pickle.dumps(stats)
+    assert b"stable_baselines3.common.vec_env.vec_normalize" in data
+    (tmp_path / "vecnormalize.pkl").write_bytes(data)
+    for name in names:   # whatever is installed, nothing of it may be used
+        monkeypatch.setitem(sys.modules, name, None)
 
     normalise = zoo_agents.observation_normaliser(tmp_path / "vecnormalize.pkl")
     obs = np.array([3.0, -1.0, 0.5])
