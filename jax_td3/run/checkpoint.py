@@ -95,17 +95,22 @@ def encode(contents: dict, metadata: dict) -> bytes:
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
 
 
-def decode(data: bytes, source: str = "checkpoint") -> tuple[dict, dict]:
-    """(metadata, contents) of a checkpoint's bytes; CheckpointError if anything is off."""
+def _header(data: bytes, source: str) -> tuple[dict, int]:
+    """The header of a checkpoint's bytes (all of them, or only its start) and where its line ends."""
     if not data.startswith(MAGIC):
         raise CheckpointError(f"{source} is not a jax-td3 checkpoint (bad magic bytes)")
     end = data.find(b"\n", len(MAGIC))
     if end < 0:
         raise CheckpointError(f"{source} is truncated (no complete header)")
     try:
-        header = json.loads(data[len(MAGIC):end])
+        return json.loads(data[len(MAGIC):end]), end
     except ValueError:
         raise CheckpointError(f"{source} has a corrupted header") from None
+
+
+def decode(data: bytes, source: str = "checkpoint") -> tuple[dict, dict]:
+    """(metadata, contents) of a checkpoint's bytes; CheckpointError if anything is off."""
+    header, end = _header(data, source)
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{source} has format version {version}; this jax-td3 reads version {FORMAT_VERSION}")
@@ -195,16 +200,10 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The header of a checkpoint file without reading its payload (CheckpointError if unreadable)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(len(MAGIC))
-            line = f.readline()
+            start = f.read(len(MAGIC)) + f.readline()
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
-    if head != MAGIC:
-        raise CheckpointError(f"{path} is not a jax-td3 checkpoint (bad magic bytes)")
-    try:
-        return json.loads(line)
-    except ValueError:
-        raise CheckpointError(f"{path} has a corrupted header") from None
+    return _header(start, str(path))[0]
 
 
 def config_from_checkpoint(contents: dict):

@@ -183,7 +183,8 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
     actor_losses: list[float] = list((resume_loop or {}).get("actor_losses", []))
     last_checkpoint = None
 
-    best = {"eval_return_mean": _best_so_far(out_dir, trainer.env_steps) if resuming else -np.inf, "step": None}
+    # The return the next best.jtd3 must beat.
+    best_return = _best_so_far(out_dir, trainer.env_steps) if resuming else -np.inf
 
     def save() -> Path:
         trainer.check_parameters()  # never write a checkpoint of a broken state
@@ -192,15 +193,16 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
         return save_checkpoint(out_dir, trainer.env_steps, contents, metadata, keep=keep_checkpoints)
 
     def keep_if_best(evaluation: dict) -> None:
+        nonlocal best_return
         # Strictly better only: a tie keeps the earlier agent.
-        if not evaluation["eval_return_mean"] > best["eval_return_mean"]:
+        if not evaluation["eval_return_mean"] > best_return:
             return
         trainer.check_parameters()
         contents, metadata = checkpoint_contents(trainer, include_buffer=False)
         metadata.update(eval_return_mean=evaluation["eval_return_mean"],
                         eval_return_std=evaluation["eval_return_std"])
         save_best_agent(out_dir, trainer.env_steps, contents, metadata)
-        best.update(eval_return_mean=evaluation["eval_return_mean"], step=trainer.env_steps)
+        best_return = evaluation["eval_return_mean"]
 
     def log_evaluation(evaluation: dict) -> None:
         elapsed = time.perf_counter() - start
@@ -272,9 +274,9 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
         "last_checkpoint": str(last_checkpoint),
         "skipped_transitions": trainer.skipped_transitions,
         "resumed_from_step": start_steps if resuming else None,
-        # Written in this sitting; a resumed run's earlier best stays in best.jtd3 (its metadata says which).
+        # The run's best evaluation so far (before a resume, a logged one whose agent may not be kept).
         "best_agent": str(out_dir / BEST_AGENT_FILE) if (out_dir / BEST_AGENT_FILE).exists() else None,
-        "best_eval_return": best["eval_return_mean"] if np.isfinite(best["eval_return_mean"]) else None,
+        "best_eval_return": best_return if np.isfinite(best_return) else None,
     }
     logger.finish(summary)
     draw_learning_curve(out_dir)
