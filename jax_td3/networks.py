@@ -24,7 +24,11 @@ from jax_td3.config import TD3Config
 
 def _torch_uniform(bound: float):
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        # (2u - 1) is exact for JAX's uniform u on [0, 1), so the one rounding left is the product: the same
+        # bits everywhere. ``u * 2 bound - bound`` gives these bits where XLA fuses it into one multiply-add,
+        # and rounds twice where it does not (no FMA on the processor, or LLVM optimisations off).
+        unit = jax.random.uniform(key, shape, dtype)
+        return (2 * unit - 1) * jnp.asarray(bound, dtype)
     return init
 
 
