@@ -92,11 +92,11 @@ class TD3Config:
 
     @property
     def action_scale(self) -> tuple[float, ...]:
-        return tuple((h - l) / 2.0 for l, h in zip(self.action_low, self.action_high))
+        return tuple((high - low) / 2.0 for low, high in zip(self.action_low, self.action_high))
 
     @property
     def action_bias(self) -> tuple[float, ...]:
-        return tuple((h + l) / 2.0 for l, h in zip(self.action_low, self.action_high))
+        return tuple((high + low) / 2.0 for low, high in zip(self.action_low, self.action_high))
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

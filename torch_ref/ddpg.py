@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_ref.networks import Actor, DDPGCritic, SeedCritic, SingleCritic, soft_update
-from torch_ref.td3 import Batch, TD3, grads_of
+from torch_ref.td3 import TD3, Batch, grads_of
 
 
 class DDPG:

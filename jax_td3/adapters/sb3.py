@@ -2,7 +2,8 @@
 and optimizers, fed our batches and our target-policy noise.
 
 ``td3`` maps to SB3's ``TD3``, ``ourddpg`` to SB3's ``DDPG`` (its TD3 with ``policy_delay=1``, one
-critic and the target noise clipped to 0). Needs the ``thirdparty`` extra (``stable-baselines3``); written against SB3 2.9.2.
+critic and the target noise clipped to 0). Needs the ``thirdparty`` extra (``stable-baselines3``); written
+against SB3 2.9.2.
 
 Seams (the only places where this adapter reaches into SB3's update; everything else is SB3's code):
 

@@ -115,7 +115,7 @@ def _refuse_dtype(dtype) -> None:
 
 
 def _dummy_env(config: TD3Config):
-    from jax_td3.adapters.sb3 import _dummy_env as sb3_env   # the same never-stepped Box env
+    from jax_td3.adapters.sb3 import _dummy_env as sb3_env  # the same never-stepped Box env
     return sb3_env(config)
 
 

@@ -16,8 +16,6 @@ from jax_td3.dtypes import enable_dtype
 from jax_td3.errors import CheckpointError
 from jax_td3.update import Batch, TrainState
 
-
-
 # Metrics every backend reports for one update, as Python floats.
 UPDATE_METRICS = ("critic_loss", "actor_loss", "actor_updated")
 

@@ -199,8 +199,8 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
         if limit is not None and need > limit[0]:
             # Refused before building: allocating it would fail anyway, after seconds of swapping or worse.
             row.update(status="failed", reason=f"refused before running: the train state alone needs "
-                                               f"{format_bytes(need)}, more than this machine's {format_bytes(limit[0])} "
-                                               f"of {limit[1]}")
+                                               f"{format_bytes(need)}, more than this machine's "
+                                               f"{format_bytes(limit[0])} of {limit[1]}")
             rows.append(row)
             if on_row is not None:
                 on_row(rows, rates.table(), peak)

@@ -134,8 +134,14 @@ def _steps(parser, defaults) -> None:
 
 
 def _add_compiled(parser) -> None:
-    from jax_td3.bench.compiled import (SEED_COUNTS, UPDATE_FLAG_SETS, BraxScalingRun, GymnasiumRun, NativeRun,
-                                        UpdateSpeedRun)
+    from jax_td3.bench.compiled import (
+        SEED_COUNTS,
+        UPDATE_FLAG_SETS,
+        BraxScalingRun,
+        GymnasiumRun,
+        NativeRun,
+        UpdateSpeedRun,
+    )
 
     modes = parser.add_subparsers(dest="compiled_mode", metavar="MODE", required=True)
 

@@ -20,8 +20,17 @@ import json
 import sys
 
 from jax_td3.adapters import ADAPTERS
-from jax_td3.cli.args import (CONFIG_FLAGS, UsageError, add_config_flags, flag, float_list, given,
-                              nonnegative_float, nonnegative_int, positive_int)
+from jax_td3.cli.args import (
+    CONFIG_FLAGS,
+    UsageError,
+    add_config_flags,
+    flag,
+    float_list,
+    given,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+)
 from jax_td3.config import ALGOS, CONFIGS, make_config
 from jax_td3.presets import DEFAULTS
 from jax_td3.settings import BACKENDS

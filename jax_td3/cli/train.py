@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from jax_td3.cli.args import add_config_flags, given, nonnegative_int, positive_int, updates_per_episode
+from jax_td3.envs.brax import BACKENDS as BRAX_BACKENDS
 from jax_td3.presets import DEFAULTS, PRESETS
 from jax_td3.settings import BACKENDS, DTYPES, EXPLORATIONS, SCHEDULES, VECTOR_MODES
-from jax_td3.envs.brax import BACKENDS as BRAX_BACKENDS
 
 # Flags that are not settings of the run: how the command runs it.
 COMMAND_FLAGS = ("preset", "resume", "compiled", "num_seeds", "no_progress", "out", "algo", "coordinator",

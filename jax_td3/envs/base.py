@@ -28,7 +28,7 @@ class EnvSpec:
 
     @property
     def action_scale(self) -> tuple[float, ...]:
-        return tuple((h - l) / 2.0 for l, h in zip(self.action_low, self.action_high))
+        return tuple((high - low) / 2.0 for low, high in zip(self.action_low, self.action_high))
 
 
 class JaxEnv(Protocol):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 
+
 @functools.cache
 def _sub_env_class():
     import gymnasium

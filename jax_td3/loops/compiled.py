@@ -24,9 +24,9 @@ and ``learning_starts`` count transitions (multiples of N, except ``learning_sta
 ``v * N + i`` is environment i's at vector step v, and it is a warm-up one while that index is below
 ``learning_starts``. Learning starts at the first vector step after which the buffer holds more
 than ``learning_starts`` transitions. ``updates_per_step`` (U) is held as an exact fraction p/q
-(``LoopSettings.update_fraction``, the rule of ``loops.schedule``): after the j-th vector step with learning on (j = 1, 2, ...),
-the agent has made floor(j p / q) updates in all. So U = 1 is one update per vector step, U = 2
-two, U = 0.25 one update on every 4th (the 4th, 8th, ...), U = 1.5 alternately one and two (1, 2,
+(``LoopSettings.update_fraction``, the rule of ``loops.schedule``): after the j-th vector step with
+learning on (j = 1, 2, ...), the agent has made floor(j p / q) updates in all. So U = 1 is one update per
+vector step, U = 2 two, U = 0.25 one update on every 4th (the 4th, 8th, ...), U = 1.5 alternately one and two (1, 2,
 1, 2 ...). The schedule is a function of the step number: no state, the same on every agent and
 after a resume. With N = 1 and U = 1 this is the single-environment loop, step for step.
 

@@ -7,12 +7,28 @@ training loops with different backends in lockstep.
 """
 
 from jax_td3.parity.compare import Divergence, ParityReport, QuantityStats, Tracker, compare
-from jax_td3.parity.run_level import (RUN_FLOAT32_TOLERANCE, RUN_FLOAT64_TOLERANCE, RunTracker, UnknownTensorError,
-                                      check_weight_name, default_run_tolerance, perturb_one_ulp, plot_drift,
-                                      resume_trainer, run_whole_parity)
-from jax_td3.parity.update_level import (FLOAT32_FORWARD_TOLERANCE, FLOAT32_TOLERANCE, FLOAT64_TOLERANCE,
-                                         FORWARD_QUANTITIES, SharedDraws, compare_adapters, default_tolerance,
-                                         run_parity)
+from jax_td3.parity.run_level import (
+    RUN_FLOAT32_TOLERANCE,
+    RUN_FLOAT64_TOLERANCE,
+    RunTracker,
+    UnknownTensorError,
+    check_weight_name,
+    default_run_tolerance,
+    perturb_one_ulp,
+    plot_drift,
+    resume_trainer,
+    run_whole_parity,
+)
+from jax_td3.parity.update_level import (
+    FLOAT32_FORWARD_TOLERANCE,
+    FLOAT32_TOLERANCE,
+    FLOAT64_TOLERANCE,
+    FORWARD_QUANTITIES,
+    SharedDraws,
+    compare_adapters,
+    default_tolerance,
+    run_parity,
+)
 
 __all__ = ["Divergence", "FLOAT32_FORWARD_TOLERANCE", "FLOAT32_TOLERANCE", "FLOAT64_TOLERANCE", "FORWARD_QUANTITIES",
            "ParityReport", "QuantityStats", "RUN_FLOAT32_TOLERANCE", "RUN_FLOAT64_TOLERANCE", "RunTracker",

@@ -267,7 +267,8 @@ def plot_drift(report: ParityReport, path) -> None:
     ax.set_xlabel("environment step")
     ax.set_ylabel(f"max relative difference (0 drawn at {floor:.0e})")
     perturbed = f", {report.perturbed} +1 ulp" if report.perturbed else ""
-    ax.set_title(f"{report.algo} on {report.env}, {report.dtype}: {' vs '.join(report.backends)}{perturbed} in lockstep")
+    backends = " vs ".join(report.backends)
+    ax.set_title(f"{report.algo} on {report.env}, {report.dtype}: {backends}{perturbed} in lockstep")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
