@@ -52,7 +52,7 @@ def require_torch(needed_by: str):
     except ModuleNotFoundError as err:
         if err.name != "torch":
             raise
-        raise MissingExtraError(f"PyTorch is not installed: pip install 'jax-td3[torch]' ({needed_by} needs it)"
+        raise MissingExtraError(f"PyTorch is not installed: pip install 'jax-td3[torch]' (needed by {needed_by})"
                                 ) from None
     return torch
 
