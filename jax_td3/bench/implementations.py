@@ -25,8 +25,8 @@ from jax_td3.bench.replay_data import device_replay
 from jax_td3.config import TD3Config
 from jax_td3.errors import MissingExtraError, require_torch
 from jax_td3.loops.agents import train_state_axes
-from jax_td3.replay import multi_update, replay_sample, sample_and_update
-from jax_td3.update import TrainState, init_train_state, sample_target_noise, update
+from jax_td3.replay import draw_updates, multi_update, replay_gather, replay_indices_from_bits
+from jax_td3.update import TrainState, init_train_state, update
 from jax_td3.xla_options import compiler_options
 
 
@@ -106,15 +106,20 @@ class _Holder:
         self.state, self.key = state, key
 
 
+def _one_draw(config: TD3Config, replay, key):
+    """(batch, target noise) of one update, drawn as the training loops draw them (``replay.draw_updates``)."""
+    draws = draw_updates(config, replay, key, 1)
+    return replay_gather(replay, replay_indices_from_bits(replay, draws.replay_bits[0])), draws.target_noise[0]
+
+
 def _jax_jit(config: TD3Config, setup: Setup, data) -> Runner:
     replay = device_replay(data)
     jit_update = jax.jit(update, static_argnums=0, donate_argnums=1, compiler_options=compiler_options())
 
     @functools.partial(jax.jit, compiler_options=compiler_options())
     def sample(replay, key):
-        key, index_key, noise_key = jax.random.split(key, 3)
-        batch = replay_sample(replay, index_key, config.batch_size)
-        return key, batch, sample_target_noise(noise_key, batch.action)
+        key, draw_key = jax.random.split(key)
+        return key, *_one_draw(config, replay, draw_key)
 
     holder = _Holder(_fresh_state(config, setup.seed), jax.random.PRNGKey(setup.seed + 1))
 
@@ -153,7 +158,7 @@ def _jax_vmap(config: TD3Config, setup: Setup, data) -> Runner:
 
     def step(states, replay, key):
         key, *agent_keys = jax.random.split(key, n + 1)
-        one_agent = functools.partial(sample_and_update, config)
+        one_agent = lambda state, replay, key: update(config, state, *_one_draw(config, replay, key))
         states, metrics = jax.vmap(one_agent, in_axes=(state_axes, None, 0), out_axes=(state_axes, 0))(
             states, replay, jnp.stack(agent_keys))
         return states, key, metrics
