@@ -13,7 +13,6 @@ without PyTorch (the torch extra) those rows are ``Unavailable``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Callable
 
@@ -22,38 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_td3.bench.replay_data import device_replay
+from jax_td3.bench.runner import Runner, Setup, Unavailable
 from jax_td3.config import TD3Config
 from jax_td3.errors import MissingExtraError, require_torch
 from jax_td3.loops.agents import train_state_axes
 from jax_td3.replay import draw_updates, multi_update, replay_gather, replay_indices_from_bits
 from jax_td3.update import TrainState, init_train_state, update
 from jax_td3.xla_options import compiler_options
-
-
-class Unavailable(RuntimeError):
-    """This implementation cannot run on this machine; the message says why."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """What every implementation of one run shares."""
-
-    torch_device: str = "cpu"
-    replay_size: int = 100_000        # transitions in the buffer (filled with random data)
-    scan_updates: int = 100           # K for the scan-fused runner
-    vmap_agents: int = 8              # N for the vmapped runner
-    bf16: bool = False                # bf16 matmuls (float32 storage); GPU rows only
-    seed: int = 0
-
-
-@dataclasses.dataclass
-class Runner:
-    call: Callable[[], object]
-    sync: Callable[[object], None]
-    updates_per_call: int           # counting every agent's update
-    agents: int = 1
-    notes: str = ""
-
 
 IMPLEMENTATIONS = {
     "torch_ref": "torch_ref as written (Fujimoto's TD3.py style), numpy replay sampled on the host",

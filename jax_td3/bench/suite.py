@@ -165,9 +165,10 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
     from tqdm import tqdm
 
     from jax_td3.bench import flops
-    from jax_td3.bench.implementations import Setup, Unavailable, build
+    from jax_td3.bench.implementations import build
     from jax_td3.bench.matmul_rate import MatmulRates, peak_rate
     from jax_td3.bench.replay_data import random_transitions
+    from jax_td3.bench.runner import Setup, Unavailable
     from jax_td3.bench.timing import time_calls
     from jax_td3.config import make_config
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 import torch_ref
-from jax_td3.bench.implementations import Runner, Setup, Unavailable
 from jax_td3.bench.replay_data import FIELDS
+from jax_td3.bench.runner import Runner, Setup, Unavailable
 from jax_td3.bench.torch_tuned import CudaGraphUpdate, TunedAgent
 from jax_td3.config import TD3Config
 from jax_td3.convert import make_torch_agent
