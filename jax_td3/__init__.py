@@ -10,7 +10,7 @@ _EXPORTS = {
     "jax_td3.config": ("ALGOS", "CONFIGS", "DDPGConfig", "OurDDPGConfig", "SeedDDPGConfig", "TD3Config",
                        "config_for_env", "make_config"),
     "jax_td3.errors": ("CheckpointError", "ConfigError", "ConversionError", "EnvError", "JaxTD3Error",
-                       "NonFiniteError"),
+                       "MissingExtraError", "NonFiniteError"),
     "jax_td3.run.training": ("train",),
     "jax_td3.settings": ("TrainSettings",),
     "jax_td3.update": ("Batch", "TrainState", "init_train_state", "update", "update_from_key",

@@ -9,23 +9,29 @@ identically.
 
 from __future__ import annotations
 
-import torch
-
 from jax_td3.adapters import jax as jax_layout
-from jax_td3.adapters import torch_ref as torch_layout
 from jax_td3.config import TD3Config
-from jax_td3.errors import ConversionError
+from jax_td3.errors import ConversionError, require_torch
 from jax_td3.update import TrainState
 
 
-def make_torch_agent(config: TD3Config, dtype=torch.float32, device="cpu"):
-    """The torch_ref agent with the same architecture and hyperparameters as ``config``."""
-    return torch_layout.make_agent(config, dtype, device)
+def _torch_layout():
+    """``adapters.torch_ref``, imported on first use: PyTorch is an extra (one-line error without it)."""
+    require_torch("moving a train state to or from PyTorch (jax_td3.convert)")
+    from jax_td3.adapters import torch_ref
+
+    return torch_ref
+
+
+def make_torch_agent(config: TD3Config, dtype="float32", device="cpu"):
+    """The torch_ref agent with the same architecture and hyperparameters as ``config`` (``dtype``: a
+    torch dtype or a name)."""
+    return _torch_layout().make_agent(config, dtype, device)
 
 
 def state_to_torch(config: TD3Config, state: TrainState, agent) -> None:
     """Load a JAX train state into a torch_ref agent: online and target weights, Adam states, counter."""
-    torch_layout.load_agent(agent, jax_layout.to_neutral(config, state), source="from JAX")
+    _torch_layout().load_agent(agent, jax_layout.to_neutral(config, state), source="from JAX")
 
 
 def state_from_torch(config: TD3Config, agent, template: TrainState) -> TrainState:
@@ -33,7 +39,7 @@ def state_from_torch(config: TD3Config, agent, template: TrainState) -> TrainSta
 
     ``template`` (e.g. ``init_train_state(config, key, dtype)``) gives the tree structure.
     """
-    return jax_layout.from_neutral(config, torch_layout.agent_state(agent), template, source="torch")
+    return jax_layout.from_neutral(config, _torch_layout().agent_state(agent), template, source="torch")
 
 
 __all__ = ["ConversionError", "make_torch_agent", "state_from_torch", "state_to_torch"]

@@ -36,6 +36,27 @@ class ConversionError(JaxTD3Error, ValueError):
     """A train state does not fit another implementation's layout; the message names the parameter."""
 
 
+class MissingExtraError(JaxTD3Error, ImportError):
+    """An optional dependency (an extra of the package, e.g. PyTorch) is not installed; the message says
+    which extra to install and what needs it."""
+
+
+def require_torch(needed_by: str):
+    """The ``torch`` module; MissingExtraError naming the extra and ``needed_by`` when it is not installed.
+
+    PyTorch is the ``torch`` extra: JAX training, evaluation of a JAX checkpoint and the compiled loop
+    run without it; what needs it calls this first, so a missing PyTorch is one line, not a traceback.
+    """
+    try:
+        import torch
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        raise MissingExtraError(f"PyTorch is not installed: pip install 'jax-td3[torch]' (needed by {needed_by})"
+                                ) from None
+    return torch
+
+
 class NonFiniteError(JaxTD3Error, RuntimeError):
     """A NaN or infinity appeared in an observation, reward, loss or parameter; the message says where."""
 

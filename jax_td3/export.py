@@ -37,7 +37,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from jax_td3.errors import CheckpointError, ConfigError
+from jax_td3.errors import CheckpointError, ConfigError, require_torch
 from jax_td3.loops.exploration import evaluation_seed
 
 FORMAT = "jax-td3-torch-export"
@@ -84,7 +84,7 @@ def run_settings_of(checkpoint, agent: int = 0) -> dict:
 
 def torch_export(config, state, dtype: str, step: int | None = None) -> dict:
     """The export dict (see the module docstring) of a JAX-layout train state."""
-
+    require_torch("exporting to PyTorch")
     from jax_td3.convert import make_torch_agent, state_to_torch
 
     agent = make_torch_agent(config, dtype)
@@ -112,7 +112,6 @@ def train_state_from_torch_export(path):
     """
     import jax
     import numpy as np
-    import torch
 
     from jax_td3.backends import enable_dtype
     from jax_td3.config import make_config
@@ -120,6 +119,7 @@ def train_state_from_torch_export(path):
     from jax_td3.errors import ConversionError
     from jax_td3.update import init_train_state
 
+    torch = require_torch("reading a PyTorch export file")
     try:
         blob = torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
@@ -174,9 +174,8 @@ def export_checkpoint(checkpoint, out, to: str = "torch", dtype: str | None = No
         raise ConfigError(f"output {out} is a directory; give a file name such as {out / 'agent.pt'}")
     if not out.resolve().parent.is_dir():
         raise ConfigError(f"cannot write {out}: directory {out.resolve().parent} does not exist")
+    torch = require_torch("export `to` torch")
     config, saved_dtype, state, checkpoint = train_state_from_checkpoint(checkpoint, agent)
-    import torch
-
     blob = torch_export(config, state, dtype or saved_dtype, step=checkpoint.metadata.get("step"))
     blob["config"]["env"] = checkpoint.metadata.get("env")
     # How the run evaluated, so `jax-td3 eval` of the file reproduces its returns: the observation

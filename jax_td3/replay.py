@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_td3.config import TD3Config
-from jax_td3.update import Batch, TrainState, sample_target_noise, update
+from jax_td3.update import Batch, TrainState, update
 
 
 class ReplayState(NamedTuple):
@@ -60,26 +60,9 @@ def replay_gather(replay: ReplayState, indices) -> Batch:
     return Batch(*(getattr(replay, name)[indices] for name in Batch._fields))
 
 
-def replay_sample_indices(replay: ReplayState, key, batch_size: int):
-    """Uniform with replacement over the filled part."""
-    return jax.random.randint(key, (batch_size,), 0, jnp.maximum(replay.size, 1))
-
-
 def replay_indices_from_bits(replay: ReplayState, bits):
     """Uniform slots over the filled part from uint32 draws (the modulo bias is below size / 2^32)."""
     return (bits % jnp.maximum(replay.size, 1).astype(jnp.uint32)).astype(jnp.int32)
-
-
-def replay_sample(replay: ReplayState, key, batch_size: int) -> Batch:
-    return replay_gather(replay, replay_sample_indices(replay, key, batch_size))
-
-
-def sample_and_update(config: TD3Config, state: TrainState, replay: ReplayState, key):
-    """One update on a uniform batch from ``replay``; ``key`` draws the indices and the target noise
-    (one agent's step when agents are vmapped over keys; ``multi_update`` draws for K updates at once)."""
-    index_key, noise_key = jax.random.split(key)
-    batch = replay_sample(replay, index_key, config.batch_size)
-    return update(config, state, batch, sample_target_noise(noise_key, batch.action))
 
 
 class UpdateDraws(NamedTuple):

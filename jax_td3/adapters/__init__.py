@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 
 from jax_td3.adapters.base import Adapter, NeutralState
-from jax_td3.errors import ConfigError
+from jax_td3.errors import ConfigError, require_torch
 
 # name -> (module, class). "torch" is the PyTorch reference (torch_ref), as in the backends' names.
 ADAPTERS: dict[str, tuple[str, str]] = {
@@ -30,14 +30,13 @@ INSTALL_HINT = "pip install 'jax-td3[thirdparty]'"
 
 
 def _missing(name: str, err: ImportError) -> bool:
-    """Whether ``err`` means the third-party library (or the adapter module) of ``name`` is absent,
-    as opposed to a broken import inside code that is there."""
+    """Whether ``err`` means the third-party library of ``name`` is absent (or PyTorch, which the
+    thirdparty extra installs with it), as opposed to a broken import inside code that is there."""
     missing = getattr(err, "name", None) or ""
     library = THIRD_PARTY.get(name)
     if library is None:
         return False
-    return (missing == library or missing.startswith(library + ".")
-            or missing == ADAPTERS[name][0])
+    return any(missing == root or missing.startswith(root + ".") for root in (library, "torch"))
 
 
 # Config settings under which our update is an adapter's implementation (its class's ``config_settings``),
@@ -76,6 +75,8 @@ def make_adapter(name: str, config, dtype="float64", *, seed: int = 0) -> Adapte
         raise ConfigError(f"unknown adapter {name!r}; choose from {', '.join(ADAPTERS)}")
     module_name, class_name = ADAPTERS[name]
     try:
+        if name == "torch":
+            require_torch("the torch adapter (the PyTorch reference)")
         cls = getattr(importlib.import_module(module_name), class_name)
         if name == "jax":
             return cls(config, dtype, seed=seed)
@@ -83,9 +84,9 @@ def make_adapter(name: str, config, dtype="float64", *, seed: int = 0) -> Adapte
     except ImportError as err:
         if not _missing(name, err):
             raise
-        what = "its adapter (jax_td3/adapters/sbx.py) is not written yet" if err.name == module_name else \
-            f"{THIRD_PARTY[name]} is not installed"
-        raise ConfigError(f"the {name} adapter needs the thirdparty extra ({what}): {INSTALL_HINT}") from None
+        what = "PyTorch" if (err.name or "").split(".")[0] == "torch" else THIRD_PARTY[name]
+        raise ConfigError(f"the {name} adapter needs the thirdparty extra ({what} is not installed): "
+                          f"{INSTALL_HINT}") from None
 
 
 __all__ = ["ADAPTERS", "ADAPTER_SETTINGS", "Adapter", "INSTALL_HINT", "NeutralState", "THIRD_PARTY", "adapter_settings",

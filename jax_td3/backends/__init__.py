@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from jax_td3.backends.base import UPDATE_METRICS, Backend
 from jax_td3.dtypes import enable_dtype
-from jax_td3.errors import ConfigError
+from jax_td3.errors import ConfigError, require_torch
 from jax_td3.settings import BACKENDS
 
 
@@ -14,6 +14,7 @@ def make_backend(name: str, config, initial_state, dtype: str = "float32") -> Ba
         from jax_td3.backends.jax_backend import JaxBackend
         return JaxBackend(config, initial_state, dtype)
     if name == "torch":
+        require_torch("`backend` torch")
         from jax_td3.backends.torch_backend import TorchBackend
         return TorchBackend(config, initial_state, dtype)
     raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")

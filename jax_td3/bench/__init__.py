@@ -7,3 +7,17 @@ and dataclasses and return results; they print nothing. Importing any of them im
 Gymnasium nor PyBullet; the runs that need them import them when they start, or run
 ``jax-td3 train`` in subprocesses.
 """
+
+from __future__ import annotations
+
+
+def torch_if_installed():
+    """The ``torch`` module, or None when PyTorch (the torch extra) is not installed: the benchmarks
+    then time the JAX side and record the PyTorch rows as skipped, with the install command."""
+    try:
+        import torch
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        return None
+    return torch

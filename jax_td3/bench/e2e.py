@@ -7,6 +7,7 @@ user waits for. Gymnasium and PyBullet are only imported by those subprocesses.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -37,6 +38,8 @@ def runs(steps: int, seed: int) -> list[dict]:
 def run_one(spec: dict, out_dir: Path, timeout_s: float = 1800) -> dict:
     """One ``jax-td3 train`` subprocess; its summary.json gives the throughput."""
     row = {key: spec[key] for key in ("name", "env", "backend", "seeds")}
+    if spec["backend"] == "torch" and importlib.util.find_spec("torch") is None:
+        return {**row, "status": "skipped", "reason": "PyTorch is not installed: pip install 'jax-td3[torch]'"}
     command = [sys.executable, "-m", "jax_td3.cli", "train", *spec["flags"], "--out", str(out_dir)]
     row["command"] = " ".join(["jax-td3", "train", *spec["flags"]])
     try:

@@ -6,57 +6,28 @@ training), ``sync(result)`` waits for them. An implementation that cannot run
 here raises ``Unavailable`` with the reason, which goes into the results.
 
 Every JAX runner calls the project's one update (``jax_td3.update.update`` or
-``jax_td3.replay.multi_update``); the PyTorch ones are ``torch_ref`` as written
-and ``jax_td3.bench.torch_tuned``.
+``jax_td3.replay.multi_update``); the PyTorch ones (``jax_td3.bench.torch_runners``) are
+``torch_ref`` as written and ``jax_td3.bench.torch_tuned``, imported only when a PyTorch row runs:
+without PyTorch (the torch extra) those rows are ``Unavailable``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
 
-import torch_ref
-from jax_td3.bench.replay_data import FIELDS, device_replay
-from jax_td3.bench.torch_tuned import CudaGraphUpdate, TunedAgent
+from jax_td3.bench.replay_data import device_replay
+from jax_td3.bench.runner import Runner, Setup, Unavailable
 from jax_td3.config import TD3Config
-from jax_td3.convert import make_torch_agent
+from jax_td3.errors import MissingExtraError, require_torch
 from jax_td3.loops.agents import train_state_axes
-from jax_td3.replay import multi_update, replay_sample, sample_and_update
-from jax_td3.update import TrainState, init_train_state, sample_target_noise, update
+from jax_td3.replay import draw_updates, multi_update, replay_gather, replay_indices_from_bits
+from jax_td3.update import TrainState, init_train_state, update
 from jax_td3.xla_options import compiler_options
-
-
-class Unavailable(RuntimeError):
-    """This implementation cannot run on this machine; the message says why."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """What every implementation of one run shares."""
-
-    torch_device: str = "cpu"
-    replay_size: int = 100_000        # transitions in the buffer (filled with random data)
-    scan_updates: int = 100           # K for the scan-fused runner
-    vmap_agents: int = 8              # N for the vmapped runner
-    bf16: bool = False                # bf16 matmuls (float32 storage); GPU rows only
-    seed: int = 0
-
-
-@dataclasses.dataclass
-class Runner:
-    call: Callable[[], object]
-    sync: Callable[[object], None]
-    updates_per_call: int           # counting every agent's update
-    agents: int = 1
-    notes: str = ""
-
 
 IMPLEMENTATIONS = {
     "torch_ref": "torch_ref as written (Fujimoto's TD3.py style), numpy replay sampled on the host",
@@ -67,67 +38,6 @@ IMPLEMENTATIONS = {
     "jax_scan": "jax.jit(replay.multi_update): K (sample, update) steps per call in one lax.scan",
     "jax_vmap": "jax.jit(jax.vmap(sample + update)) over N agents, one update each per call",
 }
-
-
-# -- PyTorch --------------------------------------------------------------------------------
-
-def _torch_sync(device: str) -> Callable[[object], None]:
-    if torch.device(device).type == "cuda":
-        return lambda _: torch.cuda.synchronize()
-    return lambda _: None
-
-
-def _torch_ref(config: TD3Config, setup: Setup, data) -> Runner:
-    if setup.bf16:
-        raise Unavailable("torch_ref is timed in float32 only")
-    torch.manual_seed(setup.seed)
-    agent = make_torch_agent(config, torch.float32, setup.torch_device)
-    rng = np.random.default_rng(setup.seed)
-    device = setup.torch_device
-
-    def call():
-        # Fujimoto's ReplayBuffer.sample: numpy indices, then one host->device tensor per field.
-        index = rng.integers(0, setup.replay_size, size=config.batch_size)
-        batch = torch_ref.Batch(*(torch.FloatTensor(data[name][index]).to(device) for name in FIELDS))
-        return agent.train(batch)
-    return Runner(call, _torch_sync(device), 1)
-
-
-def _tuned_agent(config: TD3Config, setup: Setup, data) -> TunedAgent:
-    torch.manual_seed(setup.seed)
-    agent = TunedAgent(config, setup.torch_device, torch.float32, replay_capacity=setup.replay_size)
-    agent.add(*(data[name] for name in FIELDS))
-    return agent
-
-
-def _autocast(setup: Setup):
-    if setup.bf16:
-        return torch.autocast(torch.device(setup.torch_device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _torch_tuned(config: TD3Config, setup: Setup, data, compiled: bool = False) -> Runner:
-    agent = _tuned_agent(config, setup, data)
-    if compiled:
-        # Fresh compiler caches per cell: dynamo's per-function recompile limit would otherwise turn
-        # later cells of a long grid back into eager code. Inductor's on-disk cache stays on.
-        torch._dynamo.reset()
-        agent.compile()
-
-    def call():
-        with _autocast(setup):
-            batch, noise = agent.sample()
-            agent.update(batch, noise)
-    return Runner(call, _torch_sync(setup.torch_device), 1)
-
-
-def _torch_cudagraph(config: TD3Config, setup: Setup, data) -> Runner:
-    if not (torch.cuda.is_available() and torch.device(setup.torch_device).type == "cuda"):
-        raise Unavailable("CUDA graphs need a CUDA device; this run has none")
-    agent = _tuned_agent(config, setup, data)
-    with _autocast(setup):
-        graph = CudaGraphUpdate(agent)
-    return Runner(graph.replay, _torch_sync(setup.torch_device), graph.updates_per_replay)
 
 
 # -- JAX ------------------------------------------------------------------------------------
@@ -170,15 +80,20 @@ class _Holder:
         self.state, self.key = state, key
 
 
+def _one_draw(config: TD3Config, replay, key):
+    """(batch, target noise) of one update, drawn as the training loops draw them (``replay.draw_updates``)."""
+    draws = draw_updates(config, replay, key, 1)
+    return replay_gather(replay, replay_indices_from_bits(replay, draws.replay_bits[0])), draws.target_noise[0]
+
+
 def _jax_jit(config: TD3Config, setup: Setup, data) -> Runner:
     replay = device_replay(data)
     jit_update = jax.jit(update, static_argnums=0, donate_argnums=1, compiler_options=compiler_options())
 
     @functools.partial(jax.jit, compiler_options=compiler_options())
     def sample(replay, key):
-        key, index_key, noise_key = jax.random.split(key, 3)
-        batch = replay_sample(replay, index_key, config.batch_size)
-        return key, batch, sample_target_noise(noise_key, batch.action)
+        key, draw_key = jax.random.split(key)
+        return key, *_one_draw(config, replay, draw_key)
 
     holder = _Holder(_fresh_state(config, setup.seed), jax.random.PRNGKey(setup.seed + 1))
 
@@ -217,7 +132,7 @@ def _jax_vmap(config: TD3Config, setup: Setup, data) -> Runner:
 
     def step(states, replay, key):
         key, *agent_keys = jax.random.split(key, n + 1)
-        one_agent = functools.partial(sample_and_update, config)
+        one_agent = lambda state, replay, key: update(config, state, *_one_draw(config, replay, key))
         states, metrics = jax.vmap(one_agent, in_axes=(state_axes, None, 0), out_axes=(state_axes, 0))(
             states, replay, jnp.stack(agent_keys))
         return states, key, metrics
@@ -232,11 +147,20 @@ def _jax_vmap(config: TD3Config, setup: Setup, data) -> Runner:
     return Runner(call, _jax_sync, n, agents=n, notes=f"N={n} agents")
 
 
+def _torch_runner(name: str) -> Callable:
+    def build(config: TD3Config, setup: Setup, data) -> Runner:
+        try:
+            require_torch("the PyTorch rows")
+        except MissingExtraError as err:
+            raise Unavailable(str(err)) from None
+        from jax_td3.bench.torch_runners import BUILDERS
+
+        return BUILDERS[name](config, setup, data)
+    return build
+
+
 _BUILDERS = {
-    "torch_ref": _torch_ref,
-    "torch_tuned": _torch_tuned,
-    "torch_compile": lambda config, setup, data: _torch_tuned(config, setup, data, compiled=True),
-    "torch_cudagraph": _torch_cudagraph,
+    **{name: _torch_runner(name) for name in ("torch_ref", "torch_tuned", "torch_compile", "torch_cudagraph")},
     "jax_jit": _jax_jit,
     "jax_scan": _jax_scan,
     "jax_vmap": _jax_vmap,

@@ -64,15 +64,17 @@ def machine_info(torch_device: str | None = None, frameworks: bool = True) -> di
     if not frameworks:
         return info
     import jax
-    import torch
 
+    from jax_td3.bench import torch_if_installed
+
+    torch = torch_if_installed()   # None without PyTorch: its fields are None
     gpu = None
-    if torch.cuda.is_available():
+    if torch is not None and torch.cuda.is_available():
         gpu = {"name": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
                "memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
     info.update({
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "torch_interop_threads": torch.get_num_interop_threads() if torch is not None else None,
         "jax_backend": jax.default_backend(),
         "jax_devices": [str(d) for d in jax.devices()],
         "torch_device": torch_device,

@@ -1,7 +1,7 @@
 """The machine's matmul speed at the update's own shapes: the compute floor of an update.
 
 For every (stack, m, k, n) product of an update (``flops.update_gemms``) the
-fastest of JAX's and PyTorch's matmul is timed, back to back in a loop (JAX: a
+fastest of JAX's and PyTorch's matmul (JAX's alone without PyTorch) is timed, back to back in a loop (JAX: a
 compiled ``fori_loop``, so no per-call dispatch; PyTorch: ``torch.mm``/``torch.bmm``
 with ``out=``).
 The floor of one update is the sum over its products of count x best time: the
@@ -17,8 +17,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
 
+from jax_td3.bench import torch_if_installed
 from jax_td3.bench.flops import Shape, gemm_flops
 
 _TRIALS = 3        # best of
@@ -60,7 +60,10 @@ def jax_gemm_seconds(shape: Shape, target_s: float = 0.02, dtype=jnp.float32) ->
     return _best_per_iteration(lambda it: _jax_loop(a, b, it).block_until_ready(), target_s)
 
 
-def torch_gemm_seconds(shape: Shape, device="cpu", target_s: float = 0.02, dtype=torch.float32) -> float:
+def torch_gemm_seconds(shape: Shape, device="cpu", target_s: float = 0.02, dtype=None) -> float:
+    import torch
+
+    dtype = dtype or torch.float32
     s, m, k, n = shape
     a = torch.randn(s, m, k, device=device, dtype=dtype)
     b = torch.randn(s, k, n, device=device, dtype=dtype)
@@ -90,12 +93,14 @@ class MatmulRates:
 
     def __init__(self, torch_device="cpu", target_s: float = 0.02):
         self.torch_device, self.target_s = torch_device, target_s
+        self.with_torch = torch_if_installed() is not None
         self.seconds: dict[Shape, dict[str, float]] = {}
 
     def measure(self, shape: Shape) -> dict[str, float]:
         if shape not in self.seconds:
-            self.seconds[shape] = {"jax": jax_gemm_seconds(shape, self.target_s),
-                                   "torch": torch_gemm_seconds(shape, self.torch_device, self.target_s)}
+            self.seconds[shape] = {"jax": jax_gemm_seconds(shape, self.target_s)}
+            if self.with_torch:
+                self.seconds[shape]["torch"] = torch_gemm_seconds(shape, self.torch_device, self.target_s)
         return self.seconds[shape]
 
     def floor(self, gemms) -> dict:
@@ -109,7 +114,7 @@ class MatmulRates:
         return {"floor_s": floor_s, "matmul_flops": flops, "matmul_rate_flops_per_s": flops / floor_s}
 
     def table(self) -> list[dict]:
-        return [{"stack": s, "m": m, "k": k, "n": n, "jax_s": t["jax"], "torch_s": t["torch"],
+        return [{"stack": s, "m": m, "k": k, "n": n, "jax_s": t["jax"], "torch_s": t.get("torch"),
                  "best_gflops_per_s": gemm_flops((s, m, k, n)) / min(t.values()) / 1e9}
                 for (s, m, k, n), t in sorted(self.seconds.items())]
 
@@ -117,5 +122,6 @@ class MatmulRates:
 def peak_rate(size: int = 1024) -> float:
     """Best FLOP/s of a square float32 matmul (a reference point beside the per-shape floors)."""
     shape = (1, size, size, size)
-    return gemm_flops(shape) / min(jax_gemm_seconds(shape), torch_gemm_seconds(shape))
+    seconds = [jax_gemm_seconds(shape)] + ([torch_gemm_seconds(shape)] if torch_if_installed() else [])
+    return gemm_flops(shape) / min(seconds)
 

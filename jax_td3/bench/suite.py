@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from jax_td3.errors import ConfigError
+from jax_td3.bench import torch_if_installed
+from jax_td3.errors import ConfigError, require_torch
 from jax_td3.run.checks import format_bytes
 
 ALGOS = ("td3", "ourddpg")           # OurDDPG is the DDPG the suite times (TD3's networks, one critic)
@@ -98,10 +99,9 @@ class SuiteSettings:
 
 
 def _torch_device(device: str) -> str:
-    import torch
-
+    torch = torch_if_installed() if device != "cuda" else require_torch("`device` cuda (PyTorch's device)")
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("`device` cuda but PyTorch sees no CUDA device")
     return device
@@ -162,21 +162,23 @@ def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], l
     """Time every (algo, hidden, batch, impl) of ``settings`` (a ``SuiteSettings.record()``);
     returns (rows, matmul table, square-1024 matmul FLOP/s; None when no cell was built)."""
     import jax
-    import torch
     from tqdm import tqdm
 
     from jax_td3.bench import flops
-    from jax_td3.bench.implementations import Setup, Unavailable, build
+    from jax_td3.bench.implementations import build
     from jax_td3.bench.matmul_rate import MatmulRates, peak_rate
     from jax_td3.bench.replay_data import random_transitions
+    from jax_td3.bench.runner import Setup, Unavailable
     from jax_td3.bench.timing import time_calls
     from jax_td3.config import make_config
 
     # float32 rows and floors are true float32 (NVIDIA GPUs would otherwise use TF32 in both frameworks);
     # bf16 rows override this locally.
     jax.config.update("jax_default_matmul_precision", "float32")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch = torch_if_installed()
+    if torch is not None:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     rates = MatmulRates(settings["torch_device"], target_s=min(0.02, settings["min_rep_s"] / 5))
     peak = None   # measured at the first cell that is built (a grid of refused cells needs none)
     on_gpu = settings["torch_device"] == "cuda" or jax.default_backend() == "gpu"
@@ -284,8 +286,7 @@ def run_suite(settings: SuiteSettings, out_dir: Path, name: str | None = None, *
     if e2e_steps is not None and e2e_steps <= 0:
         raise ConfigError("`e2e_steps` must be > 0")
     if settings.torch_threads:
-        import torch
-        torch.set_num_threads(settings.torch_threads)
+        require_torch("`torch_threads`").set_num_threads(settings.torch_threads)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     device_name = "gpu" if record["torch_device"] == "cuda" else "cpu"
     name = name or f"{device_name}-{record['grid']}-{stamp}"

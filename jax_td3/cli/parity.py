@@ -32,6 +32,7 @@ from jax_td3.cli.args import (
     positive_int,
 )
 from jax_td3.config import ALGOS, CONFIGS, make_config
+from jax_td3.errors import require_torch
 from jax_td3.presets import DEFAULTS
 from jax_td3.settings import BACKENDS
 
@@ -183,6 +184,19 @@ def _note_differences(config, backends) -> None:
                   f"(--their-settings applies them)", file=sys.stderr)
 
 
+def _one_torch_thread(backends) -> None:
+    """PyTorch on one thread: the networks compared are small, and one thread is faster and immune to
+    oversubscription. A side that is the PyTorch reference needs PyTorch (one-line error when missing);
+    the third-party sides say so themselves (their extra installs PyTorch)."""
+    if "torch" in backends:
+        require_torch("parity against the PyTorch reference")
+    try:
+        import torch
+    except ImportError:
+        return   # no side runs PyTorch
+    torch.set_num_threads(1)
+
+
 def run(args) -> int:
     if args.run:
         return run_whole(args)
@@ -193,10 +207,7 @@ def run(args) -> int:
     for field, value in applied.items():
         setattr(args, field, value)
     config = config_from_args(args)
-    import torch
-
-    # The networks compared here are small: one thread is faster and immune to oversubscription.
-    torch.set_num_threads(1)
+    _one_torch_thread(backends)
     from jax_td3.parity import run_parity
 
     resync = {"auto": None, "on": True, "off": False}[args.resync]
@@ -238,9 +249,7 @@ def run_whole(args) -> int:
             for name, default in RUN_DEFAULTS.items()}
     if args.plot:
         _check_writable(args.plot)
-    import torch
-
-    torch.set_num_threads(1)
+    _one_torch_thread((opts["backend_a"], opts["backend_b"]))
     from jax_td3.config import config_for_env
     from jax_td3.envs import env_spec, make_env
     from jax_td3.parity import UnknownTensorError, plot_drift, run_whole_parity

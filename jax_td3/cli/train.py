@@ -160,7 +160,8 @@ def _print_outputs(out) -> None:
     from pathlib import Path
 
     out = Path(out)
-    print(f"learning curve: {out / 'learning_curve.png'}")
+    if (out / "learning_curve.png").exists():   # not drawn without matplotlib (the logging extra)
+        print(f"learning curve: {out / 'learning_curve.png'}")
     print(f"metrics:        {out / 'metrics.csv'}")
     print(f"summary:        {out / 'summary.json'}")
 

@@ -48,15 +48,6 @@ def import_brax_envs():
     return brax_envs
 
 
-def brax_names() -> tuple[str, ...]:
-    """The environment names the installed Brax registers (empty without Brax)."""
-    try:
-        brax_envs = import_brax_envs()
-    except EnvError:
-        return ()
-    return tuple(sorted(getattr(brax_envs, "_envs", {})))
-
-
 @contextlib.contextmanager
 def _quiet():
     """Brax's functions warn at trace time about MuJoCo APIs it uses (deprecations that are Brax's to fix)."""

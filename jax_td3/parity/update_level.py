@@ -24,6 +24,7 @@ import numpy as np
 from jax_td3.adapters.base import ACTOR_STEP_FAMILIES, DELAYED_FAMILIES, Adapter, family
 from jax_td3.config import TD3Config
 from jax_td3.dtypes import enable_dtype
+from jax_td3.errors import require_torch
 from jax_td3.parity.compare import ParityReport, Tracker, compare
 
 # float64: both sides do the same arithmetic in a different order; the differences are a few ulps
@@ -177,6 +178,7 @@ def run_parity(config: TD3Config, *, dtype: str = "float64", updates: int = 1000
     modified reference, to see where it departs); by default it is the torch_ref agent for
     ``config``. See ``compare_adapters`` for ``tol`` and ``resync``.
     """
+    require_torch("run_parity (the PyTorch reference's side)")
     from jax_td3.adapters.jax import JaxAdapter
     from jax_td3.adapters.torch_ref import TorchRefAdapter
 
