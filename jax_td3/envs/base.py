@@ -39,16 +39,18 @@ class JaxEnv(Protocol):
     one small ``jax.random`` call per step is slow on XLA:CPU.
     """
 
-    spec: EnvSpec                 # max_episode_steps must be set: evaluation runs that many steps
+    @property
+    def spec(self) -> EnvSpec:
+        """max_episode_steps must be set: evaluation runs that many steps."""
 
-    def draw_resets(self, key, num: int, dtype) -> Any:
+    def draw_resets(self, key: Any, num: int, dtype: Any) -> Any:
         """The random numbers of ``num`` episode starts: a pytree with leading axis ``num``."""
 
-    def reset_from(self, draws) -> tuple[Any, Any]:
+    def reset_from(self, draws: Any) -> tuple[Any, Any]:
         """``(env_state, obs)`` of a fresh episode, from one slice of ``draw_resets``."""
 
-    def reset(self, key, dtype) -> tuple[Any, Any]:
+    def reset(self, key: Any, dtype: Any) -> tuple[Any, Any]:
         """``(env_state, obs)`` of a fresh episode; the same as ``reset_from`` of one draw."""
 
-    def step(self, env_state, action) -> tuple[Any, Any, Any, Any, Any]:
+    def step(self, env_state: Any, action: Any) -> tuple[Any, Any, Any, Any, Any]:
         """``(env_state, obs, reward, terminated, truncated)``; the caller resets when either is True."""
