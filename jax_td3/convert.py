@@ -9,7 +9,10 @@ identically.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from numpy.typing import DTypeLike
 
 from jax_td3.adapters import jax as jax_layout
 from jax_td3.adapters import torch_ref as torch_layout
@@ -18,17 +21,18 @@ from jax_td3.errors import ConversionError
 from jax_td3.update import TrainState
 
 
-def make_torch_agent(config: TD3Config, dtype=torch.float32, device="cpu"):
+def make_torch_agent(config: TD3Config, dtype: DTypeLike | torch.dtype = torch.float32,
+                     device: str | torch.device = "cpu") -> torch_layout.Agent:
     """The torch_ref agent with the same architecture and hyperparameters as ``config``."""
     return torch_layout.make_agent(config, dtype, device)
 
 
-def state_to_torch(config: TD3Config, state: TrainState, agent) -> None:
+def state_to_torch(config: TD3Config, state: TrainState, agent: Any) -> None:
     """Load a JAX train state into a torch_ref agent: online and target weights, Adam states, counter."""
     torch_layout.load_agent(agent, jax_layout.to_neutral(config, state), source="from JAX")
 
 
-def state_from_torch(config: TD3Config, agent, template: TrainState) -> TrainState:
+def state_from_torch(config: TD3Config, agent: Any, template: TrainState) -> TrainState:
     """A JAX train state holding the torch agent's weights, targets, Adam states and counter.
 
     ``template`` (e.g. ``init_train_state(config, key, dtype)``) gives the tree structure.
