@@ -26,9 +26,8 @@ from jax_td3.errors import CheckpointError, ConfigError, EnvError
 from jax_td3.loops.exploration import evaluation_seed
 
 if TYPE_CHECKING:  # for annotations only: JAX, Gymnasium and the backends are imported when evaluating
-    import gymnasium
-
     from jax_td3.config import TD3Config
+    from jax_td3.envs.base import HostEnv
     from jax_td3.update import TrainState
 
 PathLike = str | os.PathLike[str]
@@ -149,7 +148,7 @@ class _VideoRecorder:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
-    def attach(self, env: gymnasium.Env, env_id: str) -> None:
+    def attach(self, env: HostEnv, env_id: str) -> None:
         self.env_id = env_id
         modes = env.metadata.get("render_modes") or []
         if "rgb_array" not in modes or getattr(env, "render_mode", None) != "rgb_array":
@@ -157,7 +156,7 @@ class _VideoRecorder:
                            f"(render modes: {', '.join(modes) or 'none'})")
         self.fps = float(env.metadata.get("render_fps") or 30)
 
-    def record(self, env: gymnasium.Env) -> None:
+    def record(self, env: HostEnv) -> None:
         try:
             frame = env.render()
         except Exception as err:

@@ -31,6 +31,34 @@ class EnvSpec:
         return tuple((high - low) / 2.0 for low, high in zip(self.action_low, self.action_high))
 
 
+class HostEnv(Protocol):
+    """What the host loops use of a Gymnasium environment (any ``gymnasium.Env`` has it); the loops name
+    no environment library, so they take this. Its spaces are Boxes (``envs.gymnasium.env_spec`` checks)."""
+
+    @property
+    def action_space(self) -> Any: ...
+    @property
+    def observation_space(self) -> Any: ...
+    @property
+    def unwrapped(self) -> Any: ...
+    @property
+    def spec(self) -> Any: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """``(obs, info)`` of a new episode."""
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        """``(obs, reward, terminated, truncated, info)``."""
+
+    def render(self) -> Any:
+        """A frame (an RGB array under ``render_mode="rgb_array"``), or None."""
+
+    def close(self) -> None:
+        """Release the environment's resources."""
+
+
 class JaxEnv(Protocol):
     """A JAX-native environment: hashable (it is closed over by ``jit``), pure, with a time limit.
 

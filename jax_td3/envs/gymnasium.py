@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jax_td3.envs.base import EnvSpec
+from jax_td3.envs.base import EnvSpec, HostEnv
 from jax_td3.errors import EnvError
 
 if TYPE_CHECKING:  # imported for annotations only: Gymnasium is imported when an environment is made
@@ -106,7 +106,7 @@ def with_time_feature(env: gymnasium.Env) -> gymnasium.Env:
     return TimeFeature(env)
 
 
-def env_spec(env: gymnasium.Env) -> EnvSpec:
+def env_spec(env: HostEnv) -> EnvSpec:
     """Dimensions and action box of ``env``; raises EnvError if TD3 cannot act in it."""
     import numpy as np
     from gymnasium import spaces

@@ -59,13 +59,12 @@ import copy
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-if TYPE_CHECKING:  # for annotations only: the loops import Gymnasium when they make an environment
-    import gymnasium
+from jax_td3.envs.base import HostEnv
 
 Act = Callable[[np.ndarray], ArrayLike]          # one observation -> its action
 ActBatch = Callable[[np.ndarray], ArrayLike]     # (rows, obs_dim) observations -> (rows, act_dim) actions
@@ -74,7 +73,7 @@ ActBatch = Callable[[np.ndarray], ArrayLike]     # (rows, obs_dim) observations 
 FORWARD_ROWS = 16
 
 
-def _rng(env: gymnasium.Env) -> np.random.Generator:
+def _rng(env: HostEnv) -> np.random.Generator:
     return env.unwrapped.np_random
 
 
@@ -87,7 +86,7 @@ def _same_state(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _env_id(env: gymnasium.Env) -> str:
+def _env_id(env: HostEnv) -> str:
     return env.spec.id if env.spec is not None else type(env.unwrapped).__name__
 
 
@@ -105,8 +104,8 @@ class _Forward:
         return np.asarray(self.act_batch(self.blocks[block]), np.float64)
 
 
-def evaluate_policy(act: Act | None, env: gymnasium.Env, episodes: int, seed: int, dtype: DTypeLike = np.float32,
-                    on_step: Callable[[gymnasium.Env], object] | None = None, act_batch: ActBatch | None = None,
+def evaluate_policy(act: Act | None, env: HostEnv, episodes: int, seed: int, dtype: DTypeLike = np.float32,
+                    on_step: Callable[[HostEnv], object] | None = None, act_batch: ActBatch | None = None,
                     rows: int = FORWARD_ROWS) -> list[float]:
     """Undiscounted returns of ``episodes`` episodes run one after another; the first reset uses ``seed``.
 
@@ -116,12 +115,10 @@ def evaluate_policy(act: Act | None, env: gymnasium.Env, episodes: int, seed: in
     called after every ``env.step`` (e.g. to record ``env.render()``); it must not touch the episode (no
     reset, no step, no use of the env's random generator).
     """
-    action_space = cast("gymnasium.spaces.Box", env.action_space)  # Box spaces: checked by envs.env_spec
-    low, high = action_space.low.astype(np.float64), action_space.high.astype(np.float64)
+    low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
     forward = None
     if act_batch is not None:
-        obs_space = cast("gymnasium.spaces.Box", env.observation_space)
-        forward = _Forward(act_batch, episodes, int(np.prod(obs_space.shape)), dtype, rows)
+        forward = _Forward(act_batch, episodes, int(np.prod(env.observation_space.shape)), dtype, rows)
     # A first reset can differ from later ones with the same seed (PyBullet's locomotion envs build
     # their scene on the first and restore a saved state afterwards: returns differed in the 5th
     # digit). One discarded reset makes an evaluation independent of the env's history, so
@@ -139,7 +136,7 @@ def evaluate_policy(act: Act | None, env: gymnasium.Env, episodes: int, seed: in
                 forward.put(episode, obs)
                 action = forward.block_actions(episode // rows)[episode % rows]
             action = np.clip(action, low, high)
-            obs, reward, terminated, truncated, _ = env.step(action.astype(action_space.dtype))
+            obs, reward, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
             if on_step is not None:
                 on_step(env)
             total += float(reward)
@@ -148,7 +145,7 @@ def evaluate_policy(act: Act | None, env: gymnasium.Env, episodes: int, seed: in
     return returns
 
 
-def reset_rng_states(env: gymnasium.Env, episodes: int, seed: int) -> list[Mapping[str, Any] | None]:
+def reset_rng_states(env: HostEnv, episodes: int, seed: int) -> list[Mapping[str, Any] | None]:
     """The RNG state just before each episode's reset in ``evaluate_policy`` on ``env``, if steps never draw.
 
     Entry 0 is None (episode 0 resets with ``seed``); entry i is ``env.unwrapped.np_random``'s
@@ -170,14 +167,14 @@ class BatchedEvaluator:
     PyBullet env starts its own physics client); ``close()`` closes them. ``rows``: rows of each forward.
     """
 
-    def __init__(self, make_env: Callable[[], gymnasium.Env], rows: int = FORWARD_ROWS):
+    def __init__(self, make_env: Callable[[], HostEnv], rows: int = FORWARD_ROWS):
         if rows < 1:
             raise ValueError(f"rows must be positive, got {rows}")
         self.make_env, self.rows = make_env, rows
-        self.envs: list[gymnasium.Env] = []
+        self.envs: list[HostEnv] = []
         self.sequential = False   # set once an env's step was seen drawing from its generator
 
-    def prepare(self, episodes: int) -> list[gymnasium.Env]:
+    def prepare(self, episodes: int) -> list[HostEnv]:
         """The first ``episodes`` environments, creating any missing."""
         while len(self.envs) < episodes:
             self.envs.append(self.make_env())
@@ -195,14 +192,13 @@ class BatchedEvaluator:
                           f"(in a batch they would start from other states)", RuntimeWarning, stacklevel=2)
         return evaluate_policy(None, envs[0], episodes, seed, dtype, act_batch=act_batch, rows=self.rows)
 
-    def _batched(self, act_batch: ActBatch, envs: list[gymnasium.Env], seed: int,
+    def _batched(self, act_batch: ActBatch, envs: list[HostEnv], seed: int,
                  dtype: DTypeLike) -> list[float] | str:
         """The returns, or why the batch may differ from the sequential evaluation (a generator check failed)."""
         episodes, rows = len(envs), self.rows
-        space = cast("gymnasium.spaces.Box", envs[0].action_space)  # Box spaces: checked by envs.env_spec
+        space = envs[0].action_space
         low, high = space.low.astype(np.float64), space.high.astype(np.float64)
-        obs_space = cast("gymnasium.spaces.Box", envs[0].observation_space)
-        forward = _Forward(act_batch, episodes, int(np.prod(obs_space.shape)), dtype, rows)
+        forward = _Forward(act_batch, episodes, int(np.prod(envs[0].observation_space.shape)), dtype, rows)
         starts = reset_rng_states(envs[0], episodes, seed)
         after_reset = []
         for i, env in enumerate(envs):
@@ -250,7 +246,7 @@ class BatchedEvaluator:
         self.close()
 
 
-def evaluate_policy_batched(act_batch: ActBatch, make_eval_env: Callable[[], gymnasium.Env], episodes: int, seed: int,
+def evaluate_policy_batched(act_batch: ActBatch, make_eval_env: Callable[[], HostEnv], episodes: int, seed: int,
                             dtype: DTypeLike = np.float32, rows: int = FORWARD_ROWS) -> list[float]:
     """``BatchedEvaluator.evaluate`` on environments made for this call and closed after it."""
     with BatchedEvaluator(make_eval_env, rows) as evaluator:
