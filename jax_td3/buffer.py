@@ -7,7 +7,10 @@ same transitions; sampling takes its indices from the loop's generator, or
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from jax_td3.update import Batch
 
@@ -17,7 +20,7 @@ FIELDS = Batch._fields  # ("obs", "action", "next_obs", "reward", "not_done")
 class ReplayBuffer:
     """Ring buffer of ``(obs, action, next_obs, reward, not_done)``; reward/not_done stored as (N, 1)."""
 
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, dtype=np.float32):
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, dtype: DTypeLike = np.float32):
         if capacity < 1:
             raise ValueError(f"replay capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
@@ -30,7 +33,7 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs, action, next_obs, reward: float, not_done: float) -> int:
+    def add(self, obs: ArrayLike, action: ArrayLike, next_obs: ArrayLike, reward: float, not_done: float) -> int:
         """Store one transition (overwriting the oldest once full); returns the slot written."""
         slot = self.position
         values = dict(obs=obs, action=action, next_obs=next_obs, reward=reward, not_done=not_done)
@@ -46,7 +49,7 @@ class ReplayBuffer:
             raise ValueError("cannot sample from an empty replay buffer")
         return rng.integers(0, self.size, size=batch_size)
 
-    def gather(self, indices) -> Batch:
+    def gather(self, indices: np.ndarray) -> Batch:
         return Batch(*(self.arrays[name][indices] for name in FIELDS))
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
@@ -58,12 +61,12 @@ class ReplayBuffer:
         return self.gather(slots)
 
     # -- checkpointing ------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Filled part only (in insertion order is not needed: slots are kept as they are)."""
         return {"capacity": self.capacity, "position": self.position, "size": self.size,
                 **{name: self.arrays[name][: self.size].copy() for name in FIELDS}}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["capacity"]) != self.capacity:
             raise ValueError(f"replay buffer capacity {state['capacity']} in the checkpoint differs from "
                              f"{self.capacity}")

@@ -76,6 +76,7 @@ def enable_compile_cache() -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    if jax.config.jax_compilation_cache_max_size == -1:  # JAX's default: unbounded
+    # JAX's options are attributes made at run time (hence the ignore); -1 is JAX's default: unbounded.
+    if jax.config.jax_compilation_cache_max_size == -1:  # type: ignore[attr-defined]
         jax.config.update("jax_compilation_cache_max_size", 2 * 1024**3)
     return directory

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import jax
 
@@ -24,9 +24,23 @@ from jax_td3.errors import ConfigError
 
 TARGET_UPDATES = ("delayed", "every_update")
 ACTOR_QS = ("q1", "min")
+ConfigT = TypeVar("ConfigT", bound="TD3Config")
 
 
-def static(default, **kwargs):
+class EnvShape(Protocol):
+    """What ``config_for_env`` reads of an environment's spec (``envs.base.EnvSpec`` has it)."""
+
+    @property
+    def obs_dim(self) -> int: ...
+    @property
+    def act_dim(self) -> int: ...
+    @property
+    def action_low(self) -> tuple[float, ...]: ...
+    @property
+    def action_high(self) -> tuple[float, ...]: ...
+
+
+def static(default: Any, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata=dict(static=True), **kwargs)
 
 
@@ -98,7 +112,7 @@ class TD3Config:
     def action_bias(self) -> tuple[float, ...]:
         return tuple((high + low) / 2.0 for low, high in zip(self.action_low, self.action_high))
 
-    def replace(self, **changes):
+    def replace(self: ConfigT, **changes: Any) -> ConfigT:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> "TD3Config":
@@ -210,7 +224,7 @@ for _cls in CONFIGS.values():
     jax.tree_util.register_dataclass(_cls)
 
 
-def make_config(algo: str, **overrides) -> TD3Config:
+def make_config(algo: str, **overrides: Any) -> TD3Config:
     """The config of ``algo`` with its defaults, then ``overrides`` (None values are ignored).
 
     ``max_action`` is accepted as a shorthand for the symmetric box [-max_action, max_action].
@@ -240,7 +254,7 @@ def make_config(algo: str, **overrides) -> TD3Config:
     return cls(**overrides).validate()
 
 
-def config_for_env(algo: str, spec, **overrides) -> TD3Config:
+def config_for_env(algo: str, spec: EnvShape, **overrides: Any) -> TD3Config:
     """The config of ``algo`` sized for an environment's ``EnvSpec`` (dimensions and action box)."""
     return make_config(algo, obs_dim=spec.obs_dim, act_dim=spec.act_dim, action_low=spec.action_low,
                        action_high=spec.action_high, **overrides)

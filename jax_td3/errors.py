@@ -11,6 +11,8 @@ bad values, ``RuntimeError`` for a run that went wrong).
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class JaxTD3Error(Exception):
     """Base class of every error jax_td3 raises on purpose."""
@@ -41,7 +43,7 @@ class MissingExtraError(JaxTD3Error, ImportError):
     which extra to install and what needs it."""
 
 
-def require_torch(needed_by: str):
+def require_torch(needed_by: str) -> Any:
     """The ``torch`` module; MissingExtraError naming the extra and ``needed_by`` when it is not installed.
 
     PyTorch is the ``torch`` extra: JAX training, evaluation of a JAX checkpoint and the compiled loop

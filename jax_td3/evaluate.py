@@ -18,15 +18,24 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jax_td3.errors import CheckpointError, ConfigError, EnvError
 from jax_td3.loops.exploration import evaluation_seed
 
+if TYPE_CHECKING:  # for annotations only: JAX, Gymnasium and the backends are imported when evaluating
+    from jax_td3.config import TD3Config
+    from jax_td3.envs.base import HostEnv
+    from jax_td3.update import TrainState
 
-def evaluate_checkpoint(path, episodes: int = 10, env_id: str | None = None, seed: int | None = None,
-                        backend: str = "jax", agent: int = 0, video=None, sequential: bool = False) -> dict:
+PathLike = str | os.PathLike[str]
+
+
+def evaluate_checkpoint(path: PathLike, episodes: int = 10, env_id: str | None = None, seed: int | None = None,
+                        backend: str = "jax", agent: int = 0, video: PathLike | None = None,
+                        sequential: bool = False) -> dict[str, Any]:
     """Load ``path`` into ``backend`` and run ``episodes`` noiseless episodes; returns mean/std/returns.
 
     ``agent`` picks one of the agents of a compiled multi-seed run's checkpoint. ``video`` (a path
@@ -47,7 +56,8 @@ def evaluate_checkpoint(path, episodes: int = 10, env_id: str | None = None, see
             "trained_with": checkpoint.metadata.get("backend")}
 
 
-def _evaluate_torch_export(path, episodes, env_id, seed, backend, video=None, sequential=False) -> dict:
+def _evaluate_torch_export(path: PathLike, episodes: int, env_id: str | None, seed: int | None, backend: str,
+                           video: PathLike | None = None, sequential: bool = False) -> dict[str, Any]:
     from jax_td3.export import train_state_from_torch_export
 
     config, dtype, state, description = train_state_from_torch_export(path)
@@ -60,8 +70,9 @@ def _evaluate_torch_export(path, episodes, env_id, seed, backend, video=None, se
     return {"checkpoint": str(path), **result, "step": description.get("step"), "trained_with": "torch export"}
 
 
-def _run_policy(config, dtype, state, env_id, episodes, seed, backend, video=None, time_feature=False,
-                sequential=False) -> dict:
+def _run_policy(config: TD3Config, dtype: str, state: TrainState, env_id: str, episodes: int, seed: int,
+                backend: str, video: PathLike | None = None, time_feature: bool = False,
+                sequential: bool = False) -> dict[str, Any]:
     from jax_td3.backends import enable_dtype, make_backend
     from jax_td3.envs import env_spec, make_env
     from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy
@@ -69,7 +80,7 @@ def _run_policy(config, dtype, state, env_id, episodes, seed, backend, video=Non
     recorder = _VideoRecorder(video) if video is not None else None  # checks the destination first
     try:
         enable_dtype(dtype)
-        render = dict(render_mode="rgb_array") if recorder else {}
+        render: dict[str, Any] = dict(render_mode="rgb_array") if recorder else {}
         evaluator = BatchedEvaluator(lambda: make_env(env_id, time_feature=time_feature, **render))
         try:
             env = evaluator.prepare(1)[0]
@@ -92,7 +103,7 @@ def _run_policy(config, dtype, state, env_id, episodes, seed, backend, video=Non
     finally:
         if recorder:
             recorder.discard()
-    result = {"env": spec.env_id, "episodes": episodes, "seed": seed,
+    result: dict[str, Any] = {"env": spec.env_id, "episodes": episodes, "seed": seed,
               "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
               "returns": returns}
     if recorder:
@@ -107,7 +118,7 @@ _VIDEO_EXTRA = "pip install 'jax-td3[video]'"
 class _VideoRecorder:
     """Frames of ``env.render()`` streamed into a temporary file next to ``path``, renamed over it at the end."""
 
-    def __init__(self, path):
+    def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
         self.suffix = self.path.suffix.lower()
         if self.path.is_dir() or str(path).endswith(os.sep):
@@ -129,13 +140,15 @@ class _VideoRecorder:
         except OSError as err:
             raise ConfigError(f"cannot write `video` {path} ({err.strerror or err})") from None
         os.close(fd)
-        self.tmp = Path(tmp)
-        self.writer, self.frames, self.env_id, self.fps = None, 0, None, 30
+        self.tmp: Path | None = Path(tmp)
+        self.writer: Any = None         # an imageio writer, from the first frame on
+        self.env_id: str | None = None
+        self.frames, self.fps = 0, 30.0
         # Classic-control envs draw with pygame: no window is needed, so keep SDL off any display.
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
-    def attach(self, env, env_id: str) -> None:
+    def attach(self, env: HostEnv, env_id: str) -> None:
         self.env_id = env_id
         modes = env.metadata.get("render_modes") or []
         if "rgb_array" not in modes or getattr(env, "render_mode", None) != "rgb_array":
@@ -143,7 +156,7 @@ class _VideoRecorder:
                            f"(render modes: {', '.join(modes) or 'none'})")
         self.fps = float(env.metadata.get("render_fps") or 30)
 
-    def record(self, env) -> None:
+    def record(self, env: HostEnv) -> None:
         try:
             frame = env.render()
         except Exception as err:
@@ -173,8 +186,10 @@ class _VideoRecorder:
             raise ConfigError(f"cannot write `video` {self.path} ({_first_line(err)})") from None
         self.frames += 1
 
-    def _open_writer(self):
+    def _open_writer(self) -> Any:
         import imageio.v2 as imageio
+
+        assert self.tmp is not None, "the recording was already finished or discarded"
 
         if self.suffix == ".gif":
             return imageio.get_writer(self.tmp, format="GIF", mode="I", duration=1000.0 / self.fps, loop=0)
@@ -183,6 +198,7 @@ class _VideoRecorder:
 
     def finish(self) -> None:
         """Close the writer and rename the temporary file over ``path``."""
+        assert self.tmp is not None, "the recording was already finished or discarded"
         try:
             if self.writer is not None:
                 writer, self.writer = self.writer, None

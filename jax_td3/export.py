@@ -36,9 +36,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from jax_td3.errors import CheckpointError, ConfigError, require_torch
 from jax_td3.loops.exploration import evaluation_seed
+
+if TYPE_CHECKING:  # for annotations only: this module imports JAX and torch when it needs them
+    from jax_td3.config import TD3Config
+    from jax_td3.run.checkpoint import Checkpoint
+    from jax_td3.update import TrainState
 
 FORMAT = "jax-td3-torch-export"
 FORMAT_VERSION = 1
@@ -46,7 +52,8 @@ TARGETS = ("torch",)
 NETWORKS = ("actor", "actor_target", "critic", "critic_target")
 
 
-def train_state_from_checkpoint(path, agent: int = 0):
+def train_state_from_checkpoint(path: str | os.PathLike[str],
+                                agent: int = 0) -> tuple[TD3Config, str, TrainState, Checkpoint]:
     """(config, dtype, JAX-layout train state with numpy leaves, Checkpoint) of a saved run.
 
     ``agent`` picks one agent of a compiled multi-seed checkpoint.
@@ -70,7 +77,7 @@ def train_state_from_checkpoint(path, agent: int = 0):
     return config, dtype, unpack_train_state(config, dtype, leaves), checkpoint
 
 
-def run_settings_of(checkpoint, agent: int = 0) -> dict:
+def run_settings_of(checkpoint: Checkpoint, agent: int = 0) -> dict[str, Any]:
     """The settings one agent of a checkpoint's run was trained and evaluated with (``env``, ``seed`` and,
     for the Gymnasium loop, every other ``TrainSettings`` field); a compiled run's agent ``i`` has its own seed."""
     contents = checkpoint.contents
@@ -82,7 +89,7 @@ def run_settings_of(checkpoint, agent: int = 0) -> dict:
         raise CheckpointError(f"{checkpoint.path} lacks the contents of a training run ({err})") from None
 
 
-def torch_export(config, state, dtype: str, step: int | None = None) -> dict:
+def torch_export(config: TD3Config, state: TrainState, dtype: str, step: int | None = None) -> dict[str, Any]:
     """The export dict (see the module docstring) of a JAX-layout train state."""
     require_torch("exporting to PyTorch")
     from jax_td3.convert import make_torch_agent, state_to_torch
@@ -103,7 +110,7 @@ def torch_export(config, state, dtype: str, step: int | None = None) -> dict:
     return blob
 
 
-def train_state_from_torch_export(path):
+def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Config, str, TrainState, dict[str, Any]]:
     """(config, dtype, JAX-layout train state, export config dict) of an ``export --to torch`` file.
 
     Every state_dict must fit the torch_ref module its config describes exactly: missing or
@@ -162,7 +169,8 @@ def train_state_from_torch_export(path):
     return config, dtype, state, description
 
 
-def export_checkpoint(checkpoint, out, to: str = "torch", dtype: str | None = None, agent: int = 0):
+def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], to: str = "torch",
+                      dtype: str | None = None, agent: int = 0) -> tuple[dict[str, Any], Checkpoint]:
     """Write the networks of ``checkpoint`` (a file or run directory) to ``out``; returns
     ``(export dict, Checkpoint)``. ``dtype`` casts the weights; ``agent`` picks one agent of a
     compiled multi-seed checkpoint. The file is written next to ``out`` and renamed into place,
@@ -175,12 +183,12 @@ def export_checkpoint(checkpoint, out, to: str = "torch", dtype: str | None = No
     if not out.resolve().parent.is_dir():
         raise ConfigError(f"cannot write {out}: directory {out.resolve().parent} does not exist")
     torch = require_torch("export `to` torch")
-    config, saved_dtype, state, checkpoint = train_state_from_checkpoint(checkpoint, agent)
-    blob = torch_export(config, state, dtype or saved_dtype, step=checkpoint.metadata.get("step"))
-    blob["config"]["env"] = checkpoint.metadata.get("env")
+    config, saved_dtype, state, saved = train_state_from_checkpoint(checkpoint, agent)
+    blob = torch_export(config, state, dtype or saved_dtype, step=saved.metadata.get("step"))
+    blob["config"]["env"] = saved.metadata.get("env")
     # How the run evaluated, so `jax-td3 eval` of the file reproduces its returns: the observation
     # (with the time feature, the env's plus the fraction of time left) and the evaluation seed.
-    settings = run_settings_of(checkpoint, agent)
+    settings = run_settings_of(saved, agent)
     blob["config"]["time_feature"] = bool(settings.get("time_feature", False))
     blob["config"]["eval_seed"] = evaluation_seed(int(settings["seed"]))
     tmp = out.with_name(f".{out.name}.tmp")
@@ -191,4 +199,4 @@ def export_checkpoint(checkpoint, out, to: str = "torch", dtype: str | None = No
         tmp.unlink(missing_ok=True)
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
         raise ConfigError(f"cannot write {out}: {reason}") from None
-    return blob, checkpoint
+    return blob, saved

@@ -7,15 +7,32 @@ that float64 results agree to the last few bits.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Union, cast
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from jax_td3.config import TD3Config
-from jax_td3.networks import actor_action, critic_values, first_critic_value
+from jax_td3.networks import Params, actor_action, critic_values, first_critic_value
+
+BatchArray = Union[jax.Array, np.ndarray]  # host replay gives NumPy batches, device replay JAX ones
 
 
-def target_action(config: TD3Config, actor_target_params, next_obs, target_noise):
+class Batch(NamedTuple):
+    """A batch of transitions, in Fujimoto's order. reward and not_done are (B, 1)."""
+
+    obs: BatchArray
+    action: BatchArray
+    next_obs: BatchArray
+    reward: BatchArray
+    not_done: BatchArray
+
+
+def target_action(config: TD3Config, actor_target_params: Params, next_obs: ArrayLike,
+                  target_noise: ArrayLike) -> jax.Array:
     """Steps 5-6: a' = clip(mu_target(s') + eps, low, high), eps = clip(z * policy_noise, +-noise_clip).
 
     ``target_noise`` holds standard normal draws z of the action's shape; both noise
@@ -33,15 +50,15 @@ def target_action(config: TD3Config, actor_target_params, next_obs, target_noise
     return jnp.clip(next_action + eps, low, high)
 
 
-def td_target(config: TD3Config, critic_target_params, batch, next_action):
+def td_target(config: TD3Config, critic_target_params: Params, batch: Batch, next_action: jax.Array) -> jax.Array:
     """Steps 7-9: y = r * reward_scale + not_done * gamma * min_i Q_target_i(s', a'); no gradient."""
     target_qs = critic_values(config, critic_target_params, batch.next_obs, next_action)
     target_q = jnp.min(target_qs, axis=0)
     y = batch.reward * config.reward_scale + batch.not_done * config.gamma * target_q
-    return jax.lax.stop_gradient(y)
+    return cast(jax.Array, jax.lax.stop_gradient(y))  # target_q is a JAX array, so y is one too
 
 
-def critic_loss(config: TD3Config, critic_params, batch, y):
+def critic_loss(config: TD3Config, critic_params: Params, batch: Batch, y: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Steps 10-11: critic_loss_scale * sum over critics of mean (Q_i(s, a) - y)^2 (Huber for seed-ddpg).
 
     ``critic_loss_scale`` is 1 (Fujimoto's) unless set; SBX's TD3 uses 0.5. Multiplying by 1 is exact,
@@ -55,7 +72,8 @@ def critic_loss(config: TD3Config, critic_params, batch, y):
     return config.critic_loss_scale * jnp.sum(per_critic), current_qs
 
 
-def actor_loss(config: TD3Config, actor_params, critic_params, obs):
+def actor_loss(config: TD3Config, actor_params: Params, critic_params: Params,
+               obs: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Step 13: -mean Q(s, mu(s)) with the critic just updated; also returns Q(s, mu(s)).
 
     Q is the first critic (``actor_q="q1"``, Fujimoto's) or the minimum over the critics

@@ -12,18 +12,22 @@ batched matmul per layer instead of two.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Callable, Sequence, cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from jax_td3.config import TD3Config
 
+Params = Any
+"""A Flax parameter pytree, ``{"params": {layer: {"kernel": ..., "bias": ...}}}`` (critics: a leading axis)."""
 
-def _torch_uniform(bound: float):
-    def init(key, shape, dtype=jnp.float32):
+
+def _torch_uniform(bound: float) -> Callable[..., jax.Array]:
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
         # (2u - 1) is exact for JAX's uniform u on [0, 1), so the one rounding left is the product: the same
         # bits everywhere. ``u * 2 bound - bound`` gives these bits where XLA fuses it into one multiply-add,
         # and rounds twice where it does not (no FMA on the processor, or LLVM optimisations off).
@@ -50,7 +54,7 @@ class Actor(nn.Module):
     init_scheme: str = "torch"
 
     @nn.compact
-    def __call__(self, obs):
+    def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs
         for i, width in enumerate(self.hidden):
             x = nn.relu(dense(width, x.shape[-1], self.init_scheme, f"l{i + 1}")(x))
@@ -67,7 +71,7 @@ class Critic(nn.Module):
     init_scheme: str = "torch"
 
     @nn.compact
-    def __call__(self, obs, action):
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         x = jnp.concatenate([obs, action], axis=-1)
         for i, width in enumerate(self.hidden):
             x = nn.relu(dense(width, x.shape[-1], self.init_scheme, f"l{i + 1}")(x))
@@ -81,7 +85,7 @@ class DDPGCritic(nn.Module):
     init_scheme: str = "torch"
 
     @nn.compact
-    def __call__(self, obs, action):
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         h1, h2 = self.hidden
         x = nn.relu(dense(h1, obs.shape[-1], self.init_scheme, "l1")(obs))
         x = jnp.concatenate([x, action], axis=-1)
@@ -96,7 +100,7 @@ class SeedCritic(nn.Module):
     init_scheme: str = "torch"
 
     @nn.compact
-    def __call__(self, obs, action):
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         branch, width = self.hidden
         s = nn.relu(dense(branch, obs.shape[-1], self.init_scheme, "fc_s")(obs))
         a = nn.relu(dense(branch, action.shape[-1], self.init_scheme, "fc_a")(action))
@@ -116,11 +120,11 @@ def make_critic(config: TD3Config) -> nn.Module:
     return CRITICS[config.critic_arch](config.critic_hidden_sizes, config.init)
 
 
-def init_actor_params(config: TD3Config, key):
+def init_actor_params(config: TD3Config, key: jax.Array) -> Params:
     return make_actor(config).init(key, jnp.zeros((1, config.obs_dim), jnp.float32))
 
 
-def init_critic_params(config: TD3Config, key):
+def init_critic_params(config: TD3Config, key: jax.Array) -> Params:
     """Parameters of ``num_critics`` independent Q networks, stacked on a leading axis."""
     critic = make_critic(config)
     obs = jnp.zeros((1, config.obs_dim), jnp.float32)
@@ -129,11 +133,12 @@ def init_critic_params(config: TD3Config, key):
     return jax.vmap(lambda k: critic.init(k, obs, act))(keys)
 
 
-def actor_action(config: TD3Config, actor_params, obs):
-    return make_actor(config).apply(actor_params, obs)
+def actor_action(config: TD3Config, actor_params: Params, obs: ArrayLike) -> jax.Array:
+    # apply's declared return also covers mutable collections, which are not asked for here
+    return cast(jax.Array, make_actor(config).apply(actor_params, obs))
 
 
-def actor_action_numpy(config: TD3Config, actor_params, obs: np.ndarray) -> np.ndarray:
+def actor_action_numpy(config: TD3Config, actor_params: Params, obs: np.ndarray) -> np.ndarray:
     """``actor_action`` computed by NumPy on host copies of the parameters (what the Gymnasium loop acts
     with: one environment step's forward costs microseconds here against a device round trip through
     ``jit``). The same layers as ``Actor``; the products round as NumPy's, not XLA's, so the two agree to
@@ -148,13 +153,13 @@ def actor_action_numpy(config: TD3Config, actor_params, obs: np.ndarray) -> np.n
     return scale * np.tanh(x) + bias
 
 
-def critic_values(config: TD3Config, critic_params, obs, action):
+def critic_values(config: TD3Config, critic_params: Params, obs: ArrayLike, action: ArrayLike) -> jax.Array:
     """All critics at once: (num_critics, B, 1)."""
     critic = make_critic(config)
-    return jax.vmap(critic.apply, in_axes=(0, None, None))(critic_params, obs, action)
+    return cast(jax.Array, jax.vmap(critic.apply, in_axes=(0, None, None))(critic_params, obs, action))
 
 
-def first_critic_value(config: TD3Config, critic_params, obs, action):
+def first_critic_value(config: TD3Config, critic_params: Params, obs: ArrayLike, action: ArrayLike) -> jax.Array:
     """Q1 alone, (B, 1): the critic the actor ascends."""
     q1_params = jax.tree_util.tree_map(lambda p: p[0], critic_params)
-    return make_critic(config).apply(q1_params, obs, action)
+    return cast(jax.Array, make_critic(config).apply(q1_params, obs, action))

@@ -12,38 +12,33 @@ The delayed actor/target update of TD3 happens inside the compiled function
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from jax_td3 import losses
 from jax_td3.config import TD3Config
-from jax_td3.networks import init_actor_params, init_critic_params
+from jax_td3.losses import Batch
+from jax_td3.networks import Params, init_actor_params, init_critic_params
 
-
-class Batch(NamedTuple):
-    """A batch of transitions, in Fujimoto's order. reward and not_done are (B, 1)."""
-
-    obs: jax.Array
-    action: jax.Array
-    next_obs: jax.Array
-    reward: jax.Array
-    not_done: jax.Array
+Metrics = dict[str, jax.Array]  # scalars: critic_loss, actor_loss, actor_updated, q_mean
 
 
 class TrainState(NamedTuple):
-    actor_params: dict
-    critic_params: dict          # leading axis: one slice per critic
-    actor_target_params: dict
-    critic_target_params: dict
+    actor_params: Params
+    critic_params: Params        # leading axis: one slice per critic
+    actor_target_params: Params
+    critic_target_params: Params
     actor_opt_state: optax.OptState
     critic_opt_state: optax.OptState
     step: jax.Array              # updates done so far (int32); the next update is number step + 1
 
 
-def adam(learning_rate, b1, b2, eps, weight_decay=0.0) -> optax.GradientTransformation:
+def adam(learning_rate: float, b1: float, b2: float, eps: float,
+         weight_decay: float = 0.0) -> optax.GradientTransformation:
     """PyTorch's Adam: L2 ``weight_decay * p`` is added to the gradient before the moments.
 
     The weight-decay stage is always present (a no-op at 0) so that the optimizer state
@@ -67,7 +62,7 @@ def critic_optimizer(config: TD3Config) -> optax.GradientTransformation:
     return adam(config.critic_lr, config.adam_b1, config.adam_b2, config.adam_eps, config.critic_weight_decay)
 
 
-def init_train_state(config: TD3Config, key, dtype=jnp.float32) -> TrainState:
+def init_train_state(config: TD3Config, key: jax.Array, dtype: Any = jnp.float32) -> TrainState:
     """Fresh networks (targets are exact copies) and zeroed Adam states, in ``dtype``."""
     actor_key, critic_key = jax.random.split(key)
     cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)
@@ -84,7 +79,7 @@ def init_train_state(config: TD3Config, key, dtype=jnp.float32) -> TrainState:
     )
 
 
-def polyak(online, target, tau):
+def polyak(online: Params, target: Params, tau: float) -> Params:
     """theta_target <- tau * theta + (1 - tau) * theta_target.
 
     optax computes ``tau * new + (1.0 - tau) * old``, the expression torch_ref's ``soft_update``
@@ -93,12 +88,13 @@ def polyak(online, target, tau):
     return optax.incremental_update(online, target, step_size=tau)
 
 
-def sample_target_noise(key, action):
+def sample_target_noise(key: jax.Array, action: losses.BatchArray) -> jax.Array:
     """Standard normal draws for target-policy smoothing, of the shape and dtype of ``action``."""
     return jax.random.normal(key, action.shape, action.dtype)
 
 
-def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, target_noise):
+def update_with_internals(config: TD3Config, state: TrainState, batch: Batch,
+                          target_noise: ArrayLike) -> tuple[TrainState, Metrics, dict[str, Any]]:
     """One update; also returns every intermediate quantity (for the parity checks).
 
     Returns ``(state, metrics, internals)``. Under ``jit``, internals that the caller
@@ -127,7 +123,7 @@ def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, ta
 
     # Steps 13-15, every policy_freq-th update: actor step on Q1 (or min Q), then (target_update="delayed",
     # Fujimoto's) Polyak on all targets.
-    def actor_and_targets(_):
+    def actor_and_targets(_: None) -> tuple[Any, ...]:
         (loss, actor_q), grads = jax.value_and_grad(losses.actor_loss, argnums=1, has_aux=True)(
             config, state.actor_params, critic_params, batch.obs)
         updates, opt_state = actor_optimizer(config).update(grads, state.actor_opt_state, state.actor_params)
@@ -139,7 +135,7 @@ def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, ta
                        polyak(critic_params, critic_target_params, config.tau))
         return (actor_params, opt_state, *targets, loss, actor_q, grads)
 
-    def unchanged(_):
+    def unchanged(_: None) -> tuple[Any, ...]:
         zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.actor_params)
         return (state.actor_params, state.actor_opt_state, actor_target_params,
                 critic_target_params, jnp.zeros((), critic_loss.dtype), jnp.zeros_like(current_qs[0]),
@@ -173,12 +169,12 @@ def update_with_internals(config: TD3Config, state: TrainState, batch: Batch, ta
     return new_state, metrics, internals
 
 
-def update(config: TD3Config, state: TrainState, batch: Batch, target_noise):
+def update(config: TD3Config, state: TrainState, batch: Batch, target_noise: ArrayLike) -> tuple[TrainState, Metrics]:
     """One TD3/DDPG update: ``(state, batch, N(0,1) noise) -> (state, metrics)``."""
     new_state, metrics, _ = update_with_internals(config, state, batch, target_noise)
     return new_state, metrics
 
 
-def update_from_key(config: TD3Config, state: TrainState, batch: Batch, key):
+def update_from_key(config: TD3Config, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
     """``update`` drawing its target-policy noise from ``key``."""
     return update(config, state, batch, sample_target_noise(key, batch.action))

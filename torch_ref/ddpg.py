@@ -11,6 +11,7 @@ interface and changes nothing (with one critic, Q1 is the minimum).
 from __future__ import annotations
 
 import copy
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +21,15 @@ from torch_ref.td3 import TD3, Batch, grads_of
 
 
 class DDPG:
-    critic_cls = DDPGCritic
+    critic_cls: type[torch.nn.Module] = DDPGCritic
 
-    def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(400, 300), critic_hidden=None,
-                 gamma=0.99, tau=0.001, policy_freq=1, actor_lr=1e-4, critic_lr=1e-3, critic_weight_decay=1e-2,
-                 adam_betas=(0.9, 0.999), adam_eps=1e-8, reward_scale=1.0, loss="mse", critic_loss_scale=1.0,
-                 target_update="delayed", actor_q="q1", device="cpu", dtype=torch.float32):
+    def __init__(self, obs_dim: int, act_dim: int, action_low: Sequence[float], action_high: Sequence[float],
+                 hidden: Sequence[int] = (400, 300), critic_hidden: Sequence[int] | None = None,
+                 gamma: float = 0.99, tau: float = 0.001, policy_freq: int = 1, actor_lr: float = 1e-4,
+                 critic_lr: float = 1e-3, critic_weight_decay: float = 1e-2,
+                 adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8, reward_scale: float = 1.0,
+                 loss: str = "mse", critic_loss_scale: float = 1.0, target_update: str = "delayed",
+                 actor_q: str = "q1", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
         self.actor = Actor(obs_dim, act_dim, action_low, action_high, hidden).to(device, dtype)
         self.actor_target = copy.deepcopy(self.actor)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, betas=adam_betas, eps=adam_eps)
@@ -50,11 +54,11 @@ class DDPG:
 
     select_action = TD3.select_action
 
-    def train(self, batch: Batch, noise=None, record=False):
+    def train(self, batch: Batch, noise: torch.Tensor | None = None, record: bool = False) -> dict[str, Any]:
         """One update (``noise`` is accepted for a uniform interface and unused: no target smoothing)."""
         self.step += 1
         obs, action, next_obs, reward, not_done = batch
-        info = {}
+        info: dict[str, Any] = {}
 
         # Compute the target Q value.
         with torch.no_grad():
@@ -105,9 +109,10 @@ class OurDDPG(DDPG):
 
     critic_cls = SingleCritic
 
-    def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(256, 256), critic_hidden=None,
-                 gamma=0.99, tau=0.005, policy_freq=1, actor_lr=3e-4, critic_lr=3e-4, critic_weight_decay=0.0,
-                 **kwargs):
+    def __init__(self, obs_dim: int, act_dim: int, action_low: Sequence[float], action_high: Sequence[float],
+                 hidden: Sequence[int] = (256, 256), critic_hidden: Sequence[int] | None = None,
+                 gamma: float = 0.99, tau: float = 0.005, policy_freq: int = 1, actor_lr: float = 3e-4,
+                 critic_lr: float = 3e-4, critic_weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(obs_dim, act_dim, action_low, action_high, hidden, critic_hidden, gamma, tau,
                          policy_freq, actor_lr, critic_lr, critic_weight_decay, **kwargs)
 
@@ -117,9 +122,12 @@ class SeedDDPG(DDPG):
 
     critic_cls = SeedCritic
 
-    def __init__(self, obs_dim=3, act_dim=1, action_low=(-2.0,), action_high=(2.0,), hidden=(128, 64),
-                 critic_hidden=(64, 32), gamma=0.99, tau=0.005, policy_freq=1, actor_lr=5e-4, critic_lr=1e-3,
-                 critic_weight_decay=0.0, adam_betas=(0.9, 0.99), reward_scale=0.01, loss="huber", **kwargs):
+    def __init__(self, obs_dim: int = 3, act_dim: int = 1, action_low: Sequence[float] = (-2.0,),
+                 action_high: Sequence[float] = (2.0,), hidden: Sequence[int] = (128, 64),
+                 critic_hidden: Sequence[int] = (64, 32), gamma: float = 0.99, tau: float = 0.005,
+                 policy_freq: int = 1, actor_lr: float = 5e-4, critic_lr: float = 1e-3,
+                 critic_weight_decay: float = 0.0, adam_betas: tuple[float, float] = (0.9, 0.99),
+                 reward_scale: float = 0.01, loss: str = "huber", **kwargs: Any) -> None:
         super().__init__(obs_dim, act_dim, action_low, action_high, hidden, critic_hidden, gamma, tau,
                          policy_freq, actor_lr, critic_lr, critic_weight_decay, adam_betas=adam_betas,
                          reward_scale=reward_scale, loss=loss, **kwargs)

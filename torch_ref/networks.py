@@ -31,7 +31,11 @@ def _mlp(module: nn.Module, names: list[str], x: torch.Tensor) -> torch.Tensor:
 
 
 class Actor(nn.Module):
-    def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(256, 256)):
+    scale: torch.Tensor  # buffers registered in __init__
+    bias: torch.Tensor
+
+    def __init__(self, obs_dim: int, act_dim: int, action_low: Sequence[float], action_high: Sequence[float],
+                 hidden: Sequence[int] = (256, 256)) -> None:
         super().__init__()
         self.names = _add_layers(self, [obs_dim, *hidden, act_dim], first=1)
         low = torch.as_tensor(action_low, dtype=torch.float64)
@@ -40,49 +44,49 @@ class Actor(nn.Module):
         self.register_buffer("scale", (high - low) / 2, persistent=False)
         self.register_buffer("bias", (high + low) / 2, persistent=False)
 
-    def forward(self, obs):
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.scale * torch.tanh(_mlp(self, self.names, obs)) + self.bias
 
 
 class Critic(nn.Module):
     """TD3's twin critic: two independent Q(s, a) = MLP(concat[s, a])."""
 
-    def __init__(self, obs_dim, act_dim, hidden=(256, 256)):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
         super().__init__()
         sizes = [obs_dim + act_dim, *hidden, 1]
         self.q1_names = _add_layers(self, sizes, first=1)
         self.q2_names = _add_layers(self, sizes, first=len(sizes))
 
-    def forward(self, obs, action):
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sa = torch.cat([obs, action], 1)
         return _mlp(self, self.q1_names, sa), _mlp(self, self.q2_names, sa)
 
-    def Q1(self, obs, action):
+    def Q1(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return _mlp(self, self.q1_names, torch.cat([obs, action], 1))
 
 
 class SingleCritic(nn.Module):
     """OurDDPG's critic: one Q(s, a) = MLP(concat[s, a])."""
 
-    def __init__(self, obs_dim, act_dim, hidden=(256, 256)):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
         super().__init__()
         self.names = _add_layers(self, [obs_dim + act_dim, *hidden, 1], first=1)
 
-    def forward(self, obs, action):
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return _mlp(self, self.names, torch.cat([obs, action], 1))
 
 
 class DDPGCritic(nn.Module):
     """Lillicrap's critic: the action joins after the first layer."""
 
-    def __init__(self, obs_dim, act_dim, hidden=(400, 300)):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (400, 300)) -> None:
         super().__init__()
         h1, h2 = hidden
         self.l1 = nn.Linear(obs_dim, h1)
         self.l2 = nn.Linear(h1 + act_dim, h2)
         self.l3 = nn.Linear(h2, 1)
 
-    def forward(self, obs, action):
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         q = F.relu(self.l1(obs))
         q = F.relu(self.l2(torch.cat([q, action], 1)))
         return self.l3(q)
@@ -91,7 +95,7 @@ class DDPGCritic(nn.Module):
 class SeedCritic(nn.Module):
     """The seed notebook's Q: state and action branches, concatenated."""
 
-    def __init__(self, obs_dim, act_dim, hidden=(64, 32)):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 32)) -> None:
         super().__init__()
         branch, width = hidden
         self.fc_s = nn.Linear(obs_dim, branch)
@@ -99,7 +103,7 @@ class SeedCritic(nn.Module):
         self.fc1 = nn.Linear(2 * branch, width)
         self.fc2 = nn.Linear(width, 1)
 
-    def forward(self, obs, action):
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         h = torch.cat([F.relu(self.fc_s(obs)), F.relu(self.fc_a(action))], dim=1)
         return self.fc2(F.relu(self.fc1(h)))
 

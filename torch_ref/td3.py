@@ -17,7 +17,7 @@ Names follow jax_td3's so the two read alike: ``obs``/``next_obs`` for TD3.py's
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence, cast
 
 import numpy as np
 import torch
@@ -37,15 +37,19 @@ class Batch(NamedTuple):
 
 
 def grads_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.grad.detach().clone() for name, p in module.named_parameters()}
+    # Called right after a backward pass, which set every parameter's grad.
+    return {name: cast(torch.Tensor, p.grad).detach().clone() for name, p in module.named_parameters()}
 
 
 class TD3:
-    def __init__(self, obs_dim, act_dim, action_low, action_high, hidden=(256, 256), critic_hidden=None,
-                 gamma=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2,
-                 actor_lr=3e-4, critic_lr=3e-4, adam_betas=(0.9, 0.999), adam_eps=1e-8,
-                 critic_weight_decay=0.0, reward_scale=1.0, critic_loss_scale=1.0, target_update="delayed",
-                 actor_q="q1", device="cpu", dtype=torch.float32):
+    def __init__(self, obs_dim: int, act_dim: int, action_low: Sequence[float], action_high: Sequence[float],
+                 hidden: Sequence[int] = (256, 256), critic_hidden: Sequence[int] | None = None,
+                 gamma: float = 0.99, tau: float = 0.005, policy_noise: float = 0.2, noise_clip: float = 0.5,
+                 policy_freq: int = 2, actor_lr: float = 3e-4, critic_lr: float = 3e-4,
+                 adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
+                 critic_weight_decay: float = 0.0, reward_scale: float = 1.0, critic_loss_scale: float = 1.0,
+                 target_update: str = "delayed", actor_q: str = "q1", device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
         self.actor = Actor(obs_dim, act_dim, action_low, action_high, hidden).to(device, dtype)
         self.actor_target = copy.deepcopy(self.actor)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, betas=adam_betas, eps=adam_eps)
@@ -73,17 +77,17 @@ class TD3:
         self.device, self.dtype = device, dtype
         self.step = 0
 
-    def select_action(self, obs):
+    def select_action(self, obs: Any) -> np.ndarray:
         obs = torch.as_tensor(np.asarray(obs).reshape(1, -1), device=self.device, dtype=self.dtype)
         with torch.no_grad():
             return self.actor(obs).cpu().numpy().flatten()
 
-    def train(self, batch: Batch, noise=None, record=False):
+    def train(self, batch: Batch, noise: torch.Tensor | None = None, record: bool = False) -> dict[str, Any]:
         """One update. Returns detached losses; with ``record``, also the target action, target Q,
         current Qs and gradients (cloned right after each backward)."""
         self.step += 1
         obs, action, next_obs, reward, not_done = batch
-        info = {}
+        info: dict[str, Any] = {}
 
         with torch.no_grad():
             # Select action according to the target policy and add clipped noise.

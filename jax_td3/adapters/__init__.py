@@ -13,9 +13,15 @@ third-party library).
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from jax_td3.adapters.base import Adapter, NeutralState
 from jax_td3.errors import ConfigError, require_torch
+
+if TYPE_CHECKING:  # for annotations only: importing this package costs NumPy and nothing else
+    from numpy.typing import DTypeLike
+
+    from jax_td3.config import TD3Config
 
 # name -> (module, class). "torch" is the PyTorch reference (torch_ref), as in the backends' names.
 ADAPTERS: dict[str, tuple[str, str]] = {
@@ -41,12 +47,12 @@ def _missing(name: str, err: ImportError) -> bool:
 
 # Config settings under which our update is an adapter's implementation (its class's ``config_settings``),
 # for the adapters that have any; kept here so that asking costs no import of the library.
-ADAPTER_SETTINGS: dict[str, dict] = {
+ADAPTER_SETTINGS: dict[str, dict[str, Any]] = {
     "sbx": {"critic_loss_scale": 0.5, "target_update": "every_update", "actor_q": "min"},
 }
 
 
-def adapter_settings(name: str) -> dict:
+def adapter_settings(name: str) -> dict[str, Any]:
     """``{config field: value}`` that make our update compute what adapter ``name``'s implementation
     computes (empty: our defaults do, or it refuses what differs). The adapter class declares them as
     ``config_settings``; ``tests/test_sbx_parity.py`` checks the two agree."""
@@ -55,14 +61,14 @@ def adapter_settings(name: str) -> dict:
     return dict(ADAPTER_SETTINGS.get(name, {}))
 
 
-def settings_differences(name: str, config) -> dict:
+def settings_differences(name: str, config: TD3Config) -> dict[str, Any]:
     """The settings of adapter ``name`` that ``config`` does not have: ``{field: the adapter's value}``
     (``actor_q`` does not count with one critic, where "q1" and "min" are the same)."""
     return {field: value for field, value in adapter_settings(name).items()
             if getattr(config, field) != value and not (field == "actor_q" and config.num_critics == 1)}
 
 
-def make_adapter(name: str, config, dtype="float64", *, seed: int = 0) -> Adapter:
+def make_adapter(name: str, config: TD3Config, dtype: DTypeLike = "float64", *, seed: int = 0) -> Adapter:
     """The adapter called ``name`` (a key of ``ADAPTERS``) for ``config`` in ``dtype``.
 
     ``seed`` sets the initial weights of the adapters that take one (``jax``: ``PRNGKey(seed)``); the

@@ -75,8 +75,11 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from jax_td3.adapters import ADAPTER_SETTINGS
 from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names, tensor_names
@@ -109,17 +112,17 @@ def _refuse(config: TD3Config) -> None:
         raise ConfigError("`algo` with an MLP critic (td3, ourddpg) is the only critic SBX's TD3/DDPG builds")
 
 
-def _refuse_dtype(dtype) -> None:
+def _refuse_dtype(dtype: DTypeLike) -> None:
     if np.dtype(dtype).name not in ("float32", "float64"):
         raise ConfigError(f"`dtype` {np.dtype(dtype).name} is not supported by the SBX adapter (float32, float64)")
 
 
-def _dummy_env(config: TD3Config):
+def _dummy_env(config: TD3Config) -> Any:
     from jax_td3.adapters.sb3 import _dummy_env as sb3_env  # the same never-stepped Box env
     return sb3_env(config)
 
 
-def make_model(config: TD3Config, dtype="float32"):
+def make_model(config: TD3Config, dtype: DTypeLike = "float32") -> Any:
     """SBX's TD3 (td3) or DDPG (ourddpg) for ``config``, built as SBX builds it (float32 parameters; a
     float64 comparison loads float64 ones: see the module docstring). Call with JAX's 64-bit mode off."""
     from sbx import DDPG, TD3
@@ -155,16 +158,16 @@ _FIELDS = {"actor": ("actor_state", "params"), "critic": ("qf_state", "params"),
            "actor_target": ("actor_state", "target_params"), "critic_target": ("qf_state", "target_params")}
 
 
-def _dense_layers(tree: dict) -> list[str]:
+def _dense_layers(tree: dict[str, Any]) -> list[str]:
     names = [k for k in tree if re.fullmatch(r"Dense_\d+", k)]
     if len(names) != len(tree):
         raise ConversionError(f"SBX tree has unexpected modules {sorted(set(tree) - set(names))}")
     return sorted(names, key=lambda k: int(k.split("_")[1]))
 
 
-def _layout(network: str, tree) -> list[tuple[str, tuple, bool]]:
+def _layout(network: str, tree: Any) -> list[tuple[str, tuple[str, str, int | None], bool]]:
     """``(neutral name, (path..., leaf, critic index or None), transpose)`` for a params-like tree."""
-    out = []
+    out: list[tuple[str, tuple[str, str, int | None], bool]] = []
     if network == "actor":
         for i, layer in enumerate(_dense_layers(tree["params"]), start=1):
             out += [(f"l{i}.weight", (layer, "kernel", None), True), (f"l{i}.bias", (layer, "bias", None), False)]
@@ -178,11 +181,11 @@ def _layout(network: str, tree) -> list[tuple[str, tuple, bool]]:
     return out
 
 
-def _leaves(network: str, tree) -> dict:
+def _leaves(network: str, tree: Any) -> dict[str, Any]:
     return tree["params"] if network == "actor" else tree["params"][_CRITIC_SCOPE]
 
 
-def _tensors(network: str, tree) -> dict[str, np.ndarray]:
+def _tensors(network: str, tree: Any) -> dict[str, np.ndarray]:
     layers = _leaves(network, tree)
     out = {}
     for name, (layer, leaf, c), transpose in _layout(network, tree):
@@ -192,7 +195,7 @@ def _tensors(network: str, tree) -> dict[str, np.ndarray]:
     return out
 
 
-def _fill(network: str, template, fam: str, state: NeutralState):
+def _fill(network: str, template: Any, fam: str, state: NeutralState) -> dict[str, Any]:
     """A tree shaped like ``template`` (same containers) holding ``state``'s ``fam`` entries."""
     import jax.numpy as jnp
 
@@ -218,7 +221,7 @@ def _fill(network: str, template, fam: str, state: NeutralState):
     return {"params": built} if network == "actor" else {"params": {_CRITIC_SCOPE: built}}
 
 
-def _adam(train_state):
+def _adam(train_state: Any) -> Any:
     import optax
 
     adam = train_state.opt_state[0]
@@ -227,7 +230,7 @@ def _adam(train_state):
     return adam
 
 
-def model_state(model) -> NeutralState:
+def model_state(model: Any) -> NeutralState:
     policy = model.policy
     out: NeutralState = {}
     for fam in NETWORKS:
@@ -243,7 +246,7 @@ def model_state(model) -> NeutralState:
     return out
 
 
-def load_model(model, state: NeutralState) -> None:
+def load_model(model: Any, state: NeutralState) -> None:
     import jax.numpy as jnp
 
     policy = model.policy
@@ -270,13 +273,13 @@ _TRACE_LOCK = threading.Lock()
 class _RandomProxy:
     """``jax.random`` for SBX's td3 module during our trace: ``normal`` returns the shared noise."""
 
-    def __init__(self, random_module, noise, calls: list):
+    def __init__(self, random_module: Any, noise: Any, calls: list[int]) -> None:
         self._random, self._noise, self._calls = random_module, noise, calls
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._random, name)
 
-    def normal(self, key, shape=(), dtype=None):
+    def normal(self, key: Any, shape: Sequence[int] = (), dtype: Any = None) -> Any:
         import jax
         import jax.numpy as jnp
 
@@ -289,19 +292,19 @@ class _RandomProxy:
 
 
 class _JaxProxy:
-    def __init__(self, jax_module, random_proxy):
+    def __init__(self, jax_module: Any, random_proxy: _RandomProxy) -> None:
         self._jax, self.random = jax_module, random_proxy
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._jax, name)
 
 
 @contextlib.contextmanager
-def _noise_substituted(noise):
+def _noise_substituted(noise: Any) -> Iterator[None]:
     import jax
     import sbx.td3.td3 as td3_module
 
-    calls: list = []
+    calls: list[int] = []
     with _TRACE_LOCK:
         original = td3_module.jax
         td3_module.jax = _JaxProxy(jax, _RandomProxy(jax.random, noise, calls))
@@ -313,17 +316,17 @@ def _noise_substituted(noise):
         raise RuntimeError("SBX did not draw its target noise through jax.random.normal")
 
 
-_FED_TRAIN = None
+_FED_TRAIN: Callable[..., Any] | None = None
 
 
-def _fed_train():
+def _fed_train() -> Callable[..., Any]:
     """One jitted function: SBX's ``_train`` body with ``noise`` substituted for its target-noise draw."""
     global _FED_TRAIN
     if _FED_TRAIN is None:
         import jax
         from sbx.td3.td3 import TD3
 
-        def raw(name):
+        def raw(name: str) -> Any:
             attr = TD3.__dict__[name]
             return attr.__func__.__wrapped__   # staticmethod/classmethod -> jax.jit -> SBX's function
 
@@ -334,8 +337,9 @@ def _fed_train():
 
         train_body = raw("_train")
 
-        def fed(noise, tau, gradient_steps, data, policy_delay, policy_delay_offset, target_policy_noise,
-                target_noise_clip, qf_state, actor_state, key):
+        def fed(noise: Any, tau: float, gradient_steps: int, data: Any, policy_delay: int, policy_delay_offset: int,
+                target_policy_noise: float, target_noise_clip: float, qf_state: Any, actor_state: Any,
+                key: Any) -> Any:
             with _noise_substituted(noise):
                 return train_body(_SBXBodies, tau, gradient_steps, data, policy_delay, policy_delay_offset,
                                   target_policy_noise, target_noise_clip, qf_state, actor_state, key)
@@ -346,7 +350,7 @@ def _fed_train():
 
 # -- the adapter -------------------------------------------------------------------------
 
-def _x32():
+def _x32() -> contextlib.AbstractContextManager[Any]:
     """SBX is written for JAX's default 32-bit mode: with x64 on (a float64 comparison earlier in the
     process, or the parity tests' conftest) and float32 parameters, its Python floats become float64 and
     its ``lax.cond`` branches disagree in dtype. Its model is built, and a float32 one stepped, with x64 off."""
@@ -355,7 +359,7 @@ def _x32():
     return jax.enable_x64(False)
 
 
-def _precision(dtype):
+def _precision(dtype: DTypeLike) -> contextlib.AbstractContextManager[Any]:
     """JAX's 64-bit mode for stepping a model in ``dtype``: on for float64 (float64 parameters, and SBX's
     float literals and carried losses float64 with them), off for float32."""
     import jax
@@ -370,15 +374,15 @@ class SBXAdapter:
     name = "sbx"
     config_settings = SBX_SETTINGS
 
-    def __init__(self, config: TD3Config, dtype="float32"):
+    def __init__(self, config: TD3Config, dtype: DTypeLike = "float32") -> None:
         _refuse(config)
         _refuse_dtype(dtype)
         self.config = config
         self.dtype = enable_dtype(dtype)
         with _x32():
             self.model = make_model(config, self.dtype)
-        self._batch = None
-        self._noise = None
+        self._batch: tuple[np.ndarray, ...] | None = None
+        self._noise: np.ndarray | None = None
         self.model.replay_buffer.sample = self._sample   # instance attributes: this model only
         self.model._train = self._train
         if self.dtype != np.float32:
@@ -398,7 +402,7 @@ class SBXAdapter:
     def state(self) -> NeutralState:
         return model_state(self.model)
 
-    def _sample(self, batch_size, env=None):
+    def _sample(self, batch_size: int, env: Any = None) -> Any:
         import torch
         from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
@@ -415,7 +419,7 @@ class SBXAdapter:
                                    dones=t(1 - np.asarray(not_done)), rewards=t(reward),
                                    discounts=t(np.full((obs.shape[0], 1), self.config.gamma)))
 
-    def _train(self, *args):
+    def _train(self, *args: Any) -> Any:
         import jax.numpy as jnp
 
         if self._noise is None:
@@ -423,7 +427,7 @@ class SBXAdapter:
         noise, self._noise = self._noise, None
         return _fed_train()(jnp.asarray(noise), *args)
 
-    def update(self, batch, target_noise) -> dict:
+    def update(self, batch: Sequence[np.ndarray], target_noise: np.ndarray) -> dict[str, Any]:
         model = self.model
         before = int(np.asarray(_adam(model.policy.actor_state).count))
         self._batch = tuple(np.asarray(x, self.dtype) for x in batch)

@@ -11,8 +11,12 @@ from a dtype name to torch's dtype, and from a ``TD3Config`` to torch_ref's cons
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any, Union
+
 import numpy as np
 import torch
+from numpy.typing import ArrayLike, DTypeLike
 
 import torch_ref
 from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names, tensor_names
@@ -22,17 +26,21 @@ from jax_td3.errors import ConversionError
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+Agent = Union[torch_ref.TD3, torch_ref.DDPG]  # (DDPG: also OurDDPG and SeedDDPG)
 
-def torch_dtype(dtype) -> torch.dtype:
+
+def torch_dtype(dtype: DTypeLike | torch.dtype) -> torch.dtype:
     """torch's dtype for a dtype name or NumPy dtype (a torch dtype passes through)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     return TORCH_DTYPES[enable_dtype(dtype).name]
 
 
-def make_agent(config: TD3Config, dtype=torch.float32, device="cpu"):
+def make_agent(config: TD3Config, dtype: DTypeLike | torch.dtype = torch.float32,
+               device: str | torch.device = "cpu") -> Agent:
     """The torch_ref agent with the architecture and hyperparameters of ``config`` (``dtype``: a torch
     dtype or a name)."""
+    common: dict[str, Any]  # keyword arguments of several types, common to every agent class
     common = dict(hidden=config.actor_hidden, critic_hidden=config.critic_hidden_sizes, gamma=config.gamma,
                   tau=config.tau, policy_freq=config.policy_freq, actor_lr=config.actor_lr,
                   critic_lr=config.critic_lr, adam_betas=(config.adam_b1, config.adam_b2),
@@ -52,7 +60,8 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 
 # -- torch_ref agent <-> neutral state --------------------------------------------------
 
-def modules_state(params: dict, optimizers: dict, step: int, library: str = "torch") -> NeutralState:
+def modules_state(params: dict[str, dict[str, torch.Tensor]], optimizers: dict[str, torch.optim.Optimizer], step: int,
+                  library: str = "torch") -> NeutralState:
     """The neutral state of PyTorch networks trained with ``torch.optim.Adam`` (copies).
 
     ``params`` maps each of ``NETWORKS`` to ``{neutral tensor name: parameter}``; ``optimizers`` maps
@@ -82,14 +91,14 @@ def modules_state(params: dict, optimizers: dict, step: int, library: str = "tor
     return out
 
 
-def _check_names(label: str, expected: list[str], have, library: str) -> None:
+def _check_names(label: str, expected: list[str], have: Iterable[str], library: str) -> None:
     missing, extra = sorted(set(expected) - set(have)), sorted(set(have) - set(expected))
     if missing or extra:
         raise ConversionError(f"{label}: parameter names differ: missing in {library} {missing}, "
                               f"extra in {library} {extra}")
 
 
-def _copy_into(label: str, tensor: torch.Tensor, value, source: str, library: str) -> None:
+def _copy_into(label: str, tensor: torch.Tensor, value: ArrayLike, source: str, library: str) -> None:
     value = np.asarray(value)
     if tuple(tensor.shape) != value.shape:
         raise ConversionError(f"{label}: shape {tuple(value.shape)} ({source}) does not match "
@@ -98,8 +107,8 @@ def _copy_into(label: str, tensor: torch.Tensor, value, source: str, library: st
         tensor.copy_(torch.from_numpy(np.array(value)))
 
 
-def load_modules(params: dict, optimizers: dict, state: NeutralState, source: str = "from the neutral state",
-                 library: str = "torch") -> None:
+def load_modules(params: dict[str, dict[str, torch.Tensor]], optimizers: dict[str, torch.optim.Optimizer],
+                 state: NeutralState, source: str = "from the neutral state", library: str = "torch") -> None:
     """Make PyTorch networks and their Adam optimizers (laid out as for ``modules_state``) hold the
     weights, targets and Adam states of a neutral state; the caller sets its own update counter.
     ``source`` says where the state came from in error messages."""
@@ -123,17 +132,17 @@ def load_modules(params: dict, optimizers: dict, state: NeutralState, source: st
                        library)
 
 
-def _agent_layout(agent) -> tuple[dict, dict]:
+def _agent_layout(agent: Any) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.optim.Optimizer]]:
     params = {network: dict(getattr(agent, network).named_parameters()) for network in NETWORKS}
     return params, {"actor": agent.actor_optimizer, "critic": agent.critic_optimizer}
 
 
-def agent_state(agent) -> NeutralState:
+def agent_state(agent: Any) -> NeutralState:
     """The neutral state of a torch_ref agent (copies)."""
     return modules_state(*_agent_layout(agent), agent.step)
 
 
-def load_agent(agent, state: NeutralState, source: str = "from the neutral state") -> None:
+def load_agent(agent: Any, state: NeutralState, source: str = "from the neutral state") -> None:
     """Make a torch_ref agent hold a neutral state: weights, targets, Adam states, update counter."""
     load_modules(*_agent_layout(agent), state, source)
     agent.step = int(state["step"])
@@ -152,7 +161,8 @@ class TorchRefAdapter:
 
     name = "torch_ref"
 
-    def __init__(self, config: TD3Config, dtype="float64", *, agent=None, device="cpu"):
+    def __init__(self, config: TD3Config, dtype: DTypeLike = "float64", *, agent: Any = None,
+                 device: str | torch.device = "cpu") -> None:
         self.config = config
         self.dtype = enable_dtype(dtype)
         self.torch_dtype = torch_dtype(self.dtype)
@@ -167,15 +177,15 @@ class TorchRefAdapter:
     def state(self) -> NeutralState:
         return agent_state(self.agent)
 
-    def _tensor(self, x) -> torch.Tensor:
+    def _tensor(self, x: ArrayLike) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x), dtype=self.torch_dtype, device=self.device)
 
-    def update(self, batch, target_noise) -> dict:
+    def update(self, batch: Sequence[np.ndarray], target_noise: np.ndarray) -> dict[str, Any]:
         info = self.agent.train(torch_ref.Batch(*(self._tensor(x) for x in batch)), self._tensor(target_noise),
                                 record=True)
         actor_updated = "actor_loss" in info
-        out = {name: _numpy(info[name]) for name in ("target_action", "target_q", "current_q", "critic_loss")
-               if name in info}
+        out: dict[str, Any] = {name: _numpy(info[name])
+                               for name in ("target_action", "target_q", "current_q", "critic_loss") if name in info}
         out.update({f"critic_grad.{name}": _numpy(g) for name, g in info.get("critic_grads", {}).items()})
         if actor_updated:
             out.update({name: _numpy(info[name]) for name in ("actor_q", "actor_loss") if name in info})

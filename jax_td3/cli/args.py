@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
 
 
 class UsageError(ValueError):
@@ -18,7 +22,7 @@ class UsageError(ValueError):
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad argument as one line (no usage dump) and exits 2."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -40,9 +44,9 @@ def float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _checked(parse, ok, expected: str):
+def _checked(parse: Callable[[str], T], ok: Callable[[T], bool], expected: str) -> Callable[[str], T]:
     """An argparse type: ``parse`` the text, then require ``ok(value)``; one message for both failures."""
-    def convert(text: str):
+    def convert(text: str) -> T:
         try:
             value = parse(text)
         except ValueError:
@@ -57,21 +61,21 @@ positive_int = _checked(int, lambda value: value > 0, "a positive integer")
 nonnegative_int = _checked(int, lambda value: value >= 0, "a non-negative integer")
 nonnegative_float = _checked(float, lambda value: value >= 0 and math.isfinite(value), "a finite non-negative number")
 updates_per_episode = _checked(lambda text: text if text == "steps" else int(text),
-                               lambda value: value == "steps" or value > 0, "a positive integer or 'steps'")
+                               lambda value: isinstance(value, str) or value > 0, "a positive integer or 'steps'")
 
 
 def flag(setting: str) -> str:
     return "--" + setting.replace("_", "-")
 
 
-def given(args, names) -> dict:
+def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
     """``{name: value}`` of the flags among ``names`` that the command line set."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 # Every field of an algorithm config that a command line may set (the environment, or the
 # update-level parity command's own flags, give the sizes and the action box).
-CONFIG_FLAGS = {
+CONFIG_FLAGS: dict[str, tuple[Callable[[str], Any] | tuple[str, ...], str]] = {
     "hidden": (int_list, "actor hidden sizes, e.g. 256,256"),
     "critic_hidden": (int_list, "critic hidden sizes (default: same as --hidden; seed-ddpg: 64,32)"),
     "batch_size": (positive_int, "minibatch size"),
@@ -96,7 +100,8 @@ CONFIG_FLAGS = {
 }
 
 
-def add_config_flags(parser, title: str = "networks and updates (defaults: the algorithm's, docs/algorithms.md)"):
+def add_config_flags(parser: argparse.ArgumentParser, title: str = "networks and updates (defaults: the algorithm's, "
+                     "docs/algorithms.md)") -> argparse._ArgumentGroup:
     """One flag per algorithm config field in ``CONFIG_FLAGS`` (a tuple of strings as the type: choices)."""
     group = parser.add_argument_group(title)
     for name, (kind, help_text) in CONFIG_FLAGS.items():

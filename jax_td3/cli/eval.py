@@ -9,11 +9,13 @@ runs them one after another on one environment, with the same returns (for check
 
 from __future__ import annotations
 
+import argparse
+
 from jax_td3.cli.args import nonnegative_int, positive_int
 from jax_td3.settings import BACKENDS
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="a checkpoint file, a run directory (its newest valid checkpoint), or a .pt file "
                              "written by 'jax-td3 export --to torch'")
@@ -34,7 +36,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from jax_td3.compile_cache import enable_compile_cache
     from jax_td3.evaluate import evaluate_checkpoint
 

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import argparse
+
 from jax_td3.cli.args import nonnegative_int
 from jax_td3.export import NETWORKS, TARGETS
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="a checkpoint file, or a run directory (its newest valid checkpoint)")
     parser.add_argument("out", metavar="OUT", help="output file, e.g. agent.pt")
@@ -19,7 +21,7 @@ def add_arguments(parser) -> None:
                         help="which agent of a compiled multi-seed checkpoint (default 0)")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from jax_td3.export import export_checkpoint
 
     blob, checkpoint = export_checkpoint(args.checkpoint, args.out, to=args.to, dtype=args.dtype, agent=args.agent)

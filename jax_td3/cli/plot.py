@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from jax_td3.cli.args import UsageError
 from jax_td3.run.logger import METRICS_FILE
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run directories (each holding metrics.csv)")
     parser.add_argument("--out", default="learning_curves.png", help="output PNG file")
     parser.add_argument("--labels", default=None,
@@ -33,7 +34,7 @@ def reference(text: str) -> tuple[str, float]:
     return name.strip(), number
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from jax_td3.run.plot import plot_runs
 
     for d in args.dirs:

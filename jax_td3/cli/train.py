@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Any
 
 from jax_td3.cli.args import add_config_flags, given, nonnegative_int, positive_int, updates_per_episode
 from jax_td3.envs.brax import BACKENDS as BRAX_BACKENDS
@@ -15,7 +17,7 @@ COMMAND_FLAGS = ("preset", "resume", "compiled", "num_seeds", "no_progress", "ou
                  "num_processes", "process_id")
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jax_td3.config import ALGOS
 
     d = DEFAULTS
@@ -123,7 +125,7 @@ def add_arguments(parser) -> None:
                            "instead of stopping; non-finite losses or parameters always stop the run")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.process_id in (None, 0):   # the process that writes the outputs draws the learning curve
         from jax_td3.run.plot import start_painter
 
@@ -156,7 +158,7 @@ def run(args) -> int:
     return 0
 
 
-def _print_outputs(out) -> None:
+def _print_outputs(out: str | os.PathLike[str]) -> None:
     from pathlib import Path
 
     out = Path(out)
@@ -166,7 +168,7 @@ def _print_outputs(out) -> None:
     print(f"summary:        {out / 'summary.json'}")
 
 
-def _print_compiled(summary: dict) -> int:
+def _print_compiled(summary: dict[str, Any]) -> int:
     if summary.get("interrupted"):
         print(f"interrupted at step {summary['env_steps']:,}; checkpoint saved: {summary['last_checkpoint']} "
               f"(--resume continues it)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from jax_td3.envs.base import EnvSpec, JaxEnv
+from jax_td3.envs.base import EnvSpec, HostEnv, JaxEnv
 from jax_td3.envs.brax import PREFIX as BRAX_PREFIX
 from jax_td3.envs.brax import is_brax_id
 from jax_td3.envs.gymnasium import env_spec, make_env
@@ -36,4 +36,4 @@ def make_jax_env(env_id: str, *, brax_backend: str | None = None) -> JaxEnv:
     return getattr(importlib.import_module(module), name)()
 
 
-__all__ = ["JAX_ENVS", "EnvError", "EnvSpec", "JaxEnv", "env_spec", "is_brax_id", "make_env", "make_jax_env"]
+__all__ = ["JAX_ENVS", "EnvError", "EnvSpec", "HostEnv", "JaxEnv", "env_spec", "is_brax_id", "make_env", "make_jax_env"]

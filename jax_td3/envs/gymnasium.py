@@ -7,8 +7,13 @@ come from ``pybullet_envs_gymnasium``, imported only when such an id is asked fo
 
 from __future__ import annotations
 
-from jax_td3.envs.base import EnvSpec
+from typing import TYPE_CHECKING, Any
+
+from jax_td3.envs.base import EnvSpec, HostEnv
 from jax_td3.errors import EnvError
+
+if TYPE_CHECKING:  # imported for annotations only: Gymnasium is imported when an environment is made
+    import gymnasium
 
 
 def is_bullet_id(env_id: str) -> bool:
@@ -23,7 +28,7 @@ def _register_bullet() -> None:
                        f"{err}") from None
 
 
-def make_env(env_id: str, seed: int | None = None, time_feature: bool = False, **kwargs):
+def make_env(env_id: str, seed: int | None = None, time_feature: bool = False, **kwargs: Any) -> gymnasium.Env:
     """A Gymnasium env with a 1-D Box observation and a finite Box action space.
 
     ``seed`` seeds the first ``reset`` and the action space. ``time_feature`` appends the
@@ -54,7 +59,7 @@ def make_env(env_id: str, seed: int | None = None, time_feature: bool = False, *
     return env
 
 
-def with_time_feature(env):
+def with_time_feature(env: gymnasium.Env) -> gymnasium.Env:
     """``env`` with one more observation entry: the time left before its time limit, as a fraction.
 
     After ``t`` steps of an episode limited to ``T`` steps the entry is ``1 - t / T``: 1.0 right after
@@ -71,26 +76,29 @@ def with_time_feature(env):
         env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         raise EnvError(f"`time_feature` needs a time limit, and {env_id} has none")
     space = env.observation_space
-    if len(space.shape) != 1:
-        raise EnvError(f"`time_feature` needs a 1-D observation, got shape {space.shape}")
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        raise EnvError(f"`time_feature` needs a 1-D Box observation, got {space}")
+    time_limit: int = limit         # both narrowed above, for the wrapper's methods below
+    obs_box: gym.spaces.Box = space
 
     class TimeFeature(gym.Wrapper):
-        def __init__(self, inner):
+        def __init__(self, inner: gymnasium.Env) -> None:
             super().__init__(inner)
-            self.observation_space = gym.spaces.Box(np.append(space.low, 0.0).astype(space.dtype),
-                                                    np.append(space.high, 1.0).astype(space.dtype),
-                                                    dtype=space.dtype)
+            # Box's dtype parameter is annotated float32-only; it takes any NumPy dtype (the inner one's here).
+            self.observation_space = gym.spaces.Box(np.append(obs_box.low, 0.0).astype(obs_box.dtype),
+                                                    np.append(obs_box.high, 1.0).astype(obs_box.dtype),
+                                                    dtype=obs_box.dtype)  # type: ignore[arg-type]
             self.steps_taken = 0
 
-        def _observe(self, obs):
-            return np.append(obs, 1.0 - self.steps_taken / limit).astype(space.dtype)
+        def _observe(self, obs: np.ndarray) -> np.ndarray:
+            return np.append(obs, 1.0 - self.steps_taken / time_limit).astype(obs_box.dtype)
 
-        def reset(self, **kwargs):
+        def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
             self.steps_taken = 0
             obs, info = self.env.reset(**kwargs)
             return self._observe(obs), info
 
-        def step(self, action):
+        def step(self, action: np.ndarray) -> tuple[np.ndarray, Any, bool, bool, dict[str, Any]]:
             self.steps_taken += 1
             obs, reward, terminated, truncated, info = self.env.step(action)
             return self._observe(obs), reward, terminated, truncated, info
@@ -98,7 +106,7 @@ def with_time_feature(env):
     return TimeFeature(env)
 
 
-def env_spec(env) -> EnvSpec:
+def env_spec(env: HostEnv) -> EnvSpec:
     """Dimensions and action box of ``env``; raises EnvError if TD3 cannot act in it."""
     import numpy as np
     from gymnasium import spaces

@@ -18,11 +18,12 @@ observations; here the observation has the state's dtype.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from jax_td3.envs.base import EnvSpec
 
@@ -45,7 +46,7 @@ class PendulumState(NamedTuple):
     t: jax.Array           # int32: steps taken in this episode
 
 
-def angle_normalize(x):
+def angle_normalize(x: jax.Array) -> jax.Array:
     """Wrap to [-pi, pi); jnp.mod takes the sign of the divisor like NumPy's %."""
     return jnp.mod(x + np.pi, 2 * np.pi) - np.pi
 
@@ -54,12 +55,12 @@ def observation(state: PendulumState) -> jax.Array:
     return jnp.stack([jnp.cos(state.theta), jnp.sin(state.theta), state.theta_dot], axis=-1)
 
 
-def reset(key, dtype=jnp.float32) -> tuple[PendulumState, jax.Array]:
+def reset(key: jax.Array, dtype: Any = jnp.float32) -> tuple[PendulumState, jax.Array]:
     """A fresh episode: (theta, theta_dot) uniform in [-pi, pi] x [-1, 1]."""
     return reset_from_uniform(jax.random.uniform(key, (2,), dtype))
 
 
-def reset_from_uniform(u) -> tuple[PendulumState, jax.Array]:
+def reset_from_uniform(u: jax.Array) -> tuple[PendulumState, jax.Array]:
     """``reset`` with its two U(0, 1) draws given (for callers that draw many at once)."""
     high = jnp.asarray(RESET_HIGH, u.dtype)
     theta, theta_dot = high * (2 * u - 1)
@@ -67,7 +68,8 @@ def reset_from_uniform(u) -> tuple[PendulumState, jax.Array]:
     return state, observation(state)
 
 
-def step(state: PendulumState, action):
+def step(state: PendulumState,
+         action: ArrayLike) -> tuple[PendulumState, jax.Array, jax.Array, jax.Array, jax.Array]:
     """One step with torque ``action`` (shape (1,)), clipped to [-2, 2].
 
     Returns ``(state, obs, reward, terminated, truncated)``; ``terminated`` is always
@@ -95,14 +97,15 @@ class PendulumEnv:
 
     spec: EnvSpec = EnvSpec(ENV_ID, OBS_DIM, ACT_DIM, (-MAX_TORQUE,), (MAX_TORQUE,), MAX_EPISODE_STEPS)
 
-    def draw_resets(self, key, num: int, dtype):
+    def draw_resets(self, key: jax.Array, num: int, dtype: Any) -> jax.Array:
         return jax.random.uniform(key, (num, 2), dtype)
 
-    def reset_from(self, draws):
+    def reset_from(self, draws: jax.Array) -> tuple[PendulumState, jax.Array]:
         return reset_from_uniform(draws)
 
-    def reset(self, key, dtype=jnp.float32):
+    def reset(self, key: jax.Array, dtype: Any = jnp.float32) -> tuple[PendulumState, jax.Array]:
         return reset(key, dtype)
 
-    def step(self, env_state, action):
+    def step(self, env_state: PendulumState,
+             action: ArrayLike) -> tuple[PendulumState, jax.Array, jax.Array, jax.Array, jax.Array]:
         return step(env_state, action)

@@ -13,10 +13,14 @@ Gymnasium is imported only when these are called, like ``envs.gymnasium``.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # imported for annotations only: Gymnasium is imported when these are called
+    import gymnasium
 
 
 @functools.cache
-def _sub_env_class():
+def _sub_env_class() -> Callable[[gymnasium.Env, int], gymnasium.Wrapper]:
     import gymnasium
 
     class SubEnv(gymnasium.Wrapper):
@@ -24,15 +28,15 @@ def _sub_env_class():
         matters: PyBullet's robots hold a reference to their environment's generator, so replacing the
         generator (``set_attr("np_random", ...)``) would not reach them."""
 
-        def __init__(self, env, index: int):
+        def __init__(self, env: gymnasium.Env, index: int) -> None:
             super().__init__(env)
             self.jax_td3_index = index
 
-        def jax_td3_rng_state(self) -> dict | None:
+        def jax_td3_rng_state(self) -> dict[str, Any] | None:
             rng = getattr(self.env.unwrapped, "np_random", None)
             return rng.bit_generator.state if rng is not None else None
 
-        def jax_td3_set_rng_states(self, states) -> None:
+        def jax_td3_set_rng_states(self, states: list[dict[str, Any] | None]) -> None:
             state = states[self.jax_td3_index]
             if state is not None:
                 self.env.unwrapped.np_random.bit_generator.state = state
@@ -40,11 +44,11 @@ def _sub_env_class():
     return SubEnv
 
 
-def _make_sub_env(env_fn, index: int):
+def _make_sub_env(env_fn: Callable[[], gymnasium.Env], index: int) -> gymnasium.Wrapper:
     return _sub_env_class()(env_fn(), index)
 
 
-def _make_async_sub_env(env_fn, index: int):
+def _make_async_sub_env(env_fn: Callable[[], gymnasium.Env], index: int) -> gymnasium.Wrapper:
     """``_make_sub_env`` in an async worker, which leaves Ctrl-C to the training process: the terminal sends
     SIGINT to the whole process group, and a worker killed by it would fail the step that the training
     process finishes before saving its checkpoint. (AsyncVectorEnv also calls the first factory in the
@@ -57,7 +61,8 @@ def _make_async_sub_env(env_fn, index: int):
     return _make_sub_env(env_fn, index)
 
 
-def make_vector_env(env_fn, num_envs: int, mode: str = "sync"):
+def make_vector_env(env_fn: Callable[[], gymnasium.Env], num_envs: int,
+                    mode: str = "sync") -> gymnasium.vector.VectorEnv:
     """A Gymnasium vector env of ``num_envs`` environments made by ``env_fn`` (it must pickle for "async"),
     autoreset off (``AutoresetMode.DISABLED``: a step returns the real final observation of an episode
     that ends, and the caller resets the environments it chooses with ``reset(options={"reset_mask": ...})``)."""

@@ -9,6 +9,8 @@ benchmarks' vmapped agents and anything else that vmaps the update use these axe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
@@ -21,10 +23,11 @@ AGENT_AXIS = "agents"
 
 def train_state_axes() -> TrainState:
     """``in_axes``/``out_axes`` of a TrainState of stacked agents that share the update counter."""
-    return TrainState(*([0] * (len(TrainState._fields) - 1)), step=None)
+    # A TrainState of axis numbers, not arrays (what vmap's in_axes takes), hence _make, which is untyped.
+    return TrainState._make([0] * (len(TrainState._fields) - 1) + [None])
 
 
-def agent_mesh(num_agents: int, devices=None) -> Mesh:
+def agent_mesh(num_agents: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh over the agent axis: all devices if they divide K, else the most that do."""
     devices = list(jax.devices() if devices is None else devices)
     count = max(d for d in range(1, len(devices) + 1) if num_agents % d == 0)

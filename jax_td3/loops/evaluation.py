@@ -58,19 +58,26 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from jax_td3.envs.base import HostEnv
+
+Act = Callable[[np.ndarray], ArrayLike]          # one observation -> its action
+ActBatch = Callable[[np.ndarray], ArrayLike]     # (rows, obs_dim) observations -> (rows, act_dim) actions
 
 # Rows of every policy forward in an evaluation through ``act_batch``.
 FORWARD_ROWS = 16
 
 
-def _rng(env):
+def _rng(env: HostEnv) -> np.random.Generator:
     return env.unwrapped.np_random
 
 
-def _same_state(a, b) -> bool:
+def _same_state(a: Any, b: Any) -> bool:
     """Equality of two bit-generator states (dicts that may hold numpy arrays)."""
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
@@ -79,25 +86,26 @@ def _same_state(a, b) -> bool:
     return a == b
 
 
-def _env_id(env) -> str:
+def _env_id(env: HostEnv) -> str:
     return env.spec.id if env.spec is not None else type(env.unwrapped).__name__
 
 
 class _Forward:
     """Actions of E episodes from ``act_batch`` over fixed (rows, obs_dim) blocks: episode i is row i % rows."""
 
-    def __init__(self, act_batch, episodes: int, obs_dim: int, dtype, rows: int):
+    def __init__(self, act_batch: ActBatch, episodes: int, obs_dim: int, dtype: DTypeLike, rows: int):
         self.act_batch, self.rows = act_batch, rows
         self.blocks = np.zeros((math.ceil(episodes / rows), rows, obs_dim), np.dtype(dtype))
 
-    def put(self, episode: int, obs) -> None:
+    def put(self, episode: int, obs: ArrayLike) -> None:
         self.blocks[episode // self.rows, episode % self.rows] = np.reshape(obs, -1)
 
     def block_actions(self, block: int) -> np.ndarray:
         return np.asarray(self.act_batch(self.blocks[block]), np.float64)
 
 
-def evaluate_policy(act, env, episodes: int, seed: int, dtype=np.float32, on_step=None, act_batch=None,
+def evaluate_policy(act: Act | None, env: HostEnv, episodes: int, seed: int, dtype: DTypeLike = np.float32,
+                    on_step: Callable[[HostEnv], object] | None = None, act_batch: ActBatch | None = None,
                     rows: int = FORWARD_ROWS) -> list[float]:
     """Undiscounted returns of ``episodes`` episodes run one after another; the first reset uses ``seed``.
 
@@ -122,6 +130,7 @@ def evaluate_policy(act, env, episodes: int, seed: int, dtype=np.float32, on_ste
         total, finished = 0.0, False
         while not finished:
             if forward is None:
+                assert act is not None, "evaluate_policy needs act or act_batch"
                 action = act(np.asarray(obs, dtype))
             else:
                 forward.put(episode, obs)
@@ -136,14 +145,14 @@ def evaluate_policy(act, env, episodes: int, seed: int, dtype=np.float32, on_ste
     return returns
 
 
-def reset_rng_states(env, episodes: int, seed: int) -> list:
+def reset_rng_states(env: HostEnv, episodes: int, seed: int) -> list[Mapping[str, Any] | None]:
     """The RNG state just before each episode's reset in ``evaluate_policy`` on ``env``, if steps never draw.
 
     Entry 0 is None (episode 0 resets with ``seed``); entry i is ``env.unwrapped.np_random``'s
     ``bit_generator.state`` after the reset of episode i-1, found by resetting ``env`` without stepping.
     """
     env.reset(seed=seed)
-    states = [None]
+    states: list[Mapping[str, Any] | None] = [None]
     for episode in range(episodes - 1):
         env.reset(seed=seed if episode == 0 else None)
         states.append(copy.deepcopy(_rng(env).bit_generator.state))
@@ -158,20 +167,20 @@ class BatchedEvaluator:
     PyBullet env starts its own physics client); ``close()`` closes them. ``rows``: rows of each forward.
     """
 
-    def __init__(self, make_env: Callable[[], object], rows: int = FORWARD_ROWS):
+    def __init__(self, make_env: Callable[[], HostEnv], rows: int = FORWARD_ROWS):
         if rows < 1:
             raise ValueError(f"rows must be positive, got {rows}")
         self.make_env, self.rows = make_env, rows
-        self.envs: list = []
+        self.envs: list[HostEnv] = []
         self.sequential = False   # set once an env's step was seen drawing from its generator
 
-    def prepare(self, episodes: int) -> list:
+    def prepare(self, episodes: int) -> list[HostEnv]:
         """The first ``episodes`` environments, creating any missing."""
         while len(self.envs) < episodes:
             self.envs.append(self.make_env())
         return self.envs[:episodes]
 
-    def evaluate(self, act_batch, episodes: int, seed: int, dtype=np.float32) -> list[float]:
+    def evaluate(self, act_batch: ActBatch, episodes: int, seed: int, dtype: DTypeLike = np.float32) -> list[float]:
         """Undiscounted returns of ``episodes`` episodes of ``act_batch`` ((rows, obs_dim) -> (rows, act_dim))."""
         envs = self.prepare(episodes)
         if not self.sequential:
@@ -183,7 +192,8 @@ class BatchedEvaluator:
                           f"(in a batch they would start from other states)", RuntimeWarning, stacklevel=2)
         return evaluate_policy(None, envs[0], episodes, seed, dtype, act_batch=act_batch, rows=self.rows)
 
-    def _batched(self, act_batch, envs, seed: int, dtype) -> list[float] | str:
+    def _batched(self, act_batch: ActBatch, envs: list[HostEnv], seed: int,
+                 dtype: DTypeLike) -> list[float] | str:
         """The returns, or why the batch may differ from the sequential evaluation (a generator check failed)."""
         episodes, rows = len(envs), self.rows
         space = envs[0].action_space
@@ -196,7 +206,7 @@ class BatchedEvaluator:
             if i == 0:
                 obs, _ = env.reset(seed=seed)
             else:
-                _rng(env).bit_generator.state = starts[i]
+                _rng(env).bit_generator.state = cast(Mapping[str, Any], starts[i])  # None only at i == 0
                 obs, _ = env.reset()
             rng = _rng(env)
             after_reset.append((rng, copy.deepcopy(rng.bit_generator.state)))
@@ -229,15 +239,15 @@ class BatchedEvaluator:
         for env in envs:
             env.close()
 
-    def __enter__(self):
+    def __enter__(self) -> BatchedEvaluator:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def evaluate_policy_batched(act_batch, make_eval_env: Callable[[], object], episodes: int, seed: int,
-                            dtype=np.float32, rows: int = FORWARD_ROWS) -> list[float]:
+def evaluate_policy_batched(act_batch: ActBatch, make_eval_env: Callable[[], HostEnv], episodes: int, seed: int,
+                            dtype: DTypeLike = np.float32, rows: int = FORWARD_ROWS) -> list[float]:
     """``BatchedEvaluator.evaluate`` on environments made for this call and closed after it."""
     with BatchedEvaluator(make_eval_env, rows) as evaluator:
         return evaluator.evaluate(act_batch, episodes, seed, dtype)

@@ -82,7 +82,7 @@ def read_metrics(path: str | os.PathLike, required: tuple[str, ...] = ()) -> lis
         return rows
 
 
-def summary_writer_class():
+def summary_writer_class() -> type:
     """tensorboardX's ``SummaryWriter``, imported without importing PyTorch when PyTorch is not loaded yet.
 
     ``tensorboardX.writer`` (2.6) imports torch, when it is installed, only to name ``torch.Tensor`` in
@@ -98,7 +98,8 @@ def summary_writer_class():
     if "tensorboardX.writer" in sys.modules or "torch" in sys.modules:
         from tensorboardX import SummaryWriter
         return SummaryWriter
-    sys.modules["torch"] = None   # `import torch` raises ImportError while this is there
+    # `import torch` raises ImportError while this is there (None in sys.modules: Python's documented way)
+    sys.modules["torch"] = None  # type: ignore[assignment]
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
@@ -140,7 +141,7 @@ class RunLogger:
             self.metrics_path.unlink()
         self._tb = self._open_tensorboard() if tensorboard else None
 
-    def _open_tensorboard(self):
+    def _open_tensorboard(self) -> Any:
         try:
             SummaryWriter = summary_writer_class()
         except ImportError:

@@ -159,7 +159,7 @@ def stop_painter(wait: bool = True) -> None:
     not wait for it here (it is reaped when this process exits)."""
     global _painter
     painter, _painter = _painter, None
-    if painter is None:
+    if painter is None or painter.stdin is None:   # (it is started with pipes: stdin is never None)
         return
     try:
         painter.stdin.close()
@@ -182,6 +182,8 @@ def _wait_for(painter: subprocess.Popen) -> None:
         painter.kill()
         painter.wait()
     for stream in (painter.stdin, painter.stdout):
+        if stream is None:
+            continue
         try:
             stream.close()
         except OSError:
@@ -198,7 +200,7 @@ def _paint(run_dir: Path) -> Path | None:
     or None when there is no working painter (it is then stopped, and the caller draws)."""
     global _painter
     painter = _painter
-    if painter is None or painter.poll() is not None:
+    if painter is None or painter.poll() is not None or painter.stdin is None or painter.stdout is None:
         stop_painter()
         return None
     try:

@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 import signal
+from types import FrameType
+from typing import Any, Literal
 
 
 class StopSignals:
     """While entered, SIGINT/SIGTERM set ``received`` (the signal number) instead of interrupting."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.received: int | None = None
-        self._previous = {}
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self):
+    def __enter__(self) -> StopSignals:
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -21,10 +23,10 @@ class StopSignals:
                 pass
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         return False
