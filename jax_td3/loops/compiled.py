@@ -72,7 +72,6 @@ from jax_td3.errors import ConfigError
 from jax_td3.loops import exploration, schedule
 from jax_td3.loops.agents import AGENT_AXIS, agent_mesh, global_array, train_state_axes
 from jax_td3.networks import actor_action
-from jax_td3.presets import DEFAULTS
 from jax_td3.replay import (
     ReplayState,
     replay_add,
@@ -80,26 +79,29 @@ from jax_td3.replay import (
     replay_indices_from_bits,
     replay_init,
 )
+from jax_td3.settings import TrainSettings
 from jax_td3.update import Batch, TrainState, init_train_state, update
 
 MAX_PROGRESS_BLOCK = 1_000    # progress callbacks at least every this many steps (when a divisor allows)
+_DEFAULT = TrainSettings()    # LoopSettings' defaults are the run's
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LoopSettings:
-    """The compiled loop's settings: sizes are static; ``expl_noise`` is a leaf (vmappable)."""
+    """The compiled loop's settings: sizes are static; ``expl_noise`` is a leaf (vmappable). A run's are
+    ``compiled_settings(train_settings)``; the defaults are ``TrainSettings``'."""
 
-    total_steps: int = static(DEFAULTS["total_steps"])
-    learning_starts: int = static(DEFAULTS["learning_starts"])
+    total_steps: int = static(_DEFAULT.total_steps)
+    learning_starts: int = static(_DEFAULT.learning_starts)
     """Uniform random actions before this many steps; one update per step after it."""
-    eval_every: int = static(DEFAULTS["eval_every"])
-    eval_episodes: int = static(DEFAULTS["eval_episodes"])
-    buffer_size: int = static(DEFAULTS["buffer_size"])
-    num_envs: int = static(DEFAULTS["num_envs"])
+    eval_every: int = static(_DEFAULT.eval_every)
+    eval_episodes: int = static(_DEFAULT.eval_episodes)
+    buffer_size: int = static(_DEFAULT.buffer_size)
+    num_envs: int = static(_DEFAULT.num_envs)
     """Environments per agent stepped together; ``total_steps`` and ``eval_every`` must be multiples."""
-    updates_per_step: float = static(DEFAULTS["updates_per_step"])
+    updates_per_step: float = static(_DEFAULT.updates_per_step)
     """Updates per vector step (see the module docstring for fractional values)."""
-    expl_noise: float = DEFAULTS["expl_noise"]
+    expl_noise: float = _DEFAULT.expl_noise
     """Std of the Gaussian exploration noise, in units of the action scale."""
 
     def __post_init__(self):
@@ -158,6 +160,30 @@ class LoopSettings:
 
 
 jax.tree_util.register_dataclass(LoopSettings)
+
+
+def compiled_settings(settings: TrainSettings) -> LoopSettings:
+    """The compiled loop's settings for ``settings``; ConfigError names a setting it cannot honour."""
+    unsupported = [
+        (settings.backend != "jax", f"`backend` {settings.backend}"),
+        (settings.exploration != "gaussian", f"`exploration` {settings.exploration}"),
+        (settings.update_schedule != "step", f"`update_schedule` {settings.update_schedule}"),
+        (not settings.bootstrap_truncation, "`bootstrap_truncation` off"),
+        (settings.random_steps not in (None, settings.learning_starts),
+         "`random_steps` other than `learning_starts`"),
+        (settings.updates_per_call != 1, "`updates_per_call`"),
+        (settings.overlap, "`overlap`"),
+        (settings.skip_nonfinite, "`skip_nonfinite`"),
+        (settings.time_feature, "`time_feature`"),
+        (settings.vector_mode != "sync", f"`vector_mode` {settings.vector_mode} (its environments are vmapped)"),
+    ]
+    for bad, what in unsupported:
+        if bad:
+            raise ConfigError(f"`compiled` does not support {what}")
+    return LoopSettings(total_steps=settings.total_steps, learning_starts=settings.learning_starts,
+                        eval_every=settings.eval_every, eval_episodes=settings.eval_episodes,
+                        buffer_size=settings.buffer_size, num_envs=settings.num_envs,
+                        updates_per_step=float(settings.updates_per_step), expl_noise=settings.expl_noise)
 
 
 class AgentState(NamedTuple):

@@ -1,6 +1,6 @@
 """The run driver of a compiled run (``train(..., compiled=True)``, ``jax-td3 train --compiled``).
 
-It checks that the settings are ones the compiled loop runs (``compiled_settings``), builds
+It checks that the settings are ones the compiled loop runs (``loops.compiled.compiled_settings``), builds
 the JAX-native environment, and runs the loop as a ``loops.compiled.ChunkedRun``: one compiled
 call per chunk (``chunk_steps``, by default an evaluation period) with a progress bar, one
 metrics.csv row per evaluation, and a checkpoint of the agents' whole state (train states,
@@ -28,7 +28,7 @@ from jax_td3.config import config_for_env
 from jax_td3.dtypes import enable_dtype
 from jax_td3.envs import make_jax_env
 from jax_td3.errors import CheckpointError, ConfigError
-from jax_td3.loops.compiled import ChunkedRun, LoopSettings, eval_steps, progress_block
+from jax_td3.loops.compiled import ChunkedRun, LoopSettings, compiled_settings, eval_steps, progress_block
 from jax_td3.run.checks import check_compiled_memory
 from jax_td3.run.directory import hold, holds_run
 from jax_td3.run.logger import METRICS_FILE, RunLogger
@@ -54,30 +54,6 @@ def start_processes(coordinator: str | None, num_processes: int | None, process_
         raise ConfigError(f"`process_id` must be in [0, `num_processes` {num_processes}), got {process_id}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
-
-
-def compiled_settings(settings: TrainSettings) -> LoopSettings:
-    """The compiled loop's settings for ``settings``; ConfigError names a setting it cannot honour."""
-    unsupported = [
-        (settings.backend != "jax", f"`backend` {settings.backend}"),
-        (settings.exploration != "gaussian", f"`exploration` {settings.exploration}"),
-        (settings.update_schedule != "step", f"`update_schedule` {settings.update_schedule}"),
-        (not settings.bootstrap_truncation, "`bootstrap_truncation` off"),
-        (settings.random_steps not in (None, settings.learning_starts),
-         "`random_steps` other than `learning_starts`"),
-        (settings.updates_per_call != 1, "`updates_per_call`"),
-        (settings.overlap, "`overlap`"),
-        (settings.skip_nonfinite, "`skip_nonfinite`"),
-        (settings.time_feature, "`time_feature`"),
-        (settings.vector_mode != "sync", f"`vector_mode` {settings.vector_mode} (its environments are vmapped)"),
-    ]
-    for bad, what in unsupported:
-        if bad:
-            raise ConfigError(f"`compiled` does not support {what}")
-    return LoopSettings(total_steps=settings.total_steps, learning_starts=settings.learning_starts,
-                        eval_every=settings.eval_every, eval_episodes=settings.eval_episodes,
-                        buffer_size=settings.buffer_size, num_envs=settings.num_envs,
-                        updates_per_step=float(settings.updates_per_step), expl_noise=settings.expl_noise)
 
 
 class _Reporter:
