@@ -15,7 +15,6 @@ checkpoint is written.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import time
 from collections.abc import Callable
@@ -30,7 +29,14 @@ from jax_td3.envs import make_jax_env
 from jax_td3.errors import CheckpointError, ConfigError
 from jax_td3.loops.compiled import ChunkedRun, LoopSettings, compiled_settings, eval_steps, progress_block
 from jax_td3.run.checks import check_compiled_memory
-from jax_td3.run.directory import hold, holds_run
+from jax_td3.run.directory import (
+    already_finished,
+    hold,
+    latest_checkpoint,
+    refuse_if_holds_run,
+    resumed_settings,
+    truncate_log,
+)
 from jax_td3.run.logger import METRICS_FILE, RunLogger
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.run.signals import StopSignals
@@ -132,48 +138,19 @@ def _checkpoint(out_dir, config, settings: TrainSettings, loop: LoopSettings, en
     return str(save_checkpoint(out_dir, done_steps, contents, metadata, keep=keep))
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics.csv rows logged after ``last_step`` (written after the checkpoint a run resumes from)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if rows:
-        column = rows[0].index("step")
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[column])) <= last_step]
-        with open(path, "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows(kept)
-
-
-# Settings a resumed compiled run may change: the length of the run and how it is written and chunked.
-RESUME_MAY_CHANGE = {"total_steps", "chunk_steps"}
-
-
-def _resume_point(out_dir: Path, settings: TrainSettings, requested: set[str]):
-    """(checkpoint, settings to continue with) of the compiled run in ``out_dir``; the run's own settings,
-    with ``total_steps`` (which may grow) and ``chunk_steps`` taken from the request when given."""
-    from jax_td3.run.checkpoint import latest_valid_checkpoint
-
-    checkpoint = latest_valid_checkpoint(out_dir)
-    if checkpoint is None:
-        raise CheckpointError(f"`resume`: no complete checkpoint in {out_dir / 'checkpoints'}")
-    saved = checkpoint.contents.get("compiled", {})
-    if "agents" not in checkpoint.contents or "settings" not in saved:
+def _resume_point(out_dir: Path, plan, requested: set[str]):
+    """(checkpoint, settings to continue with) of the compiled run in ``out_dir`` (``directory.resumed_settings``)."""
+    checkpoint = latest_checkpoint(out_dir)
+    contents = checkpoint.contents
+    saved = contents.get("compiled", {})
+    if "agents" not in contents or "settings" not in saved or "config" not in contents:
         raise CheckpointError(f"{checkpoint.path} holds no resumable compiled run (written by a compiled run "
                               f"before runs could be resumed, or by the Gymnasium loop)")
-    wanted = dataclasses.asdict(settings)
-    for key in sorted(requested & set(wanted) - RESUME_MAY_CHANGE):
-        if key in saved["settings"] and saved["settings"][key] != wanted[key]:
-            raise ConfigError(f"`resume`: the run in {out_dir} has {key}={saved['settings'][key]}, but "
-                              f"{wanted[key]} was asked for; drop `{key}` or start a new run")
-    resumed = TrainSettings(**{k: v for k, v in saved["settings"].items()
-                               if k in {f.name for f in dataclasses.fields(TrainSettings)}})
-    for key in RESUME_MAY_CHANGE & requested:
-        resumed = resumed.replace(**{key: wanted[key]})
-    done = int(checkpoint.metadata["env_steps"])
-    if resumed.total_steps < done:
-        raise ConfigError(f"`resume`: `total_steps` {resumed.total_steps:,} is below the {done:,} steps already done")
-    return checkpoint, resumed.validate()
+    saved_config = {**contents["config"]["fields"], "algo": contents["config"]["algo"]}
+    wanted = {**dataclasses.asdict(plan.settings), **plan.config_overrides, "algo": plan.algo}
+    settings = resumed_settings(out_dir, saved["settings"], saved_config, wanted, requested,
+                                int(checkpoint.metadata["env_steps"]))
+    return checkpoint, settings
 
 
 def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bool = True,
@@ -183,8 +160,8 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
     ``seed + 1`` ...); returns the summary that summary.json holds.
 
     ``resume`` continues the run in ``plan.out`` from its newest complete checkpoint (its settings;
-    ``requested`` names the settings the caller set, which must agree, except ``total_steps`` and
-    ``chunk_steps``). SIGINT/SIGTERM stop at the next chunk end after a checkpoint; the summary then has
+    ``requested`` names the settings the caller set, which must agree but for
+    ``directory.RESUME_MAY_CHANGE``). SIGINT/SIGTERM stop at the next chunk end after a checkpoint; the summary then has
     ``interrupted`` True and ``signal``.
     """
     announce = announce or (lambda message: None)
@@ -197,14 +174,16 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
         checkpoint = None
         settings = plan.settings
         if resume:
-            checkpoint, settings = _resume_point(out_dir, settings, requested or set())
+            checkpoint, settings = _resume_point(out_dir, plan, requested or set())
             seeds = np.asarray(checkpoint.contents["compiled"]["seeds"])
             if requested and "num_seeds" in requested and len(seeds) != num_seeds:
                 raise ConfigError(f"`resume`: the run in {out_dir} has {len(seeds)} seeds, not {num_seeds}")
             num_seeds = len(seeds)
-        elif jax.process_index() == 0 and holds_run(out_dir):
-            raise ConfigError(f"{out_dir} already holds a run; pass `resume` to continue it, or choose another "
-                              f"`out`")
+            finished = already_finished(checkpoint, settings.total_steps, out_dir, announce)
+            if finished is not None:
+                return finished
+        elif jax.process_index() == 0:
+            refuse_if_holds_run(out_dir)
         loop = compiled_settings(settings)
         loop.check()
         env = make_jax_env(settings.env, brax_backend=settings.brax_backend)
@@ -220,17 +199,13 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
                               env_state_bytes=_env_state_bytes(env, settings.dtype),
                               draws_per_agent=_draw_bytes(config, loop, settings))
         done = int(checkpoint.metadata["env_steps"]) if checkpoint is not None else 0
-        if checkpoint is not None and done >= loop.total_steps:
-            announce(f"{out_dir} already finished: its checkpoint {checkpoint.path.name} is at step {done:,} of "
-                     f"{loop.total_steps:,}; nothing to do (a larger total_steps extends it)")
-            return {"already_finished": True, "env_steps": done, "last_checkpoint": str(checkpoint.path)}
         run_config = {"algo": config.algo, "preset": preset, "compiled": True,
                       "num_seeds": num_seeds, "seeds": seeds.tolist(), "config": dataclasses.asdict(config),
                       "settings": dataclasses.asdict(settings), "loop": dataclasses.asdict(loop),
                       "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
         first_process = jax.process_index() == 0
         if checkpoint is not None and first_process:
-            _truncate_metrics(out_dir / METRICS_FILE, done)
+            truncate_log(out_dir / METRICS_FILE, done)
         logger = RunLogger(out_dir, run_config, append=checkpoint is not None) if first_process else None
         reporter = _Reporter(logger, loop.total_steps, num_seeds, progress=progress and first_process, initial=done)
         start = time.perf_counter()
