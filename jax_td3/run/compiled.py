@@ -27,8 +27,8 @@ from jax_td3.config import config_for_env
 from jax_td3.dtypes import enable_dtype
 from jax_td3.envs import make_jax_env
 from jax_td3.errors import CheckpointError, ConfigError
-from jax_td3.loops.compiled import ChunkedRun, LoopSettings, compiled_settings, eval_steps, progress_block
-from jax_td3.run.checks import check_compiled_memory
+from jax_td3.loops.compiled import ChunkedRun, LoopSettings, compiled_settings, eval_steps
+from jax_td3.run.checks import check_compiled_memory, check_compiled_seeds
 from jax_td3.run.directory import (
     already_finished,
     hold,
@@ -161,8 +161,8 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
 
     ``resume`` continues the run in ``plan.out`` from its newest complete checkpoint (its settings;
     ``requested`` names the settings the caller set, which must agree but for
-    ``directory.RESUME_MAY_CHANGE``). SIGINT/SIGTERM stop at the next chunk end after a checkpoint; the summary then has
-    ``interrupted`` True and ``signal``.
+    ``directory.RESUME_MAY_CHANGE``). SIGINT/SIGTERM stop at the next chunk end after a checkpoint; the
+    summary then has ``interrupted`` True and ``signal``.
     """
     announce = announce or (lambda message: None)
     if num_seeds < 1:
@@ -188,17 +188,18 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
         loop.check()
         env = make_jax_env(settings.env, brax_backend=settings.brax_backend)
         enable_dtype(settings.dtype)
-        config = config_for_env(plan.algo, env.spec, **plan.config_overrides)
         if checkpoint is not None:
             from jax_td3.run.checkpoint import config_from_checkpoint
             config = config_from_checkpoint(checkpoint.contents)
         else:
+            config = config_for_env(plan.algo, env.spec, **plan.config_overrides)
             seeds = settings.seed + np.arange(num_seeds)
-        # seeds and memory, before allocating
-        check_compiled_memory(config, settings, loop.capacity, num_seeds, num_envs=loop.num_envs,
-                              env_state_bytes=_env_state_bytes(env, settings.dtype),
-                              draws_per_agent=_draw_bytes(config, loop, settings))
         done = int(checkpoint.metadata["env_steps"]) if checkpoint is not None else 0
+        check_compiled_seeds(settings.seed, num_seeds)
+        # The programs report progress to the reporter made below, once the run is known to fit.
+        run = ChunkedRun(config, loop, seeds, env=env, dtype=np.dtype(settings.dtype), chunk_steps=settings.chunk_steps,
+                         on_progress=lambda step: reporter.on_progress(step))
+        check_compiled_memory(*run.allocation_shapes(done))  # before anything is allocated or written
         run_config = {"algo": config.algo, "preset": preset, "compiled": True,
                       "num_seeds": num_seeds, "seeds": seeds.tolist(), "config": dataclasses.asdict(config),
                       "settings": dataclasses.asdict(settings), "loop": dataclasses.asdict(loop),
@@ -209,8 +210,6 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
         logger = RunLogger(out_dir, run_config, append=checkpoint is not None) if first_process else None
         reporter = _Reporter(logger, loop.total_steps, num_seeds, progress=progress and first_process, initial=done)
         start = time.perf_counter()
-        run = ChunkedRun(config, loop, seeds, env=env, dtype=np.dtype(settings.dtype), chunk_steps=settings.chunk_steps,
-                         on_progress=reporter.on_progress)
         checkpoint_every = plan.checkpoint_every or loop.eval_every
         keep = plan.keep_checkpoints
         last_checkpoint = str(checkpoint.path) if checkpoint is not None else None
@@ -274,18 +273,3 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
             draw_learning_curve(out_dir)
     summary["out"] = str(out_dir)
     return summary
-
-
-def _draw_bytes(config, loop: LoopSettings, settings: TrainSettings) -> int:
-    """Bytes of one agent's random draws for one progress block (drawn at once, see ``loops.compiled``)."""
-    chunk = settings.chunk_steps or loop.eval_every
-    block = progress_block(chunk // loop.num_envs)
-    per_step = (2 * loop.num_envs * config.act_dim
-                + loop.max_updates_per_step * config.batch_size * (1 + config.act_dim))
-    return block * per_step * np.dtype(settings.dtype).itemsize
-
-
-def _env_state_bytes(env, dtype) -> int:
-    """Bytes of one environment's state and observation, from their shapes (nothing is computed)."""
-    shapes = jax.eval_shape(lambda key: env.reset(key, np.dtype(dtype)), jax.random.key(0))
-    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))

@@ -40,7 +40,7 @@ from jax_td3.run.directory import (
 from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.run.signals import StopSignals
-from jax_td3.settings import TrainSettings, settings_from_values
+from jax_td3.settings import OutputSettings, TrainSettings, settings_from_values
 
 # Config fields a run may set; the environment gives the others (sizes and action box).
 CONFIG_SETTINGS = tuple(f.name for f in dataclasses.fields(TD3Config)
@@ -120,8 +120,9 @@ def _stop_on_nonfinite(logger, out_dir: Path, trainer: Trainer, err: NonFiniteEr
 
 
 def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None = None, *,
-                 checkpoint_every: int | None = None, keep_checkpoints: int = 3, save_buffer: bool = True,
-                 progress: bool = True, resume_loop: dict | None = None) -> dict:
+                 checkpoint_every: int | None = None, keep_checkpoints: int = OutputSettings.keep_checkpoints,
+                 save_buffer: bool = OutputSettings.save_buffer, progress: bool = True,
+                 resume_loop: dict | None = None) -> dict:
     """Train ``trainer`` to its total steps, writing every output into ``out_dir``; returns the summary.
 
     Writes config.json, metrics.csv (one row per evaluation, the first at step 0),
@@ -147,9 +148,8 @@ def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None 
                              resume_loop=resume_loop)
 
 
-def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None = None, *,
-                  checkpoint_every: int | None = None, keep_checkpoints: int = 3, save_buffer: bool = True,
-                  progress: bool = True, resume_loop: dict | None = None) -> dict:
+def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None, *, checkpoint_every: int | None,
+                  keep_checkpoints: int, save_buffer: bool, progress: bool, resume_loop: dict | None) -> dict:
     """``run_training`` in a directory the caller holds."""
     from tqdm import tqdm
 
