@@ -146,9 +146,7 @@ def _resume_point(out_dir: Path, plan, requested: set[str]):
     if "agents" not in contents or "settings" not in saved or "config" not in contents:
         raise CheckpointError(f"{checkpoint.path} holds no resumable compiled run (written by a compiled run "
                               f"before runs could be resumed, or by the Gymnasium loop)")
-    saved_config = {**contents["config"]["fields"], "algo": contents["config"]["algo"]}
-    wanted = {**dataclasses.asdict(plan.settings), **plan.config_overrides, "algo": plan.algo}
-    settings = resumed_settings(out_dir, saved["settings"], saved_config, wanted, requested,
+    settings = resumed_settings(out_dir, saved["settings"], contents["config"], plan.values(), requested,
                                 int(checkpoint.metadata["env_steps"]))
     return checkpoint, settings
 

@@ -61,13 +61,15 @@ def _same(a, b) -> bool:
 
 def resumed_settings(out_dir, saved: dict, saved_config: dict, wanted: dict, requested: set[str],
                      done_steps: int) -> TrainSettings:
-    """The settings to continue a run with: the run's own (``saved``; its config fields ``saved_config``),
-    with the settings of ``RESUME_MAY_CHANGE`` that ``requested`` names taken from ``wanted``.
+    """The settings to continue a run with: the run's own (``saved``; its config as a checkpoint records it,
+    ``{"algo": ..., "fields": {...}}``), with the settings of ``RESUME_MAY_CHANGE`` that ``requested`` names
+    taken from ``wanted`` (settings, config fields and ``algo``: ``RunPlan.values()``).
 
     ``requested`` names what the caller set (explicitly or through a preset); any other setting or config
     field among them that contradicts the run is a ConfigError, and so is a ``total_steps`` below the
     ``done_steps`` already done.
     """
+    saved_config = {**saved_config["fields"], "algo": saved_config["algo"]}
     for key in sorted(requested & set(wanted) - RESUME_MAY_CHANGE):
         if key in saved or key in saved_config:
             have = saved[key] if key in saved else saved_config[key]

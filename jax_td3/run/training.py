@@ -290,6 +290,10 @@ class RunPlan:
     keep_checkpoints: int
     save_buffer: bool
 
+    def values(self) -> dict:
+        """The settings, config fields and ``algo`` the plan asks for, by name."""
+        return {**dataclasses.asdict(self.settings), **self.config_overrides, "algo": self.algo}
+
 
 def plan_run(values: dict, preset: str | None = None, *, compiled: bool = False, num_seeds: int = 1) -> RunPlan:
     """Merge ``values`` (settings, config fields, output options, ``out``; None means not given) over
@@ -380,12 +384,10 @@ def _resume_point(out_dir: Path, plan: RunPlan, requested: set[str]):
     contents = checkpoint.contents
     try:
         config = config_from_checkpoint(contents)
-        saved = dict(contents["settings"])
-        saved_config = {**contents["config"]["fields"], "algo": contents["config"]["algo"]}
+        saved, saved_config = dict(contents["settings"]), contents["config"]
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{checkpoint.path} is not a checkpoint of a Gymnasium training run ({err})") from None
-    wanted = {**dataclasses.asdict(plan.settings), **plan.config_overrides, "algo": plan.algo}
-    settings = resumed_settings(out_dir, saved, saved_config, wanted, requested,
+    settings = resumed_settings(out_dir, saved, saved_config, plan.values(), requested,
                                 int(checkpoint.metadata["env_steps"]))
     return checkpoint, config, settings
 
