@@ -29,42 +29,14 @@ algorithm's config defaults (network and update hyperparameters).
 
 from __future__ import annotations
 
-# Loop settings used when neither a flag nor the preset gives one. They suit a
-# short TD3 run on Pendulum-v1 (the quick-start job); presets set larger tasks up.
-DEFAULTS = dict(
-    algo="td3",
-    env="Pendulum-v1",
-    backend="jax",
-    dtype="float32",
-    total_steps=15_000,
-    seed=0,
-    buffer_size=1_000_000,
-    learning_starts=1_000,
-    random_steps=None,          # None: the same as learning_starts
-    update_schedule="step",
-    updates_per_episode=10,
-    exploration=None,           # None: "ou" for seed-ddpg, "gaussian" otherwise
-    expl_noise=0.1,
-    ou_theta=0.1,
-    ou_sigma=0.1,
-    ou_mu=0.0,
-    ou_dt=0.01,
-    bootstrap_truncation=True,
-    time_feature=False,
-    eval_every=1_000,
-    eval_episodes=10,
-    updates_per_call=1,
-    overlap=False,              # fast mode: act while the device runs the previous block's updates
-    num_envs=1,                 # environments stepped together (Gymnasium vector env, or vmapped per agent)
-    updates_per_step=1.0,       # updates per vector step (fractional: see loops.schedule)
-    vector_mode="sync",         # Gymnasium loop with num_envs > 1: "sync" (one process) or "async" (subprocesses)
-    chunk_steps=None,           # compiled loop: env steps per compiled call; None: eval_every
-    brax_backend="spring",      # Brax's physics backend for brax:* ids (the fastest here on the CPU)
-    checkpoint_every=None,      # None: at every evaluation
-    keep_checkpoints=3,
-    save_buffer=True,           # exact resume needs the replay buffer
-    skip_nonfinite=False,
-)
+import dataclasses
+
+from jax_td3.errors import ConfigError
+from jax_td3.settings import OutputSettings, TrainSettings
+
+# Values used when neither a flag nor the preset gives one: the algorithm, and the fields' defaults of
+# TrainSettings and OutputSettings (stated there, once).
+DEFAULTS = {"algo": "td3", **dataclasses.asdict(TrainSettings()), **dataclasses.asdict(OutputSettings())}
 
 PRESETS: dict[str, dict] = {
     "fujimoto": dict(
@@ -93,15 +65,13 @@ PRESETS: dict[str, dict] = {
 def resolve(explicit: dict, preset: str | None) -> dict:
     """Merge DEFAULTS <- PRESETS[preset] <- explicit values that are not None.
 
-    The exploration noise left unset becomes "ou" for seed-ddpg (its notebook's) and
-    "gaussian" otherwise.
+    The exploration noise neither given nor set by the preset is "ou" for seed-ddpg (its
+    notebook's) and the default ("gaussian") otherwise.
     """
     if preset is not None and preset not in PRESETS:
-        from jax_td3.errors import ConfigError
         raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    merged = dict(DEFAULTS)
-    merged.update(PRESETS.get(preset, {}))
-    merged.update({k: v for k, v in explicit.items() if v is not None})
-    if merged["exploration"] is None:
-        merged["exploration"] = "ou" if merged["algo"] == "seed-ddpg" else "gaussian"
+    given = {**PRESETS.get(preset, {}), **{k: v for k, v in explicit.items() if v is not None}}
+    merged = {**DEFAULTS, **given}
+    if "exploration" not in given and merged["algo"] == "seed-ddpg":
+        merged["exploration"] = "ou"
     return merged

@@ -1,20 +1,19 @@
 """The training loop's settings: everything about a run that is not the algorithm's config.
 
 ``TrainSettings`` is what the host (Gymnasium) loop runs with, and what a checkpoint
-stores. Its defaults are ``presets.DEFAULTS``, the one place loop defaults are stated;
-presets and explicit values are merged over them by ``presets.resolve``. The compiled
-loop takes the subset it supports (``run.compiled.compiled_settings``).
+stores; ``OutputSettings`` is how a run writes its outputs. Their field defaults are the one
+place loop defaults are stated: ``presets.DEFAULTS`` is derived from them, and the compiled
+loop's settings are derived from a ``TrainSettings`` (``loops.compiled.compiled_settings``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import math
 
 from jax_td3.dtypes import DTYPES
 from jax_td3.errors import ConfigError
-from jax_td3.loops.schedule import update_fraction
-from jax_td3.presets import DEFAULTS
 
 SCHEDULES = ("step", "episode")
 EXPLORATIONS = ("gaussian", "ou")
@@ -29,62 +28,63 @@ SEED_LIMIT = 2 ** 31 - 1000
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """Settings of one training run (defaults: ``presets.DEFAULTS``)."""
+    """Settings of one training run. The defaults suit a short TD3 run on Pendulum-v1 (the quick-start
+    job); presets set larger tasks up."""
 
-    env: str = DEFAULTS["env"]
+    env: str = "Pendulum-v1"
     """Gymnasium or PyBullet id with a Box action space."""
-    total_steps: int = DEFAULTS["total_steps"]
+    total_steps: int = 15_000
     """Environment steps to train for."""
-    seed: int = DEFAULTS["seed"]
+    seed: int = 0
     """Seed of everything: weights, environments, exploration, replay sampling, target noise."""
-    backend: str = DEFAULTS["backend"]
+    backend: str = "jax"
     """The learner's framework: "jax" (the jitted update) or "torch" (the PyTorch reference)."""
-    dtype: str = DEFAULTS["dtype"]
-    buffer_size: int = DEFAULTS["buffer_size"]
-    learning_starts: int = DEFAULTS["learning_starts"]
+    dtype: str = "float32"
+    buffer_size: int = 1_000_000
+    learning_starts: int = 1_000
     """Updates start once the buffer holds more than this many transitions."""
-    random_steps: int | None = DEFAULTS["random_steps"]
+    random_steps: int | None = None
     """Uniformly random actions for this many first steps; None: ``learning_starts``."""
-    update_schedule: str = DEFAULTS["update_schedule"]
+    update_schedule: str = "step"
     """"step": one update per environment step; "episode": ``updates_per_episode`` after each episode."""
-    updates_per_episode: int | str = DEFAULTS["updates_per_episode"]
+    updates_per_episode: int | str = 10
     """Updates after each episode with the "episode" schedule: a number, or "steps" for as many as the
     episode had steps."""
     exploration: str = "gaussian"
     """"gaussian" or "ou" (Ornstein-Uhlenbeck); ``presets.resolve`` picks "ou" for seed-ddpg."""
-    expl_noise: float = DEFAULTS["expl_noise"]
+    expl_noise: float = 0.1
     """Std of Gaussian exploration noise, in units of the action scale."""
-    ou_theta: float = DEFAULTS["ou_theta"]
-    ou_sigma: float = DEFAULTS["ou_sigma"]
-    ou_mu: float = DEFAULTS["ou_mu"]
-    ou_dt: float = DEFAULTS["ou_dt"]
-    bootstrap_truncation: bool = DEFAULTS["bootstrap_truncation"]
+    ou_theta: float = 0.1
+    ou_sigma: float = 0.1
+    ou_mu: float = 0.0
+    ou_dt: float = 0.01
+    bootstrap_truncation: bool = True
     """A time-limit truncation bootstraps (not_done = 1); False treats it as terminal."""
-    time_feature: bool = DEFAULTS["time_feature"]
+    time_feature: bool = False
     """Append the fraction of the time limit left to each observation (``envs.gymnasium.with_time_feature``)."""
-    eval_every: int = DEFAULTS["eval_every"]
-    eval_episodes: int = DEFAULTS["eval_episodes"]
-    updates_per_call: int = DEFAULTS["updates_per_call"]
+    eval_every: int = 1_000
+    eval_episodes: int = 10
+    updates_per_call: int = 1
     """JAX backend: collect this many steps, then run as many updates in one compiled call."""
-    overlap: bool = DEFAULTS["overlap"]
+    overlap: bool = False
     """With ``updates_per_call`` > 1: step the environments while the device runs the last block's updates,
     acting with the actor from before that block (one block stale); its metrics arrive one block later."""
-    skip_nonfinite: bool = DEFAULTS["skip_nonfinite"]
+    skip_nonfinite: bool = False
     """Drop transitions with a NaN/inf observation or reward instead of stopping the run."""
-    num_envs: int = DEFAULTS["num_envs"]
+    num_envs: int = 1
     """Environments stepped together; each vector step writes this many transitions. ``total_steps``,
     ``eval_every``, ``learning_starts``, ``random_steps`` and ``checkpoint_every`` count transitions over all
     of them. Gymnasium loop: a Gymnasium vector environment (``vector_mode``, ``loops.vector``); compiled
     loop: vmapped environments per agent."""
-    updates_per_step: float = DEFAULTS["updates_per_step"]
+    updates_per_step: float = 1.0
     """Updates per vector step with the "step" schedule; fractional values are spread evenly by an exact
     fraction rule (``loops.schedule``), e.g. 2 with ``num_envs`` 2 is one update per transition."""
-    vector_mode: str = DEFAULTS["vector_mode"]
+    vector_mode: str = "sync"
     """Gymnasium loop with ``num_envs`` > 1: "sync" steps the environments one after another in this
     process, "async" each in its own subprocess (in parallel)."""
-    chunk_steps: int | None = DEFAULTS["chunk_steps"]
+    chunk_steps: int | None = None
     """Compiled loop: env steps per compiled call (a checkpoint and stop point); None: ``eval_every``."""
-    brax_backend: str = DEFAULTS["brax_backend"]
+    brax_backend: str = "spring"
     """Brax's physics backend for ``brax:NAME`` environments."""
 
     @property
@@ -134,6 +134,30 @@ class TrainSettings:
                 raise ConfigError(message)
         update_fraction(self.updates_per_step)  # a ratio of small whole numbers (ConfigError otherwise)
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSettings:
+    """How a run writes its outputs (not part of what it computes)."""
+
+    checkpoint_every: int | None = None
+    """Checkpoint every this many steps; None: at every evaluation."""
+    keep_checkpoints: int = 3
+    save_buffer: bool = True
+    """Checkpoints hold the replay buffer (exact resume needs it)."""
+
+
+def update_fraction(updates_per_step) -> tuple[int, int]:
+    """``updates_per_step`` as an exact fraction (p, q) with q <= 1000; ConfigError if it is none
+    (the schedule's rule, ``loops.schedule``, runs on it)."""
+    u = updates_per_step
+    if not (isinstance(u, (int, float)) and math.isfinite(u) and u > 0):
+        raise ConfigError(f"`updates_per_step` must be a positive number, got {u}")
+    fraction = fractions.Fraction(u).limit_denominator(1000)
+    if abs(float(fraction) - u) > 1e-9 * u or fraction.numerator * fraction.denominator >= 2 ** 30:
+        raise ConfigError(f"`updates_per_step` {u} must be a ratio of small whole numbers (such as 0.25, "
+                          f"1.5 or 2)")
+    return fraction.numerator, fraction.denominator
 
 
 def settings_from_values(values: dict) -> TrainSettings:

@@ -1,5 +1,6 @@
 """The checks a run makes before it builds anything (jax_td3.run.checks): sizes counted by hand."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -58,8 +59,17 @@ def test_host_loop_needs(config):
 
 
 def test_compiled_loop_needs(config):
-    need = compiled_loop_needs(config, capacity=100, num_seeds=5, dtype="float32")
-    assert need.total == 5 * (100 * 9 * 4) + 5 * 5692
+    # From the shapes of what a compiled run of 5 agents with a ring of 100 transitions allocates.
+    from jax_td3.envs.pendulum import PendulumEnv
+    from jax_td3.loops.compiled import ChunkedRun, LoopSettings
+
+    settings = LoopSettings(total_steps=100, eval_every=100, buffer_size=1000)
+    run = ChunkedRun(config, settings, range(5), env=PendulumEnv(), devices=jax.devices()[:1])
+    need = compiled_loop_needs(*run.allocation_shapes())
+    parts = dict((text.split(" {}")[0], size) for text, size in need.parts)
+    # The ring's five fields (and its two int32 counters), and the train state counted by hand.
+    assert parts["replay buffers"] == 5 * (100 * 9 * 4 + 2 * 4)
+    assert parts["networks and Adam"] == 5 * 5692
     assert "for 5 agents" in need.describe()
 
 

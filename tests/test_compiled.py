@@ -2,7 +2,7 @@
 
 Programs are compiled once per module, without LLVM optimisations (XLA's CPU
 compile dominates the cost of these tiny runs), and run several times: seeds and
-hyperparameters are inputs of the compiled program, not constants.
+hyperparameters are inputs of the compiled programs, not constants (``ChunkedRun.for_agents``).
 
 Agents vmapped together are compared with separate runs in float64 to a relative
 1e-9: XLA generates different loops for a batch of K agents than for one (other
@@ -21,8 +21,7 @@ import pytest
 
 from jax_td3.envs.pendulum import PendulumEnv
 from jax_td3.loops import compiled
-from jax_td3.loops.agents import agent_mesh
-from jax_td3.loops.compiled import LoopSettings, batch_hyperparameters, make_program
+from jax_td3.loops.compiled import ChunkedRun, LoopSettings
 from jax_td3.config import make_config
 
 CONFIG = make_config("td3", hidden=(8, 8), batch_size=16, max_action=2.0)
@@ -34,22 +33,18 @@ RTOL, ATOL = 1e-9, 1e-12
 
 
 class Runner:
-    """One compiled program for K agents (float64 on one device), run with any seeds and hyperparameters."""
+    """One compiled run of K agents (float64 on one device), run with any seeds and hyperparameters."""
 
     def __init__(self, num_agents, on_progress=None, on_eval=None):
-        self.num_agents = num_agents
-        mesh = agent_mesh(num_agents, jax.devices()[:1])
+        self.on_eval = on_eval
         with jax.enable_x64(True):
-            program = make_program(CONFIG, SETTINGS, PendulumEnv(), jnp.float64, mesh, on_progress, on_eval)
-            self.program = program.lower(*self.inputs([0] * num_agents)).compile(FAST_COMPILE)
-
-    def inputs(self, seeds, config=CONFIG, settings=SETTINGS):
-        return batch_hyperparameters(config, settings, self.num_agents, np.float64), np.asarray(seeds, np.int32)
+            self.run = ChunkedRun(CONFIG, SETTINGS, [0] * num_agents, env=PendulumEnv(), dtype=jnp.float64,
+                                  devices=jax.devices()[:1], on_progress=on_progress, compiler_options=FAST_COMPILE)
 
     def __call__(self, seeds, config=CONFIG, settings=SETTINGS):
         with jax.enable_x64(True):
-            agents, returns = self.program(*self.inputs(seeds, config, settings))
-            return jax.tree_util.tree_map(to_numpy, agents), np.asarray(returns)
+            result = self.run.for_agents(seeds, config, settings).run(self.on_eval)
+            return jax.tree_util.tree_map(to_numpy, result.agents), result.eval_returns
 
 
 @pytest.fixture(scope="module")
@@ -224,12 +219,11 @@ def test_one_env_one_update_per_step_is_the_single_environment_loop(single):
     np.testing.assert_allclose(returns[0], SINGLE_ENV_RETURNS, rtol=RTOL)
 
 
-def run_once(settings, seeds=(0,), config=CONFIG, chunk_steps=None, chunked=False):
+def run_once(settings, seeds=(0,), config=CONFIG, chunk_steps=None):
     with jax.enable_x64(True):
-        train = compiled.train_chunked if chunked else compiled.train_compiled
-        kwargs = {"chunk_steps": chunk_steps} if chunked else {}
-        result = train(config, settings, list(seeds), env=PendulumEnv(), dtype=np.float64,
-                       devices=jax.devices()[:1], compiler_options=FAST_COMPILE, **kwargs)
+        result = compiled.train_compiled(config, settings, list(seeds), env=PendulumEnv(), dtype=np.float64,
+                                         devices=jax.devices()[:1], compiler_options=FAST_COMPILE,
+                                         chunk_steps=chunk_steps)
         return jax.tree_util.tree_map(to_numpy, result.agents), result.eval_returns
 
 
@@ -285,11 +279,11 @@ def test_loop_settings_refuse_sizes_that_do_not_fit(changes, message):
         MANY.replace(**changes)
 
 
-def test_chunked_run_equals_one_program_and_resumes_exactly():
+def test_chunked_run_equals_one_chunk_per_period_and_resumes_exactly():
     settings = SETTINGS.replace(num_envs=2, total_steps=400, updates_per_step=0.5)
     agents, returns = run_once(settings)
-    chunked_agents, chunked_returns = run_once(settings, chunk_steps=50, chunked=True)
-    # Separate calls are compiled apart, so XLA may round differently from the one program (see RTOL).
+    chunked_agents, chunked_returns = run_once(settings, chunk_steps=50)
+    # Chunks of other sizes are compiled apart, so XLA may round differently (see RTOL).
     np.testing.assert_allclose(chunked_returns, returns, rtol=RTOL)
     assert_trees_close(chunked_agents, agents)
 
@@ -316,6 +310,26 @@ def test_chunked_run_equals_one_program_and_resumes_exactly():
     np.testing.assert_array_equal(resumed[1], uninterrupted[1])
     # Evaluations leave the training state alone: skipping the one at 100 changes no later return.
     np.testing.assert_array_equal(uninterrupted[1][:, 0], chunked_returns[0, 2:])
+
+
+def test_memory_estimate_is_the_bytes_the_run_allocates():
+    from jax_td3.run.checks import compiled_loop_needs, tree_bytes
+
+    # 250 steps of 2 environments: a last, partial evaluation period of 25 vector steps, drawn as one block
+    # (the whole periods draw blocks of progress_block(50) = 5 steps).
+    settings = SETTINGS.replace(total_steps=250, num_envs=2, updates_per_step=1.5)
+    run = ChunkedRun(CONFIG, settings, [0, 1, 2], env=PendulumEnv(), devices=jax.devices()[:1],
+                     compiler_options=FAST_COMPILE)
+    need = compiled_loop_needs(*run.allocation_shapes())
+    agents = run.initial_agents()
+    largest = jax.jit(run.pieces.draws, static_argnums=2)(run.hparams, agents.key, 25)
+    assert largest.replay_bits.shape == (3, 25, 2, CONFIG.batch_size)   # K, steps, M updates, batch
+    assert need.total == tree_bytes(agents) + tree_bytes(largest)
+    assert dict((text, size) for text, size in need.parts)["random draws {} for 3 agents"] == tree_bytes(largest)
+    # Without a partial period every block has the progress block's 5 steps.
+    whole = ChunkedRun(CONFIG, settings.replace(total_steps=200), [0, 1, 2], env=PendulumEnv(),
+                       devices=jax.devices()[:1])
+    assert whole.allocation_shapes()[1].replay_bits.shape == (3, 5, 2, CONFIG.batch_size)
 
 
 def test_cli_refuses_chunks_without_compiled_and_sizes_that_do_not_fit(capsys, tmp_path):

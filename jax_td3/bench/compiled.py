@@ -1,11 +1,11 @@
 """Benchmarks of the compiled and scan-fused paths (run each under the shared heavy-job lock).
 
 - ``native``: TD3 on the JAX-native Pendulum, hidden 64-64, batch 100, 10,000 steps, one
-  seed, the whole run one compiled program (``loops.compiled.make_program``): seconds after
-  compilation (median of ``repeats`` runs of the compiled program), compile seconds, the
+  seed, the whole run compiled (``loops.compiled.ChunkedRun``, one call per evaluation period): seconds
+  after compilation (median of ``repeats`` runs of the compiled programs), compile seconds, the
   evaluation curve; optionally Rejax's TD3 on the same settings in the same session
   (``benchmarks/compiled_rejax.py``, run with the Python of a Rejax virtualenv).
-- ``seeds``: the same run with K seeds vmapped in one program: wall time and updates/s per K.
+- ``seeds``: the same run with K seeds vmapped together: wall time and updates/s per K.
 - ``update_speed``: the 256-256, batch-256 TD3 update alone: N updates in one
   ``replay.multi_update`` scan, per XLA flag setting (each in a subprocess), as GFLOP/s
   against 0.39 GFLOP/update.
@@ -66,7 +66,7 @@ class NativeRun:
         """The algorithm config and the compiled loop's settings; ConfigError for a bad value."""
         from jax_td3.config import config_for_env
         from jax_td3.envs.pendulum import PendulumEnv
-        from jax_td3.run.compiled import compiled_settings
+        from jax_td3.loops.compiled import compiled_settings
         from jax_td3.settings import TrainSettings
 
         if self.repeats <= 0:
@@ -87,28 +87,21 @@ class NativeRun:
 
 
 def time_compiled_run(config, settings, seeds: Sequence[int], repeats: int) -> dict:
-    """Compile once, then run the compiled program ``repeats`` times (same inputs, same results)."""
-    import jax
-    import jax.numpy as jnp
+    """Compile once, then run the compiled run ``repeats`` times (same inputs, same results)."""
     import numpy as np
 
-    from jax_td3 import xla_options
-    from jax_td3.bench.timing import repeat_timed, timed
+    from jax_td3.bench.timing import repeat_timed
     from jax_td3.envs.pendulum import PendulumEnv
     from jax_td3.loops import compiled
-    from jax_td3.loops.agents import agent_mesh
 
-    seeds = np.asarray(seeds, np.int32)
-    mesh = agent_mesh(len(seeds))
-    hparams = compiled.batch_hyperparameters(config, settings, len(seeds), np.float32)
-    program = compiled.make_program(config, settings, PendulumEnv(), jnp.float32, mesh)
-    executable, compile_seconds = timed(lambda: program.lower(hparams, seeds).compile(xla_options.compiler_options()))
-    (_, returns), times = repeat_timed(lambda: jax.block_until_ready(executable(hparams, seeds)), repeats)
-    returns = np.asarray(returns)
+    run = compiled.ChunkedRun(config, settings, seeds, env=PendulumEnv())
+    run.compile_ahead()
+    result, times = repeat_timed(run.run, repeats)   # a last chunk of another size compiles in the first
+    returns = result.eval_returns
     seconds = float(np.median(times))
-    return {"compile_seconds": round(compile_seconds, 3), "run_seconds": round(seconds, 3),
+    return {"compile_seconds": round(run.compile_seconds, 3), "run_seconds": round(seconds, 3),
             "run_seconds_all": [round(t, 3) for t in times],
-            "eval_steps": compiled.eval_steps(settings).tolist(),
+            "eval_steps": result.eval_steps.tolist(),
             "eval_return_curve": returns.mean(axis=2).mean(axis=0).tolist(),
             "final_eval_return_per_seed": returns[:, -1].mean(axis=1).tolist(),
             "final_eval_return_mean": float(returns[:, -1].mean()),
@@ -141,7 +134,7 @@ SEED_COUNTS = (1, 8, 64)
 
 
 def seeds(run: NativeRun, num_seeds: Sequence[int] = SEED_COUNTS) -> dict:
-    """The native run with K = each of ``num_seeds`` seeds vmapped in one program (seeds run.seed ...)."""
+    """The native run with K = each of ``num_seeds`` seeds vmapped together (seeds run.seed ...)."""
     if not num_seeds or min(num_seeds) <= 0:
         raise ConfigError(f"`num_seeds` must be positive counts, got {list(num_seeds)}")
     config, settings = run.config_and_settings()

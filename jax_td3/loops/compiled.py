@@ -36,24 +36,20 @@ A sweep from Python (each agent gets one value; seeds may repeat)::
     result = train_compiled(config, LoopSettings(total_steps=10_000), seeds=[0, 0, 0], env=PendulumEnv())
     result.eval_returns          # (3, evaluations, eval_episodes)
 
-Structure of the program (the host callbacks sit outside ``vmap``, so each fires
-once for all agents):
+The run is a ``ChunkedRun``: one compiled call per chunk of ``chunk_steps`` transitions (by default an
+evaluation period) and one per evaluation, the agents' whole state (train states, replay buffers,
+environment states, keys) carried between calls on the devices. Between two calls the host can
+checkpoint, stop and later resume the run exactly. A chunk's program (the host callback sits outside
+``vmap``, so it fires once for all agents)::
 
-    scan over evaluation periods:
-        scan over progress blocks:
-            vmap over agents: scan over the block's vector steps (act, step N envs, store N, update)
-            host callback: progress
-        vmap over agents: evaluate
-        host callback: evaluation row (metrics.csv)
-
-The same pieces also run as separate compiled calls (``ChunkedRun``): one call per chunk of
-``chunk_steps`` transitions (by default an evaluation period), the agents' whole state (train
-states, replay buffers, environment states, keys) carried between calls on the devices. Between
-two calls the host can checkpoint, stop and later resume the run exactly.
+    scan over the chunk's progress blocks:
+        vmap over agents: scan over the block's vector steps (act, step N envs, store N, update)
+        host callback: progress
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import time
@@ -72,7 +68,6 @@ from jax_td3.errors import ConfigError
 from jax_td3.loops import exploration, schedule
 from jax_td3.loops.agents import AGENT_AXIS, agent_mesh, global_array, train_state_axes
 from jax_td3.networks import actor_action
-from jax_td3.presets import DEFAULTS
 from jax_td3.replay import (
     ReplayState,
     replay_add,
@@ -80,26 +75,29 @@ from jax_td3.replay import (
     replay_indices_from_bits,
     replay_init,
 )
+from jax_td3.settings import TrainSettings
 from jax_td3.update import Batch, TrainState, init_train_state, update
 
 MAX_PROGRESS_BLOCK = 1_000    # progress callbacks at least every this many steps (when a divisor allows)
+_DEFAULT = TrainSettings()    # LoopSettings' defaults are the run's
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LoopSettings:
-    """The compiled loop's settings: sizes are static; ``expl_noise`` is a leaf (vmappable)."""
+    """The compiled loop's settings: sizes are static; ``expl_noise`` is a leaf (vmappable). A run's are
+    ``compiled_settings(train_settings)``; the defaults are ``TrainSettings``'."""
 
-    total_steps: int = static(DEFAULTS["total_steps"])
-    learning_starts: int = static(DEFAULTS["learning_starts"])
+    total_steps: int = static(_DEFAULT.total_steps)
+    learning_starts: int = static(_DEFAULT.learning_starts)
     """Uniform random actions before this many steps; one update per step after it."""
-    eval_every: int = static(DEFAULTS["eval_every"])
-    eval_episodes: int = static(DEFAULTS["eval_episodes"])
-    buffer_size: int = static(DEFAULTS["buffer_size"])
-    num_envs: int = static(DEFAULTS["num_envs"])
+    eval_every: int = static(_DEFAULT.eval_every)
+    eval_episodes: int = static(_DEFAULT.eval_episodes)
+    buffer_size: int = static(_DEFAULT.buffer_size)
+    num_envs: int = static(_DEFAULT.num_envs)
     """Environments per agent stepped together; ``total_steps`` and ``eval_every`` must be multiples."""
-    updates_per_step: float = static(DEFAULTS["updates_per_step"])
+    updates_per_step: float = static(_DEFAULT.updates_per_step)
     """Updates per vector step (see the module docstring for fractional values)."""
-    expl_noise: float = DEFAULTS["expl_noise"]
+    expl_noise: float = _DEFAULT.expl_noise
     """Std of the Gaussian exploration noise, in units of the action scale."""
 
     def __post_init__(self):
@@ -158,6 +156,30 @@ class LoopSettings:
 
 
 jax.tree_util.register_dataclass(LoopSettings)
+
+
+def compiled_settings(settings: TrainSettings) -> LoopSettings:
+    """The compiled loop's settings for ``settings``; ConfigError names a setting it cannot honour."""
+    unsupported = [
+        (settings.backend != "jax", f"`backend` {settings.backend}"),
+        (settings.exploration != "gaussian", f"`exploration` {settings.exploration}"),
+        (settings.update_schedule != "step", f"`update_schedule` {settings.update_schedule}"),
+        (not settings.bootstrap_truncation, "`bootstrap_truncation` off"),
+        (settings.random_steps not in (None, settings.learning_starts),
+         "`random_steps` other than `learning_starts`"),
+        (settings.updates_per_call != 1, "`updates_per_call`"),
+        (settings.overlap, "`overlap`"),
+        (settings.skip_nonfinite, "`skip_nonfinite`"),
+        (settings.time_feature, "`time_feature`"),
+        (settings.vector_mode != "sync", f"`vector_mode` {settings.vector_mode} (its environments are vmapped)"),
+    ]
+    for bad, what in unsupported:
+        if bad:
+            raise ConfigError(f"`compiled` does not support {what}")
+    return LoopSettings(total_steps=settings.total_steps, learning_starts=settings.learning_starts,
+                        eval_every=settings.eval_every, eval_episodes=settings.eval_episodes,
+                        buffer_size=settings.buffer_size, num_envs=settings.num_envs,
+                        updates_per_step=float(settings.updates_per_step), expl_noise=settings.expl_noise)
 
 
 class AgentState(NamedTuple):
@@ -373,13 +395,13 @@ def batch_hyperparameters(config: TD3Config, settings: LoopSettings, num_agents:
 
 
 class _Pieces:
-    """The parts every program of a run is made of (one whole-run program, or the chunks of a ``ChunkedRun``):
-    agents initialised, trained for some vector steps and evaluated, all K at once, sharded over ``mesh``."""
+    """The parts every program of a ``ChunkedRun`` is made of: agents initialised, trained for some vector
+    steps and evaluated, all K at once, sharded over ``mesh``."""
 
     def __init__(self, config: TD3Config, settings: LoopSettings, env: JaxEnv, dtype, mesh: Mesh,
-                 on_progress: Callable | None = None, on_eval: Callable | None = None):
+                 on_progress: Callable | None = None):
         self.settings, self.env, self.dtype = settings, env, dtype
-        self.on_progress, self.on_eval = on_progress, on_eval
+        self.on_progress = on_progress
         agent_sharding = NamedSharding(mesh, PartitionSpec(AGENT_AXIS))
         self.shard = lambda tree: jax.tree_util.tree_map(
             lambda x: jax.lax.with_sharding_constraint(x, agent_sharding), tree)
@@ -423,7 +445,13 @@ class _Pieces:
 
         return jax.lax.scan(progress, agents, jnp.arange(num_blocks, dtype=jnp.int32))[0]
 
-    def evaluate_all(self, hparams, agents, eval_keys, step):
+    def draws(self, hparams, keys, num_steps: int) -> StepDraws:
+        """The random draws of one block of ``num_steps`` vector steps for all K agents (what ``run_steps``
+        draws at once; for the memory they take: ``ChunkedRun.allocation_shapes``)."""
+        env, dtype = self.env, self.dtype
+        return jax.vmap(lambda h, k: draw_block(h[0], h[1], env, k, num_steps, dtype))(hparams, keys)
+
+    def evaluate_all(self, hparams, agents, eval_keys):
         """(agents with the loss sums reset, returns (K, E), report): report is (critic_loss, actor_loss,
         updates), each (K,), the means over the updates since the last evaluation."""
         env, dtype = self.env, self.dtype
@@ -432,51 +460,10 @@ class _Pieces:
         actor_updates = jnp.maximum(agents.actor_updates, 1).astype(dtype)
         critic_loss = agents.critic_loss_sum / jnp.maximum(agents.updates, 1).astype(dtype)
         report = (critic_loss, agents.actor_loss_sum / actor_updates, agents.updates)
-        if self.on_eval is not None:
-            jax.debug.callback(self.on_eval, step, returns, *report)
         zero = jnp.zeros_like(agents.critic_loss_sum)
         agents = self.shard(agents._replace(critic_loss_sum=zero, actor_loss_sum=zero,
                                             actor_updates=jnp.zeros_like(agents.actor_updates)))
         return agents, returns, report
-
-
-def make_program(config: TD3Config, settings: LoopSettings, env: JaxEnv, dtype, mesh: Mesh,
-                 on_progress: Callable | None = None, on_eval: Callable | None = None):
-    """The jitted run: ``(batched_hparams, seeds) -> (agents, eval_returns)``.
-
-    ``batched_hparams`` is ``batch_hyperparameters(...)`` (leaves (K,)), ``seeds`` int32 (K,).
-    ``on_progress(step)`` and ``on_eval(step, returns (K, E), critic_loss (K,), actor_loss (K,), updates (K,))``
-    are called on the host while the program runs (steps in transitions).
-    """
-    pieces = _Pieces(config, settings, env, dtype, mesh, on_progress, on_eval)
-    n = settings.num_envs
-    period_steps = settings.eval_every // n
-    block = progress_block(period_steps)
-    periods, remainder = divmod(settings.vector_steps, period_steps)
-
-    def program(hparams, seeds):
-        agents = pieces.init(hparams, seeds)
-        eval_keys = pieces.eval_keys(seeds)
-        agents, first_returns, _ = pieces.evaluate_all(hparams, agents, eval_keys, jnp.int32(0))
-
-        def period(agents, period_index):
-            agents = pieces.train_blocks(hparams, agents, period_index * period_steps, period_steps // block, block)
-            agents, returns, _ = pieces.evaluate_all(hparams, agents, eval_keys,
-                                                     (period_index + 1) * settings.eval_every)
-            return agents, returns
-
-        agents, returns = jax.lax.scan(period, agents, jnp.arange(periods, dtype=jnp.int32))
-        curve = [first_returns[None], returns]
-        if remainder:
-            agents = pieces.train_for(hparams, agents, periods * period_steps, remainder)
-            if on_progress is not None:
-                jax.debug.callback(on_progress, jnp.int32(settings.total_steps))
-            agents, last, _ = pieces.evaluate_all(hparams, agents, eval_keys, jnp.int32(settings.total_steps))
-            curve.append(last[None])
-        # (N, K, E) -> (K, N, E)
-        return agents, jnp.swapaxes(jnp.concatenate(curve, axis=0), 0, 1)
-
-    return jax.jit(program)
 
 
 def _agent_axes(agents: AgentState) -> AgentState:
@@ -489,41 +476,6 @@ def eval_steps(settings: LoopSettings) -> np.ndarray:
     if steps[-1] != settings.total_steps:
         steps.append(settings.total_steps)
     return np.array(steps)
-
-
-def train_compiled(config: TD3Config, settings: LoopSettings, seeds, *, env: JaxEnv, dtype=jnp.float32,
-                   devices=None,
-                   on_progress: Callable | None = None, on_eval: Callable | None = None,
-                   compiler_options: dict | None = None) -> CompiledResult:
-    """Train ``len(seeds)`` agents in one compiled program; see the module docstring.
-
-    ``config`` and ``settings`` leaves (numbers) may be length-K sequences to sweep them.
-    ``devices`` (default: all) carry the agent axis. ``compiler_options`` go to XLA
-    (e.g. ``{"xla_backend_optimization_level": 0}`` compiles faster, runs slower), on top of
-    ``xla_options.compiler_options()``.
-    Compilation is timed separately from the run.
-    """
-    _check_dims(config, env)
-    settings.check()
-    seeds = np.asarray(seeds, np.int32).reshape(-1)
-    num_agents = len(seeds)
-    dtype = jnp.dtype(dtype)
-    mesh = agent_mesh(num_agents, devices)
-    sharding = NamedSharding(mesh, PartitionSpec(AGENT_AXIS))
-    hparams = batch_hyperparameters(config, settings, num_agents, dtype)
-    inputs = (jax.tree_util.tree_map(lambda x: global_array(x, sharding), hparams), global_array(seeds, sharding))
-    program = make_program(config, settings, env, dtype, mesh, on_progress, on_eval)
-
-    start = time.perf_counter()
-    compiled = program.lower(*inputs).compile(xla_options.with_defaults(compiler_options))
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    agents, returns = jax.block_until_ready(compiled(*inputs))
-    run_seconds = time.perf_counter() - start
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        returns = multihost_utils.process_allgather(returns, tiled=True)
-    return CompiledResult(agents, eval_steps(settings), np.asarray(returns), compile_seconds, run_seconds)
 
 
 # -- a run in chunks: one compiled call per chunk, the state carried between calls ---------
@@ -553,11 +505,12 @@ def _to_host(x) -> np.ndarray:
 
 
 class ChunkedRun:
-    """The run of ``train_compiled`` as a sequence of compiled calls of ``chunk_steps`` transitions each
-    (default: ``eval_every``; it must divide ``eval_every``), plus one call per evaluation.
+    """The compiled run: a sequence of compiled calls of ``chunk_steps`` transitions each (default:
+    ``eval_every``; it must divide ``eval_every``), plus one call per evaluation; ``run()`` runs it from
+    start to end (``train_compiled``).
 
-    The agents' state stays on the devices between calls (each call donates it to the next), so a
-    chunked run computes what one program computes. Between calls the caller may save
+    The agents' state stays on the devices between calls (each call donates it to the next), so the
+    results do not depend on the chunk size but by rounding. Between calls the caller may save
     ``host_state(agents)`` and stop; ``agents_from_host`` rebuilds the state and the run continues
     bit for bit (the same compiled programs on the same inputs)::
 
@@ -577,7 +530,7 @@ class ChunkedRun:
         settings.check()
         n = settings.num_envs
         # Random numbers are drawn per progress block of the evaluation period; a chunk holds whole blocks,
-        # so that a chunked run draws (and computes) what the one program does.
+        # so that every chunk size draws (and computes) the same.
         self.block = progress_block(settings.eval_every // n)
         chunk_steps = settings.eval_every if chunk_steps is None else int(chunk_steps)
         if chunk_steps < 1 or chunk_steps % (self.block * n) or settings.eval_every % chunk_steps:
@@ -599,6 +552,62 @@ class ChunkedRun:
         self.run_seconds = 0.0
         self._executables: dict = {}
         self._eval_keys = None
+
+    def for_agents(self, seeds, config: TD3Config, settings: LoopSettings | None = None) -> ChunkedRun:
+        """This run for other seeds or other hyperparameter values (the leaves of ``config`` and ``settings``;
+        the same sizes and number of agents), sharing its compiled programs: they take those as inputs."""
+        settings = self.settings if settings is None else settings
+        other = copy.copy(self)
+        other.seeds = np.asarray(seeds, np.int32).reshape(-1)
+        hparams = batch_hyperparameters(config, settings, len(self.seeds), self.dtype)
+        if len(other.seeds) != len(self.seeds) or \
+                jax.tree_util.tree_structure(hparams) != jax.tree_util.tree_structure(self.hparams):
+            raise ConfigError("`for_agents` takes as many seeds, and a config and settings of the same sizes")
+        other.hparams = jax.tree_util.tree_map(lambda x: global_array(x, self.sharding), hparams)
+        other.seed_array = global_array(other.seeds, self.sharding)
+        other._eval_keys = None
+        return other
+
+    def run(self, on_eval: Callable | None = None) -> CompiledResult:
+        """The whole run from step 0: its final agents and every evaluation's returns. ``on_eval(step,
+        returns (K, E), critic_loss (K,), actor_loss (K,), updates (K,))`` receives each evaluation on
+        the host (steps in transitions; losses the means since the previous evaluation)."""
+        compile_seconds, run_seconds = self.compile_seconds, self.run_seconds
+        curve = []
+
+        def report(evaluation: Evaluation) -> None:
+            curve.append(evaluation.returns)
+            if on_eval is not None:
+                on_eval(*evaluation)
+
+        agents, evaluation = self.start()
+        report(evaluation)
+        done = 0
+        while done < self.settings.total_steps:
+            agents, done = self.advance(agents, done)
+            if self.evaluates_at(done):
+                agents, evaluation = self.evaluate(agents, done)
+                report(evaluation)
+        return CompiledResult(agents, eval_steps(self.settings), np.stack(curve, axis=1),
+                              self.compile_seconds - compile_seconds, self.run_seconds - run_seconds)
+
+    def agent_shapes(self) -> AgentState:
+        """Shapes and dtypes of the agents' whole state (``jax.eval_shape`` of its initialisation)."""
+        return jax.eval_shape(self.pieces.init, self.hparams, self.seed_array)
+
+    def allocation_shapes(self, done_steps: int = 0) -> tuple[AgentState, StepDraws]:
+        """(agents, draws): shapes and dtypes of what the run from ``done_steps`` allocates, from
+        ``jax.eval_shape`` of the functions that allocate it: the agents' whole state (leading axis K) and
+        the largest block of random draws it makes at once (all K agents')."""
+        agents = self.agent_shapes()
+        blocks, done = set(), done_steps
+        while done < self.settings.total_steps:
+            num, block = self._chunk(done)
+            blocks.add(block)
+            done += num * self.settings.num_envs
+        draws = [jax.eval_shape(lambda h, k, b=b: self.pieces.draws(h, k, b), self.hparams, agents.key)
+                 for b in sorted(blocks)]
+        return agents, max(draws, key=_tree_bytes) if draws else None
 
     def _compile(self, name, make, *args) -> None:
         if name not in self._executables:
@@ -622,9 +631,8 @@ class ChunkedRun:
     def compile_ahead(self, done_steps: int = 0) -> None:
         """Compile the programs a run from ``done_steps`` calls (but the last chunk's, when it is shorter),
         so that the run's first calls start at once."""
-        shapes = jax.eval_shape(self.pieces.init, self.hparams, self.seed_array)
         agents = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding),
-                                        shapes)
+                                        self.agent_shapes())
         if done_steps == 0:
             self._compile("init", lambda: jax.jit(self.pieces.init), self.hparams, self.seed_array)
         self._keys()
@@ -666,7 +674,7 @@ class ChunkedRun:
                        donate_argnums=1)
 
     def _evaluate_program(self):
-        return jax.jit(lambda h, a, k: self.pieces.evaluate_all(h, a, k, None), donate_argnums=1)
+        return jax.jit(self.pieces.evaluate_all, donate_argnums=1)
 
     def evaluate(self, agents: AgentState, step: int) -> tuple[AgentState, Evaluation]:
         agents, returns, report = self._call("evaluate", self._evaluate_program, self.hparams, agents, self._keys())
@@ -680,7 +688,7 @@ class ChunkedRun:
 
     def agents_from_host(self, leaves: list[np.ndarray]) -> AgentState:
         """The agents' state from ``host_state``'s leaves, placed on the devices as ``start`` places it."""
-        shapes = jax.eval_shape(self.pieces.init, self.hparams, self.seed_array)
+        shapes = self.agent_shapes()
         structure = jax.tree_util.tree_structure(shapes)
         expected = jax.tree_util.tree_leaves(shapes)
         if len(leaves) != len(expected):
@@ -721,18 +729,21 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
     return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in Batch._fields}))
 
 
-def train_chunked(config: TD3Config, settings: LoopSettings, seeds, *, env: JaxEnv, dtype=jnp.float32,
-                  chunk_steps: int | None = None, devices=None, on_progress: Callable | None = None,
-                  compiler_options: dict | None = None) -> CompiledResult:
-    """``train_compiled`` as a ``ChunkedRun`` from start to end (the same results, several calls)."""
+def _tree_bytes(tree) -> int:
+    return sum(int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
+
+
+def train_compiled(config: TD3Config, settings: LoopSettings, seeds, *, env: JaxEnv, dtype=jnp.float32,
+                   chunk_steps: int | None = None, devices=None, on_progress: Callable | None = None,
+                   on_eval: Callable | None = None, compiler_options: dict | None = None) -> CompiledResult:
+    """Train ``len(seeds)`` agents from start to end as one ``ChunkedRun``; see the module docstring.
+
+    ``config`` and ``settings`` leaves (numbers) may be length-K sequences to sweep them.
+    ``devices`` (default: all) carry the agent axis. ``compiler_options`` go to XLA
+    (e.g. ``{"xla_backend_optimization_level": 0}`` compiles faster, runs slower), on top of
+    ``xla_options.compiler_options()``. ``on_progress(step)`` is called on the host after every progress
+    block and ``on_eval`` after every evaluation (``ChunkedRun.run``). Compilation is timed apart from the run.
+    """
     run = ChunkedRun(config, settings, seeds, env=env, dtype=dtype, chunk_steps=chunk_steps, devices=devices,
                      on_progress=on_progress, compiler_options=compiler_options)
-    agents, evaluation = run.start()
-    curve, done = [evaluation.returns], 0
-    while done < settings.total_steps:
-        agents, done = run.advance(agents, done)
-        if run.evaluates_at(done):
-            agents, evaluation = run.evaluate(agents, done)
-            curve.append(evaluation.returns)
-    return CompiledResult(agents, eval_steps(settings), np.stack(curve, axis=1), run.compile_seconds,
-                          run.run_seconds)
+    return run.run(on_eval)

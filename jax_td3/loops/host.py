@@ -181,6 +181,12 @@ class Trainer:
         noise, self.noise_state = self.noise.sample(self.noise_state, self.explore_rng)
         return exploration.explore_action(np.clip, policy_action, noise, self.low, self.high), False
 
+    def start_new_episode(self) -> None:
+        """Leave the current episode and start a new one from a reset; the reset is recorded, so a
+        checkpoint of this trainer replays it."""
+        self.episode_return, self.episode_length = 0.0, 0
+        self.obs = self._reset_env()
+
     def _reset_env(self, first: bool = False) -> np.ndarray:
         if first:
             obs, _ = self.env.reset(seed=self.settings.seed)

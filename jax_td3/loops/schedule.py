@@ -9,22 +9,9 @@ two. The schedule is a function of the step number alone: no state, so the same 
 
 from __future__ import annotations
 
-import fractions
-import math
-
-from jax_td3.errors import ConfigError
-
-
-def update_fraction(updates_per_step) -> tuple[int, int]:
-    """``updates_per_step`` as an exact fraction (p, q) with q <= 1000; ConfigError if it is none."""
-    u = updates_per_step
-    if not (isinstance(u, (int, float)) and math.isfinite(u) and u > 0):
-        raise ConfigError(f"`updates_per_step` must be a positive number, got {u}")
-    fraction = fractions.Fraction(u).limit_denominator(1000)
-    if abs(float(fraction) - u) > 1e-9 * u or fraction.numerator * fraction.denominator >= 2 ** 30:
-        raise ConfigError(f"`updates_per_step` {u} must be a ratio of small whole numbers (such as 0.25, "
-                          f"1.5 or 2)")
-    return fraction.numerator, fraction.denominator
+# ``update_fraction`` is validated with the settings (the bottom layer) and re-exported here, beside the rule
+# that runs on it.
+from jax_td3.settings import update_fraction  # noqa: F401
 
 
 def updates_at(learning_step, p: int, q: int):

@@ -289,14 +289,13 @@ def resume_trainer(checkpoint_path, backend: str | None = None, env=None):
     """
     from jax_td3.errors import CheckpointError
     from jax_td3.loops.host import Trainer
-    from jax_td3.run.checkpoint import load_checkpoint
-    from jax_td3.run.training import config_from_checkpoint
-    from jax_td3.settings import TrainSettings
+    from jax_td3.run.checkpoint import config_from_checkpoint, load_checkpoint
+    from jax_td3.settings import settings_from_values
 
     checkpoint = load_checkpoint(checkpoint_path)
     try:
         config = config_from_checkpoint(checkpoint.contents)
-        settings = TrainSettings(**checkpoint.contents["settings"])
+        settings = settings_from_values(checkpoint.contents["settings"])
         snapshot = checkpoint.contents["trainer"]
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{checkpoint.path} is not a checkpoint of a Gymnasium training run ({err})") from None
@@ -310,7 +309,5 @@ def resume_trainer(checkpoint_path, backend: str | None = None, env=None):
         trainer.env.close()
         trainer.env = env
     else:
-        # _reset_env also records the new episode's start, so a checkpoint of this trainer replays it.
-        trainer.obs = trainer._reset_env()
-        trainer.episode_return, trainer.episode_length = 0.0, 0
+        trainer.start_new_episode()
     return trainer

@@ -5,8 +5,9 @@
 target copies and Adam moments; replay buffers) and raise ``ConfigError`` when it exceeds
 the memory there is, instead of a numpy ``MemoryError`` traceback, an out-of-memory kill
 or a machine that swaps for minutes. The estimates are pure functions of the sizes
-(``train_state_bytes``, ``replay_bytes``, ``host_loop_needs``, ``compiled_loop_needs``,
-``refuse_if_too_big``) so tests can give them sizes; only ``available_*`` look at the machine.
+(``train_state_bytes``, ``replay_bytes``, ``host_loop_needs``, ``refuse_if_too_big``) or, for a
+compiled run, of the shapes of what it allocates (``compiled_loop_needs``, from ``jax.eval_shape`` of
+the functions that allocate), so tests can give them sizes; only ``available_*`` look at the machine.
 
 The replay buffer is allocated with ``np.zeros`` (pages are only touched as transitions
 are written), so numpy may not fail at once for a buffer that cannot fit: this check is
@@ -168,21 +169,29 @@ def host_loop_needs(config, settings, *, device_is_host: bool) -> tuple[Need, Ne
     return Need(tuple(host)), Need(tuple(device))
 
 
-def compiled_loop_needs(config, capacity: int, num_seeds: int, dtype, *, num_envs: int = 1,
-                        env_state_bytes: int = 0, draws_per_agent: int = 0) -> Need:
-    """Device need of a compiled run: ``num_seeds`` agents, each with its train state, a device
-    replay of ``capacity`` (``LoopSettings.capacity``: min(`buffer_size`, `total_steps`), counted in
-    transitions over all ``num_envs`` environments), ``num_envs`` environment states of
-    ``env_state_bytes`` each (state and observation; twice: the step's and the next), and the random
-    draws of one progress block (``draws_per_agent`` bytes)."""
-    agents = f" for {num_seeds:,} agents" if num_seeds > 1 else ""
-    per_env = 2 * env_state_bytes
+def tree_bytes(tree) -> int:
+    """Bytes of the arrays (or ``jax.ShapeDtypeStruct``s) of ``tree``; a PRNG key counts its key data."""
+    import jax
+
+    return sum(int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
+
+
+def compiled_loop_needs(agents, draws) -> Need:
+    """Device need of a compiled run from the shapes of what it allocates (``jax.eval_shape`` of the
+    functions that allocate it, ``loops.compiled.ChunkedRun.allocation_shapes``): ``agents``, the agents'
+    whole state (leading axis K: train states, replay buffers, environment states and observations, keys
+    and counters), and ``draws``, the largest block of random draws the run makes at once."""
+    num_seeds, capacity = agents.replay.obs.shape[:2]
+    num_envs = agents.obs.shape[1]
+    per = f" for {num_seeds:,} agents" if num_seeds > 1 else ""
+    replay, state = tree_bytes(agents.replay), tree_bytes(agents.train_state)
+    envs = tree_bytes((agents.env_state, agents.obs))
     return Need((
-        (f"replay buffers {{}} at {capacity:,} transitions{agents}",
-         num_seeds * replay_bytes(capacity, config.obs_dim, config.act_dim, dtype)),
-        (f"networks and Adam {{}}{agents}", num_seeds * train_state_bytes(config, dtype)),
-        (f"{num_envs:,} environments {{}} per agent{agents}", num_seeds * num_envs * per_env),
-        (f"random draws {{}}{agents}", num_seeds * draws_per_agent),
+        (f"replay buffers {{}} at {capacity:,} transitions{per}", replay),
+        (f"networks and Adam {{}}{per}", state),
+        (f"{num_envs:,} environments {{}} per agent{per}", envs),
+        (f"keys and counters {{}}{per}", tree_bytes(agents) - replay - state - envs),
+        (f"random draws {{}}{per}", tree_bytes(draws)),
     ))
 
 
@@ -235,18 +244,16 @@ def check_run_memory(config, settings) -> None:
         refuse_if_too_big(on_device, available_device_memory(device), f"memory on {device}")
 
 
-def check_compiled_memory(config, settings, capacity: int, num_seeds: int, *, num_envs: int = 1,
-                          env_state_bytes: int = 0, draws_per_agent: int = 0) -> None:
-    """Refuse a compiled run of ``num_seeds`` agents of ``num_envs`` environments each that cannot fit
-    (and seeds that overflow int32); see ``compiled_loop_needs``.
+def check_compiled_memory(agents, draws) -> None:
+    """Refuse a compiled run that cannot fit; ``agents`` and ``draws`` are the shapes of what it allocates
+    (see ``compiled_loop_needs``).
 
     The agents are split over the devices that divide their number (``loops.agents.agent_mesh``).
     """
     import jax
 
-    check_compiled_seeds(settings.seed, num_seeds)
-    need = compiled_loop_needs(config, capacity, num_seeds, settings.dtype, num_envs=num_envs,
-                               env_state_bytes=env_state_bytes, draws_per_agent=draws_per_agent)
+    num_seeds = agents.obs.shape[0]
+    need = compiled_loop_needs(agents, draws)
     device = _accelerator()
     if device is None:
         refuse_if_too_big(need, available_host_memory())

@@ -1,6 +1,6 @@
 """The run driver of a compiled run (``train(..., compiled=True)``, ``jax-td3 train --compiled``).
 
-It checks that the settings are ones the compiled loop runs (``compiled_settings``), builds
+It checks that the settings are ones the compiled loop runs (``loops.compiled.compiled_settings``), builds
 the JAX-native environment, and runs the loop as a ``loops.compiled.ChunkedRun``: one compiled
 call per chunk (``chunk_steps``, by default an evaluation period) with a progress bar, one
 metrics.csv row per evaluation, and a checkpoint of the agents' whole state (train states,
@@ -15,7 +15,6 @@ checkpoint is written.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import time
 from collections.abc import Callable
@@ -28,9 +27,16 @@ from jax_td3.config import config_for_env
 from jax_td3.dtypes import enable_dtype
 from jax_td3.envs import make_jax_env
 from jax_td3.errors import CheckpointError, ConfigError
-from jax_td3.loops.compiled import ChunkedRun, LoopSettings, eval_steps, progress_block
-from jax_td3.run.checks import check_compiled_memory
-from jax_td3.run.directory import hold, holds_run
+from jax_td3.loops.compiled import ChunkedRun, LoopSettings, compiled_settings, eval_steps
+from jax_td3.run.checks import check_compiled_memory, check_compiled_seeds
+from jax_td3.run.directory import (
+    already_finished,
+    hold,
+    latest_checkpoint,
+    refuse_if_holds_run,
+    resumed_settings,
+    truncate_log,
+)
 from jax_td3.run.logger import METRICS_FILE, RunLogger
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.run.signals import StopSignals
@@ -54,30 +60,6 @@ def start_processes(coordinator: str | None, num_processes: int | None, process_
         raise ConfigError(f"`process_id` must be in [0, `num_processes` {num_processes}), got {process_id}")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
-
-
-def compiled_settings(settings: TrainSettings) -> LoopSettings:
-    """The compiled loop's settings for ``settings``; ConfigError names a setting it cannot honour."""
-    unsupported = [
-        (settings.backend != "jax", f"`backend` {settings.backend}"),
-        (settings.exploration != "gaussian", f"`exploration` {settings.exploration}"),
-        (settings.update_schedule != "step", f"`update_schedule` {settings.update_schedule}"),
-        (not settings.bootstrap_truncation, "`bootstrap_truncation` off"),
-        (settings.random_steps not in (None, settings.learning_starts),
-         "`random_steps` other than `learning_starts`"),
-        (settings.updates_per_call != 1, "`updates_per_call`"),
-        (settings.overlap, "`overlap`"),
-        (settings.skip_nonfinite, "`skip_nonfinite`"),
-        (settings.time_feature, "`time_feature`"),
-        (settings.vector_mode != "sync", f"`vector_mode` {settings.vector_mode} (its environments are vmapped)"),
-    ]
-    for bad, what in unsupported:
-        if bad:
-            raise ConfigError(f"`compiled` does not support {what}")
-    return LoopSettings(total_steps=settings.total_steps, learning_starts=settings.learning_starts,
-                        eval_every=settings.eval_every, eval_episodes=settings.eval_episodes,
-                        buffer_size=settings.buffer_size, num_envs=settings.num_envs,
-                        updates_per_step=float(settings.updates_per_step), expl_noise=settings.expl_noise)
 
 
 class _Reporter:
@@ -156,48 +138,17 @@ def _checkpoint(out_dir, config, settings: TrainSettings, loop: LoopSettings, en
     return str(save_checkpoint(out_dir, done_steps, contents, metadata, keep=keep))
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics.csv rows logged after ``last_step`` (written after the checkpoint a run resumes from)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if rows:
-        column = rows[0].index("step")
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[column])) <= last_step]
-        with open(path, "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows(kept)
-
-
-# Settings a resumed compiled run may change: the length of the run and how it is written and chunked.
-RESUME_MAY_CHANGE = {"total_steps", "chunk_steps"}
-
-
-def _resume_point(out_dir: Path, settings: TrainSettings, requested: set[str]):
-    """(checkpoint, settings to continue with) of the compiled run in ``out_dir``; the run's own settings,
-    with ``total_steps`` (which may grow) and ``chunk_steps`` taken from the request when given."""
-    from jax_td3.run.checkpoint import latest_valid_checkpoint
-
-    checkpoint = latest_valid_checkpoint(out_dir)
-    if checkpoint is None:
-        raise CheckpointError(f"`resume`: no complete checkpoint in {out_dir / 'checkpoints'}")
-    saved = checkpoint.contents.get("compiled", {})
-    if "agents" not in checkpoint.contents or "settings" not in saved:
+def _resume_point(out_dir: Path, plan, requested: set[str]):
+    """(checkpoint, settings to continue with) of the compiled run in ``out_dir`` (``directory.resumed_settings``)."""
+    checkpoint = latest_checkpoint(out_dir)
+    contents = checkpoint.contents
+    saved = contents.get("compiled", {})
+    if "agents" not in contents or "settings" not in saved or "config" not in contents:
         raise CheckpointError(f"{checkpoint.path} holds no resumable compiled run (written by a compiled run "
                               f"before runs could be resumed, or by the Gymnasium loop)")
-    wanted = dataclasses.asdict(settings)
-    for key in sorted(requested & set(wanted) - RESUME_MAY_CHANGE):
-        if key in saved["settings"] and saved["settings"][key] != wanted[key]:
-            raise ConfigError(f"`resume`: the run in {out_dir} has {key}={saved['settings'][key]}, but "
-                              f"{wanted[key]} was asked for; drop `{key}` or start a new run")
-    resumed = TrainSettings(**{k: v for k, v in saved["settings"].items()
-                               if k in {f.name for f in dataclasses.fields(TrainSettings)}})
-    for key in RESUME_MAY_CHANGE & requested:
-        resumed = resumed.replace(**{key: wanted[key]})
-    done = int(checkpoint.metadata["env_steps"])
-    if resumed.total_steps < done:
-        raise ConfigError(f"`resume`: `total_steps` {resumed.total_steps:,} is below the {done:,} steps already done")
-    return checkpoint, resumed.validate()
+    settings = resumed_settings(out_dir, saved["settings"], contents["config"], plan.values(), requested,
+                                int(checkpoint.metadata["env_steps"]))
+    return checkpoint, settings
 
 
 def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bool = True,
@@ -207,9 +158,9 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
     ``seed + 1`` ...); returns the summary that summary.json holds.
 
     ``resume`` continues the run in ``plan.out`` from its newest complete checkpoint (its settings;
-    ``requested`` names the settings the caller set, which must agree, except ``total_steps`` and
-    ``chunk_steps``). SIGINT/SIGTERM stop at the next chunk end after a checkpoint; the summary then has
-    ``interrupted`` True and ``signal``.
+    ``requested`` names the settings the caller set, which must agree but for
+    ``directory.RESUME_MAY_CHANGE``). SIGINT/SIGTERM stop at the next chunk end after a checkpoint; the
+    summary then has ``interrupted`` True and ``signal``.
     """
     announce = announce or (lambda message: None)
     if num_seeds < 1:
@@ -221,45 +172,42 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
         checkpoint = None
         settings = plan.settings
         if resume:
-            checkpoint, settings = _resume_point(out_dir, settings, requested or set())
+            checkpoint, settings = _resume_point(out_dir, plan, requested or set())
             seeds = np.asarray(checkpoint.contents["compiled"]["seeds"])
             if requested and "num_seeds" in requested and len(seeds) != num_seeds:
                 raise ConfigError(f"`resume`: the run in {out_dir} has {len(seeds)} seeds, not {num_seeds}")
             num_seeds = len(seeds)
-        elif jax.process_index() == 0 and holds_run(out_dir):
-            raise ConfigError(f"{out_dir} already holds a run; pass `resume` to continue it, or choose another "
-                              f"`out`")
+            finished = already_finished(checkpoint, settings.total_steps, out_dir, announce)
+            if finished is not None:
+                return finished
+        elif jax.process_index() == 0:
+            refuse_if_holds_run(out_dir)
         loop = compiled_settings(settings)
         loop.check()
         env = make_jax_env(settings.env, brax_backend=settings.brax_backend)
         enable_dtype(settings.dtype)
-        config = config_for_env(plan.algo, env.spec, **plan.config_overrides)
         if checkpoint is not None:
             from jax_td3.run.checkpoint import config_from_checkpoint
             config = config_from_checkpoint(checkpoint.contents)
         else:
+            config = config_for_env(plan.algo, env.spec, **plan.config_overrides)
             seeds = settings.seed + np.arange(num_seeds)
-        # seeds and memory, before allocating
-        check_compiled_memory(config, settings, loop.capacity, num_seeds, num_envs=loop.num_envs,
-                              env_state_bytes=_env_state_bytes(env, settings.dtype),
-                              draws_per_agent=_draw_bytes(config, loop, settings))
         done = int(checkpoint.metadata["env_steps"]) if checkpoint is not None else 0
-        if checkpoint is not None and done >= loop.total_steps:
-            announce(f"{out_dir} already finished: its checkpoint {checkpoint.path.name} is at step {done:,} of "
-                     f"{loop.total_steps:,}; nothing to do (a larger total_steps extends it)")
-            return {"already_finished": True, "env_steps": done, "last_checkpoint": str(checkpoint.path)}
+        check_compiled_seeds(settings.seed, num_seeds)
+        # The programs report progress to the reporter made below, once the run is known to fit.
+        run = ChunkedRun(config, loop, seeds, env=env, dtype=np.dtype(settings.dtype), chunk_steps=settings.chunk_steps,
+                         on_progress=lambda step: reporter.on_progress(step))
+        check_compiled_memory(*run.allocation_shapes(done))  # before anything is allocated or written
         run_config = {"algo": config.algo, "preset": preset, "compiled": True,
                       "num_seeds": num_seeds, "seeds": seeds.tolist(), "config": dataclasses.asdict(config),
                       "settings": dataclasses.asdict(settings), "loop": dataclasses.asdict(loop),
                       "devices": [str(d) for d in jax.devices()], "processes": jax.process_count()}
         first_process = jax.process_index() == 0
         if checkpoint is not None and first_process:
-            _truncate_metrics(out_dir / METRICS_FILE, done)
+            truncate_log(out_dir / METRICS_FILE, done)
         logger = RunLogger(out_dir, run_config, append=checkpoint is not None) if first_process else None
         reporter = _Reporter(logger, loop.total_steps, num_seeds, progress=progress and first_process, initial=done)
         start = time.perf_counter()
-        run = ChunkedRun(config, loop, seeds, env=env, dtype=np.dtype(settings.dtype), chunk_steps=settings.chunk_steps,
-                         on_progress=reporter.on_progress)
         checkpoint_every = plan.checkpoint_every or loop.eval_every
         keep = plan.keep_checkpoints
         last_checkpoint = str(checkpoint.path) if checkpoint is not None else None
@@ -323,18 +271,3 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
             draw_learning_curve(out_dir)
     summary["out"] = str(out_dir)
     return summary
-
-
-def _draw_bytes(config, loop: LoopSettings, settings: TrainSettings) -> int:
-    """Bytes of one agent's random draws for one progress block (drawn at once, see ``loops.compiled``)."""
-    chunk = settings.chunk_steps or loop.eval_every
-    block = progress_block(chunk // loop.num_envs)
-    per_step = (2 * loop.num_envs * config.act_dim
-                + loop.max_updates_per_step * config.batch_size * (1 + config.act_dim))
-    return block * per_step * np.dtype(settings.dtype).itemsize
-
-
-def _env_state_bytes(env, dtype) -> int:
-    """Bytes of one environment's state and observation, from their shapes (nothing is computed)."""
-    shapes = jax.eval_shape(lambda key: env.reset(key, np.dtype(dtype)), jax.random.key(0))
-    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))

@@ -1,17 +1,22 @@
-"""What a run directory is: the files that mark one, the lock a run holds on it, and the
-default name of a new one."""
+"""What a run directory is: the files that mark one, the lock a run holds on it, the default name of
+a new one, and the rules both run drivers (``run.training``, ``run.compiled``) follow in it: a new run
+never writes over another, a resumed one drops the log rows after its checkpoint and may change only
+``RESUME_MAY_CHANGE``, and a finished one is left alone."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from jax_td3.errors import RunDirectoryInUse
+from jax_td3.errors import CheckpointError, ConfigError, RunDirectoryInUse
 from jax_td3.run.checkpoint import CHECKPOINT_DIR
 from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE
+from jax_td3.settings import TrainSettings, settings_from_values
 
 EPISODES_FILE = "episodes.csv"
 RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR)
@@ -20,9 +25,88 @@ RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR)
 LOCK_FILE = ".lock"
 
 
+# Settings a resumed run may change: its length (``total_steps`` may grow), how it is chunked (compiled
+# runs), and whether non-finite transitions are dropped. Any other setting or config field given on resume
+# must agree with the run's.
+RESUME_MAY_CHANGE = frozenset({"total_steps", "chunk_steps", "skip_nonfinite"})
+
+
 def holds_run(out_dir) -> bool:
     """True if ``out_dir`` already holds (part of) a run: a new run must not write over it."""
     return any((Path(out_dir) / name).exists() for name in RUN_MARKERS)
+
+
+def refuse_if_holds_run(out_dir) -> None:
+    """ConfigError when a new run would write over the run in ``out_dir``."""
+    if holds_run(out_dir):
+        raise ConfigError(f"{out_dir} already holds a run; pass `resume` to continue it, or choose another `out`")
+
+
+def latest_checkpoint(out_dir: Path):
+    """The newest complete checkpoint in ``out_dir`` (warning about and skipping broken ones); CheckpointError
+    when there is none."""
+    from jax_td3.run.checkpoint import latest_valid_checkpoint
+
+    checkpoint = latest_valid_checkpoint(out_dir)
+    if checkpoint is None:
+        raise CheckpointError(f"`resume`: no complete checkpoint in {Path(out_dir) / CHECKPOINT_DIR}")
+    return checkpoint
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return a is not None and b is not None and list(a) == list(b)
+    return a == b
+
+
+def resumed_settings(out_dir, saved: dict, saved_config: dict, wanted: dict, requested: set[str],
+                     done_steps: int) -> TrainSettings:
+    """The settings to continue a run with: the run's own (``saved``; its config as a checkpoint records it,
+    ``{"algo": ..., "fields": {...}}``), with the settings of ``RESUME_MAY_CHANGE`` that ``requested`` names
+    taken from ``wanted`` (settings, config fields and ``algo``: ``RunPlan.values()``).
+
+    ``requested`` names what the caller set (explicitly or through a preset); any other setting or config
+    field among them that contradicts the run is a ConfigError, and so is a ``total_steps`` below the
+    ``done_steps`` already done.
+    """
+    saved_config = {**saved_config["fields"], "algo": saved_config["algo"]}
+    for key in sorted(requested & set(wanted) - RESUME_MAY_CHANGE):
+        if key in saved or key in saved_config:
+            have = saved[key] if key in saved else saved_config[key]
+            if not _same(have, wanted[key]):
+                raise ConfigError(f"`resume`: the run in {out_dir} has {key}={have}, but {wanted[key]} was asked "
+                                  f"for; drop `{key}` or start a new run")
+    settings = settings_from_values({**saved, **{k: wanted[k] for k in RESUME_MAY_CHANGE & requested}})
+    if settings.total_steps < done_steps:
+        raise ConfigError(f"`resume`: `total_steps` {settings.total_steps:,} is below the {done_steps:,} steps "
+                          f"already done")
+    return settings.validate()
+
+
+def already_finished(checkpoint, total_steps: int, out_dir, announce: Callable[[str], None]) -> dict | None:
+    """The summary of a resumed run that has nothing left to do (None when it has): its ``checkpoint`` is at
+    ``total_steps`` or beyond. Says so through ``announce``."""
+    done = int(checkpoint.metadata["env_steps"])
+    if done < total_steps:
+        return None
+    announce(f"{out_dir} already finished: its checkpoint {checkpoint.path.name} is at step {done:,} of "
+             f"{total_steps:,}; nothing to do (a larger total_steps extends it)")
+    return {"already_finished": True, "env_steps": done, "last_checkpoint": str(checkpoint.path)}
+
+
+def truncate_log(path: Path, last_step: int, step_column: str = "step") -> None:
+    """Drop the rows of the CSV log at ``path`` logged after ``last_step`` (written after the checkpoint a
+    run resumes from), so that the resumed run appends its own."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    column = rows[0].index(step_column)
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[column])) <= last_step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(kept)
 
 
 def _command_line() -> str:

@@ -27,17 +27,24 @@ from jax_td3.loops.host import Trainer
 from jax_td3.presets import DEFAULTS, resolve
 from jax_td3.run.checkpoint import BEST_AGENT_FILE, config_from_checkpoint
 from jax_td3.run.checks import check_run_memory, ensure_writable_dir
-from jax_td3.run.directory import EPISODES_FILE, default_out, hold, holds_run
+from jax_td3.run.directory import (
+    EPISODES_FILE,
+    already_finished,
+    default_out,
+    hold,
+    latest_checkpoint,
+    refuse_if_holds_run,
+    resumed_settings,
+    truncate_log,
+)
 from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE
 from jax_td3.run.plot import draw_learning_curve
 from jax_td3.run.signals import StopSignals
-from jax_td3.settings import TrainSettings, settings_from_values
+from jax_td3.settings import OutputSettings, TrainSettings, settings_from_values
 
 # Config fields a run may set; the environment gives the others (sizes and action box).
 CONFIG_SETTINGS = tuple(f.name for f in dataclasses.fields(TD3Config)
                         if f.name not in ("obs_dim", "act_dim", "action_low", "action_high"))
-# How a run writes its outputs (not part of what it computes).
-OUTPUT_OPTIONS = ("checkpoint_every", "keep_checkpoints", "save_buffer")
 
 
 def uses_vector_loop(settings: TrainSettings) -> bool:
@@ -100,22 +107,6 @@ def _best_so_far(out_dir: Path, resumed_step: int) -> float:
     return float(max(logged)) if logged else -np.inf
 
 
-def _truncate_csv(path: Path, last_step: int, step_column: str = "step") -> None:
-    """Drop rows logged after ``last_step`` (written after the checkpoint a run resumes from)."""
-    import csv
-
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return
-    column = rows[0].index(step_column)
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[column])) <= last_step]
-    with open(path, "w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows(kept)
-
-
 def _stop_on_nonfinite(logger, out_dir: Path, trainer: Trainer, err: NonFiniteError):
     """Record why the run stopped (summary.json) and re-raise; no checkpoint of the bad state is written."""
     from jax_td3.run.checkpoint import list_checkpoints
@@ -129,8 +120,9 @@ def _stop_on_nonfinite(logger, out_dir: Path, trainer: Trainer, err: NonFiniteEr
 
 
 def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None = None, *,
-                 checkpoint_every: int | None = None, keep_checkpoints: int = 3, save_buffer: bool = True,
-                 progress: bool = True, resume_loop: dict | None = None) -> dict:
+                 checkpoint_every: int | None = None, keep_checkpoints: int = OutputSettings.keep_checkpoints,
+                 save_buffer: bool = OutputSettings.save_buffer, progress: bool = True,
+                 resume_loop: dict | None = None) -> dict:
     """Train ``trainer`` to its total steps, writing every output into ``out_dir``; returns the summary.
 
     Writes config.json, metrics.csv (one row per evaluation, the first at step 0),
@@ -156,9 +148,8 @@ def run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None 
                              resume_loop=resume_loop)
 
 
-def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None = None, *,
-                  checkpoint_every: int | None = None, keep_checkpoints: int = 3, save_buffer: bool = True,
-                  progress: bool = True, resume_loop: dict | None = None) -> dict:
+def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None, *, checkpoint_every: int | None,
+                  keep_checkpoints: int, save_buffer: bool, progress: bool, resume_loop: dict | None) -> dict:
     """``run_training`` in a directory the caller holds."""
     from tqdm import tqdm
 
@@ -172,8 +163,8 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
     resuming = resume_loop is not None
     episodes_path = out_dir / EPISODES_FILE
     if resuming:
-        _truncate_csv(out_dir / METRICS_FILE, trainer.env_steps)
-        _truncate_csv(episodes_path, trainer.env_steps)
+        truncate_log(out_dir / METRICS_FILE, trainer.env_steps)
+        truncate_log(episodes_path, trainer.env_steps)
     logger = RunLogger(out_dir, run_config, append=resuming)
     checkpoint_every = checkpoint_every or settings.eval_every
     start = time.perf_counter()
@@ -299,6 +290,10 @@ class RunPlan:
     keep_checkpoints: int
     save_buffer: bool
 
+    def values(self) -> dict:
+        """The settings, config fields and ``algo`` the plan asks for, by name."""
+        return {**dataclasses.asdict(self.settings), **self.config_overrides, "algo": self.algo}
+
 
 def plan_run(values: dict, preset: str | None = None, *, compiled: bool = False, num_seeds: int = 1) -> RunPlan:
     """Merge ``values`` (settings, config fields, output options, ``out``; None means not given) over
@@ -314,43 +309,6 @@ def plan_run(values: dict, preset: str | None = None, *, compiled: bool = False,
     ensure_writable_dir(out)  # before anything is built
     return RunPlan(merged["algo"], {k: merged.get(k) for k in CONFIG_SETTINGS}, settings, str(out),
                    merged["checkpoint_every"], merged["keep_checkpoints"], merged["save_buffer"])
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return a is not None and b is not None and list(a) == list(b)
-    return a == b
-
-
-def reconcile_resume(checkpoint, out: Path, plan: RunPlan, requested: set[str]):
-    """(config, settings) to continue the run of ``checkpoint`` with.
-
-    The settings come from the run. ``requested`` names the settings the caller set (explicitly
-    or through a preset); one that contradicts the run is a ConfigError, except ``total_steps``
-    (a larger value extends the run) and ``skip_nonfinite`` (may be switched either way).
-    """
-    contents = checkpoint.contents
-    try:
-        config = config_from_checkpoint(contents)
-        saved = dict(contents["settings"])
-        saved_config = {**contents["config"]["fields"], "algo": contents["config"]["algo"]}
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{checkpoint.path} is not a checkpoint of a Gymnasium training run ({err})") from None
-    wanted = {**dataclasses.asdict(plan.settings), **plan.config_overrides, "algo": plan.algo}
-    for key in sorted(requested & set(wanted) - {"total_steps", "skip_nonfinite"}):
-        if key in saved or key in saved_config:
-            have = saved[key] if key in saved else saved_config[key]
-            if not _same(have, wanted[key]):
-                raise ConfigError(f"`resume`: the run in {out} has {key}={have}, but {wanted[key]} was asked "
-                                  f"for; drop `{key}` or start a new run")
-    if "total_steps" in requested:
-        if plan.settings.total_steps < checkpoint.metadata["env_steps"]:
-            raise ConfigError(f"`resume`: `total_steps` {plan.settings.total_steps:,} is below the "
-                              f"{checkpoint.metadata['env_steps']:,} steps already done")
-        saved["total_steps"] = plan.settings.total_steps
-    saved["skip_nonfinite"] = (plan.settings.skip_nonfinite if "skip_nonfinite" in requested
-                               else saved.get("skip_nonfinite", False))
-    return config, settings_from_values(saved)
 
 
 def train(algo: str | None = None, out: str | Path | None = None, *, preset: str | None = None,
@@ -419,31 +377,39 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
         return _train_in(out_dir, plan, preset, resume, requested, progress, environment, announce)
 
 
+def _resume_point(out_dir: Path, plan: RunPlan, requested: set[str]):
+    """(checkpoint, config, settings) to continue the Gymnasium run in ``out_dir`` with
+    (``directory.resumed_settings``)."""
+    checkpoint = latest_checkpoint(out_dir)
+    contents = checkpoint.contents
+    try:
+        config = config_from_checkpoint(contents)
+        saved, saved_config = dict(contents["settings"]), contents["config"]
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{checkpoint.path} is not a checkpoint of a Gymnasium training run ({err})") from None
+    settings = resumed_settings(out_dir, saved, saved_config, plan.values(), requested,
+                                int(checkpoint.metadata["env_steps"]))
+    return checkpoint, config, settings
+
+
 def _train_in(out_dir: Path, plan: RunPlan, preset, resume: bool, requested: set[str], progress: bool,
               environment, announce) -> dict:
     """``train`` of the Gymnasium loop in ``out_dir``, which the caller holds."""
     from jax_td3.envs import env_spec, make_env
-    from jax_td3.run.checkpoint import latest_valid_checkpoint
 
     checkpoint = None
     if resume:
-        checkpoint = latest_valid_checkpoint(out_dir)  # warns about and skips truncated or corrupted ones
-        if checkpoint is None:
-            raise CheckpointError(f"`resume`: no complete checkpoint in {out_dir / 'checkpoints'}")
-        config, settings = reconcile_resume(checkpoint, out_dir, plan, requested)
-        done_steps = int(checkpoint.metadata["env_steps"])
-        if done_steps >= settings.total_steps:
-            announce(f"{out_dir} already finished: its checkpoint {checkpoint.path.name} is at step {done_steps:,} "
-                     f"of {settings.total_steps:,}; nothing to do (a larger total_steps extends it)")
-            return {"already_finished": True, "env_steps": done_steps, "last_checkpoint": str(checkpoint.path)}
+        checkpoint, config, settings = _resume_point(out_dir, plan, requested)
+        finished = already_finished(checkpoint, settings.total_steps, out_dir, announce)
+        if finished is not None:
+            return finished
         env = environment if environment is not None else make_env(settings.env, time_feature=settings.time_feature)
         config_path = out_dir / CONFIG_FILE
         run_config = json.loads(config_path.read_text()) if config_path.exists() else {}
         run_config = {**run_config, "algo": config.algo, "config": dataclasses.asdict(config),
                       "settings": dataclasses.asdict(settings)}
     else:
-        if holds_run(out_dir):
-            raise ConfigError(f"{out_dir} already holds a run; pass `resume` to continue it, or choose another `out`")
+        refuse_if_holds_run(out_dir)
         settings = plan.settings
         env = environment if environment is not None else make_env(settings.env, time_feature=settings.time_feature)
         config = config_for_env(plan.algo, env_spec(env), **plan.config_overrides)
