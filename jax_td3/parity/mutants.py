@@ -437,7 +437,8 @@ def mutant_parity(name: str, config, *, dtype: str = "float64", updates: int = 1
 
 def install(name: str, trainer) -> None:
     """Put bug ``name`` into a ``loops.host.Trainer`` (the second run of a whole-run comparison): the learner's
-    reference agent replaced by the one with the bug (torch backend only), or the loop's settings changed."""
+    reference agent replaced by the one with the bug (torch backend only), or the loop's settings changed.
+    The trainer's config should already hold the bug's ``config_changes`` (``Mutant.config``)."""
     from jax_td3.errors import ConfigError
 
     mutant = get(name)
@@ -445,8 +446,6 @@ def install(name: str, trainer) -> None:
         trainer.settings = dataclasses.replace(trainer.settings, **dict(mutant.loop_changes))
     if mutant.agent_class is None:
         return
-    if mutant.config_changes:
-        raise ConfigError(f"mutant {name} needs {dict(mutant.config_changes)}; in a whole run give them as flags")
     backend = trainer.backend
     if getattr(backend, "name", None) != "torch":
         raise ConfigError(f"mutant {name} is a modified PyTorch reference: the second backend must be torch")
