@@ -201,12 +201,12 @@ def list_mutants(args) -> int:
     if args.json:
         print(json.dumps([{"name": m.name, "level": m.level, "origin": m.origin, "description": m.description,
                            "quantity": m.quantity, "config_changes": sorted(f for f, _ in m.config_changes)}
-                          for m in mutants.CATALOGUE]))
+                          for m in mutants.CATALOGUE]), file=args.stdout)
         return 0
     width = max(len(m.name) for m in mutants.CATALOGUE)
     for m in mutants.CATALOGUE:
         where = "whole run only" if m.level == "run" else f"first shows as {m.quantity}"
-        print(f"{m.name:<{width}}  {m.description} [{where}]\n{'':<{width}}  origin: {m.origin}")
+        print(f"{m.name:<{width}}  {m.description} [{where}]\n{'':<{width}}  origin: {m.origin}", file=args.stdout)
     return 0
 
 
@@ -229,6 +229,16 @@ def _mutant(args, mode: str):
 
 
 def run(args) -> int:
+    from jax_td3.cli.output import stdout_to_stderr
+
+    # With --json, standard output carries the one JSON document and nothing else: what libraries print
+    # meanwhile (PyBullet's argv[0]= lines) goes to stderr; results are printed to ``args.stdout``.
+    with stdout_to_stderr(args.json) as stdout:
+        args.stdout = stdout
+        return _run(args)
+
+
+def _run(args) -> int:
     if args.mutant == "list":
         return list_mutants(args)
     if args.run:
@@ -264,11 +274,11 @@ def run(args) -> int:
         _announce(args, config, backends, applied)   # after a refusal could have been raised
         report = compare_adapters(a, b, config, **options)
     if backends == ("jax", "torch"):   # today's output, unchanged
-        print(report.to_json() if args.json else report.table())
+        print(report.to_json() if args.json else report.table(), file=args.stdout)
     elif args.json:
-        print(json.dumps(dict(report.to_dict(), backends=list(report.backends))))
+        print(json.dumps(dict(report.to_dict(), backends=list(report.backends))), file=args.stdout)
     else:
-        print(report.table() + f" ({' vs '.join(report.backends)})")
+        print(report.table() + f" ({' vs '.join(report.backends)})", file=args.stdout)
     return 0 if report.passed else 1
 
 
@@ -291,11 +301,11 @@ def run_mutant(args, mutant) -> int:
     report.mutant = mutant.name
     if args.json:
         print(json.dumps(dict(report.to_dict(), expected={"quantity": expected[0], "update": expected[1]}
-                              if expected else None)))
+                              if expected else None)), file=args.stdout)
     else:
         where = (f"{expected[0]} at update {expected[1]}" if expected else
                  f"nothing in {args.dtype} (too small for its tolerances; float64 shows {quantity} at update {update})")
-        print(report.table() + f" (against mutant {mutant.name}; the catalogue expects {where})")
+        print(report.table() + f" (against mutant {mutant.name}; the catalogue expects {where})", file=args.stdout)
     return 0 if report.passed else 1
 
 
@@ -344,11 +354,11 @@ def run_whole(args) -> int:
                                   mutant=mutant.name if mutant else None)
     except UnknownTensorError as err:
         raise UsageError(f"--perturb: {err}") from None
-    print(report.to_json() if args.json else report.table())
+    print(report.to_json() if args.json else report.table(), file=args.stdout)
     if args.plot:
         plot_drift(report, args.plot)
         if not args.json:
-            print(f"plot: {args.plot}")
+            print(f"plot: {args.plot}", file=args.stdout)
     if report.interrupted:
         return 130
     return 0 if report.passed else 1
