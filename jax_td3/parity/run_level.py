@@ -285,6 +285,30 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
 
 # -- chaos or bug --------------------------------------------------------------------------------
 
+def _rerun_backends(learners, state_before, batches, dtype: str) -> Divergence | None:
+    """The first difference beyond the update-level tolerance between the states two backends reach from
+    ``state_before`` over ``batches``, the second re-synchronised to the first before each update (None
+    if they agree). Names are the JAX layout's; ``update`` the training update number."""
+    from jax_td3.parity.update_level import default_tolerance
+    from jax_td3.update import Batch
+
+    first, second = learners
+    first.load_state(state_before)
+    done = int(np.asarray(state_before.step))
+    tracker = Tracker()
+    for k, (batch, noise) in enumerate(batches, start=1):
+        second.load_state(first.state())
+        first.update(Batch(*batch), noise)
+        second.update(Batch(*batch), noise)
+        named_a, counters_a = layout_tensors(first.state())
+        named_b, counters_b = layout_tensors(second.state())
+        tracker.record_exact("counters", not np.array_equal(counters_a, counters_b), done + k)
+        differences = compare([(name, x, y) for (name, x), (_, y) in zip(named_a, named_b)])
+        for name, (max_abs, max_rel) in differences.items():
+            tracker.record(name, max_abs, max_rel, done + k, tol=default_tolerance(dtype, name))
+    return tracker.first
+
+
 # The transitions the environment returns; the action is the learner's.
 ENVIRONMENT_QUANTITIES = ("obs", "reward", "next_obs", "not_done")
 HORIZON_TENSOR = "actor.l1.kernel"   # the weight the chaos horizon's run moves by one ulp
@@ -320,13 +344,19 @@ def decide_verdict(config, settings, backends, learners, step: int, state_before
     from jax_td3.parity.update_level import compare_adapters
 
     if batches:
+        done = int(np.asarray(state_before.step))
         a, b = (learner_adapter(learner, config, settings.dtype) for learner in learners)
         a.load(to_neutral(config, state_before))
         rerun = compare_adapters(a, b, config, dtype=settings.dtype, batches=batches, resync=True)
+        divergence = None
         if rerun.first_divergence is not None:
             d = rerun.first_divergence
-            done = int(np.asarray(state_before.step))
             divergence = Divergence(done + d.update, d.quantity, d.max_abs, d.max_rel, d.tol)
+        else:
+            # The adapters run each framework's update; the backends may wrap more around it (conversions,
+            # casts): re-run through them too, comparing the states they end in.
+            divergence = _rerun_backends(learners, state_before, batches, settings.dtype)
+        if divergence is not None:
             return Verdict("bug", step, cause="update", divergence=divergence, rerun_updates=len(batches))
     if quantity in ENVIRONMENT_QUANTITIES and env_inputs_equal:
         return Verdict("bug", step, cause="loop", rerun_updates=len(batches))
