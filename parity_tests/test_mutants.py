@@ -103,3 +103,10 @@ def test_no_product_code_imports_the_catalogue():
                 names = [a.name for a in node.names]
             if any(n.endswith("parity.mutants") for n in names):
                 assert relative in allowed, relative
+
+
+def test_the_documentation_table_lists_every_bug():
+    doc = (pathlib.Path(__file__).parents[1] / "docs" / "cross-checking.md").read_text()
+    table = doc.split("## What the checker finds", 1)[1].split("\n## ", 1)[0]
+    for mutant in mutants.CATALOGUE:
+        assert f"| `{mutant.name}` |" in table, mutant.name
