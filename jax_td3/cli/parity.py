@@ -7,7 +7,12 @@ Two modes:
   ``--backend-a``/``--backend-b``;
 - whole run (``--run``): two training runs on a Gymnasium environment, JAX and PyTorch
   backends, stepped in lockstep; actions, transitions, losses, every parameter and
-  evaluations compared at every step (``jax_td3.parity.run_level``).
+  evaluations compared at every step (``jax_td3.parity.run_level``); when they separate, a verdict:
+  a bug (the separating step's update re-run from one state differs, or the loop does) or chaos.
+
+``--mutant NAME`` compares against the reference with one bug of ``jax_td3.parity.mutants`` put in
+(``--mutant list`` lists them). With ``--json`` standard output holds one JSON document and nothing
+else (library chatter goes to stderr).
 
 Exit status: 0 when every quantity is within tolerance, 1 when not, 2 on bad arguments,
 130 when a whole run is interrupted (the report so far is printed).
