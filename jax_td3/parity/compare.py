@@ -132,8 +132,10 @@ class Verdict:
                     f"on both learners: {d.quantity} differs at update {d.update} (max_rel {d.max_rel:.3e} > tol "
                     f"{d.tol:.1e})")
         if self.kind == "bug":
-            return (f"VERDICT: bug in the loop. The learners agree on the update(s) of step {self.step}, and the same "
-                    f"environment inputs gave different transitions")
+            learners = (f"The learners agree on the {self.rerun_updates} update(s) of step {self.step} re-run from one "
+                        f"state" if self.rerun_updates else f"No update ran at step {self.step}")
+            return (f"VERDICT: bug in the loop. {learners}, and the same environment inputs gave different "
+                    f"transitions")
         horizon = (f"{self.chaos_horizon} steps" if self.horizon_reached else f"more than {self.chaos_horizon} steps")
         return (f"VERDICT: chaos. The update(s) of step {self.step}, re-run from one state on both learners, agree "
                 f"within the update-level tolerance; a one-ulp perturbation ({self.horizon_run}) stays within "
@@ -232,6 +234,8 @@ class ParityReport:
                           f"{len(self.quantities)} quantities"]
         else:
             perturbed = f" ({self.perturbed} of the second run moved by one ulp)" if self.perturbed else ""
+            if self.mutant:
+                perturbed += f" (the second run with bug {self.mutant})"
             lines += ["", f"{verdict}: {self.algo} on {self.env}, {self.dtype}, {' vs '.join(self.backends)}"
                           f"{perturbed}: {self.steps} steps, {self.updates} updates, {self.episodes} episodes, "
                           f"{self.evaluations} evaluations; equal within tolerance for "
