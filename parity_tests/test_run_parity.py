@@ -68,6 +68,11 @@ def test_a_planted_difference_is_reported_at_its_step_and_quantity(monkeypatch):
     assert (d.step, d.update, d.quantity) == (130, 30, "critic_target.l2.kernel"), report.table()
     assert 1e-9 < d.max_rel < 1e-4 and d.max_abs == pytest.approx(1e-6, rel=1e-6)
     assert report.quantities["action"].first_violation is None or report.quantities["action"].first_violation > 130
+    # The nudge sits in the torch backend's update, outside torch_ref: re-running that step through the
+    # backends from one state finds it, so the verdict is a bug at that update, not chaos.
+    verdict = report.verdict
+    assert (verdict.kind, verdict.cause, verdict.step) == ("bug", "update", 130)
+    assert (verdict.divergence.quantity, verdict.divergence.update) == ("critic_target.l2.kernel", 30)
 
 
 def test_cli_run_mode_json_and_plot(tmp_path, capsys):

@@ -37,17 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jax_td3.cli.output import stdout_to_stderr
     from jax_td3.compile_cache import enable_compile_cache
     from jax_td3.evaluate import evaluate_checkpoint
 
     enable_compile_cache()  # the programs of an earlier run of this configuration load instead of compiling
 
-    result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend, args.agent,
-                                 video=args.video, sequential=args.sequential)
-    if args.json:
-        import json
-        print(json.dumps(result))
-    else:
+    # With --json, whatever the environment prints (PyBullet's argv[0]= lines) goes to stderr.
+    with stdout_to_stderr(args.json) as stdout:
+        result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend, args.agent,
+                                     video=args.video, sequential=args.sequential)
+        if args.json:
+            import json
+            print(json.dumps(result), file=stdout)
+    if not args.json:
         print(f"{result['env']}: return {result['eval_return_mean']:.2f} +- {result['eval_return_std']:.2f} "
               f"over {result['episodes']} episodes (checkpoint {result['checkpoint']}, step {result['step']}, "
               f"trained with {result['trained_with']}, run by {args.backend})")

@@ -7,7 +7,12 @@ Two modes:
   ``--backend-a``/``--backend-b``;
 - whole run (``--run``): two training runs on a Gymnasium environment, JAX and PyTorch
   backends, stepped in lockstep; actions, transitions, losses, every parameter and
-  evaluations compared at every step (``jax_td3.parity.run_level``).
+  evaluations compared at every step (``jax_td3.parity.run_level``); when they separate, a verdict:
+  a bug (the separating step's update re-run from one state differs, or the loop does) or chaos.
+
+``--mutant NAME`` compares against the reference with one bug of ``jax_td3.parity.mutants`` put in
+(``--mutant list`` lists them). With ``--json`` standard output holds one JSON document and nothing
+else (library chatter goes to stderr).
 
 Exit status: 0 when every quantity is within tolerance, 1 when not, 2 on bad arguments,
 130 when a whole run is interrupted (the report so far is printed).
@@ -48,6 +53,8 @@ RUN_DEFAULTS = dict(
 # Flags of one mode that the other does not take (--backend-a/--backend-b apply to both).
 UPDATE_ONLY_FLAGS = ("updates", "obs_dim", "act_dim", "max_action", "action_low", "action_high")
 RUN_ONLY_FLAGS = tuple(name for name in RUN_DEFAULTS if not name.startswith("backend_")) + ("plot", "perturb")
+# Updates a --mutant comparison runs by default: enough to pass the update where each bug first acts.
+MUTANT_UPDATES = 10
 # The update-level mode compares any two adapters; a whole run needs learner backends.
 UPDATE_BACKENDS = tuple(ADAPTERS)
 THIRD_PARTY_HELP = ("sb3 and sbx (the thirdparty extra: pip install 'jax-td3[thirdparty]') take the update-level "
@@ -86,6 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--critic-loss-scale 0.5 --target-update every_update --actor-q min) and say which; "
                              "without it, a comparison with Fujimoto's settings is expected to differ and a note "
                              "on stderr names the options")
+    parser.add_argument("--mutant", metavar="NAME", default=None,
+                        help="compare against the PyTorch reference with one bug of the catalogue put in "
+                             "(jax_td3.parity.mutants), to see what that bug looks like in a report; 'list' "
+                             "lists them. TD3 only; a loop bug (truncation-as-done) needs --run. Update level: "
+                             f"--updates defaults to {MUTANT_UPDATES} (or the update the bug first acts at)")
     add_config_flags(parser)
 
     whole = parser.add_argument_group("whole-run mode (--run)")
@@ -114,6 +126,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="start the second run with the first entry of this weight tensor (e.g. actor.l1.kernel) "
                             "one ulp higher; with --backend-b jax this shows how fast training alone amplifies "
                             "a rounding difference")
+    whole.add_argument("--no-verdict", action="store_true",
+                       help="when the runs separate, do not decide whether it is chaos or a bug (by default the "
+                            "updates of the first separating step are re-run on both learners from one state; "
+                            "for chaos, a one-ulp perturbation run of --backend-a measures the chaos horizon)")
 
 
 def _check_seed_critic(args) -> None:
@@ -197,11 +213,61 @@ def _one_torch_thread(backends) -> None:
     torch.set_num_threads(1)
 
 
+def list_mutants(args) -> int:
+    """``--mutant list``: the catalogue, one bug a line (or one JSON list)."""
+    from jax_td3.parity import mutants
+
+    if args.json:
+        print(json.dumps([{"name": m.name, "level": m.level, "origin": m.origin, "description": m.description,
+                           "quantity": m.quantity, "config_changes": sorted(f for f, _ in m.config_changes)}
+                          for m in mutants.CATALOGUE]), file=args.stdout)
+        return 0
+    width = max(len(m.name) for m in mutants.CATALOGUE)
+    for m in mutants.CATALOGUE:
+        where = "whole run only" if m.level == "run" else f"first shows as {m.quantity}"
+        print(f"{m.name:<{width}}  {m.description} [{where}]\n{'':<{width}}  origin: {m.origin}", file=args.stdout)
+    return 0
+
+
+def _mutant(args, mode: str):
+    """The catalogue entry of ``--mutant`` (None without it), checked against the other flags."""
+    if args.mutant is None:
+        return None
+    from jax_td3.parity import mutants
+
+    mutant = mutants.get(args.mutant)
+    if args.algo != "td3":
+        raise UsageError(f"--mutant: the catalogue's bugs are TD3's; --algo {args.algo} has none")
+    if mode == "update" and mutant.level == "run":
+        raise UsageError(f"--mutant {mutant.name} is a bug of the training loop: it shows in a whole run (--run)")
+    if mode == "update" and (args.backend_a or args.backend_b):
+        raise UsageError("--mutant compares our JAX update with the reference carrying the bug: no --backend-a/-b")
+    if mode == "run" and (args.backend_b or "torch") != "torch":
+        raise UsageError("--mutant puts the bug into the PyTorch reference: --backend-b must be torch")
+    return mutant
+
+
 def run(args) -> int:
+    from jax_td3.cli.output import stdout_to_stderr
+
+    # With --json, standard output carries the one JSON document and nothing else: what libraries print
+    # meanwhile (PyBullet's argv[0]= lines) goes to stderr; results are printed to ``args.stdout``.
+    with stdout_to_stderr(args.json) as stdout:
+        args.stdout = stdout
+        return _run(args)
+
+
+def _run(args) -> int:
+    if args.mutant == "list":
+        return list_mutants(args)
     if args.run:
         return run_whole(args)
-    if extra := _given_flags(args, RUN_ONLY_FLAGS):
+    extra = _given_flags(args, RUN_ONLY_FLAGS) + (["--no-verdict"] if args.no_verdict else [])
+    if extra:
         raise UsageError(f"{', '.join(extra)} only apply with --run")
+    mutant = _mutant(args, "update")
+    if mutant is not None:
+        return run_mutant(args, mutant)
     backends = (args.backend_a or RUN_DEFAULTS["backend_a"], args.backend_b or RUN_DEFAULTS["backend_b"])
     applied = their_settings(args, backends) if args.their_settings else {}
     for field, value in applied.items():
@@ -224,11 +290,36 @@ def run(args) -> int:
         _announce(args, config, backends, applied)   # after a refusal could have been raised
         report = compare_adapters(a, b, config, **options)
     if backends == ("jax", "torch"):   # today's output, unchanged
-        print(report.to_json() if args.json else report.table())
+        print(report.to_json() if args.json else report.table(), file=args.stdout)
     elif args.json:
-        print(json.dumps(dict(report.to_dict(), backends=list(report.backends))))
+        print(json.dumps(dict(report.to_dict(), backends=list(report.backends))), file=args.stdout)
     else:
-        print(report.table() + f" ({' vs '.join(report.backends)})")
+        print(report.table() + f" ({' vs '.join(report.backends)})", file=args.stdout)
+    return 0 if report.passed else 1
+
+
+def run_mutant(args, mutant) -> int:
+    """``--mutant NAME``: our update against the reference with the bug; says where the bug should show."""
+    _one_torch_thread(("torch",))
+    from jax_td3.parity import run_parity
+
+    config = mutant.config(config_from_args(args))
+    quantity, update = mutant.expect(config, args.seed, "float64")
+    expected = mutant.expect(config, args.seed, args.dtype)
+    resync = {"auto": None, "on": True, "off": False}[args.resync]
+    updates = args.updates or max(MUTANT_UPDATES, update)
+    changes = "".join(f" {flag(field)} {getattr(config, field)}" for field, _ in mutant.config_changes)
+    print(f"mutant {mutant.name}: {mutant.description} (origin: {mutant.origin}){changes}", file=sys.stderr)
+    report = run_parity(config, dtype=args.dtype, updates=updates, seed=args.seed, tol=args.tol, resync=resync,
+                        agent=mutant.agent(config, args.dtype), progress=not args.json and sys.stderr.isatty())
+    report.mutant = mutant.name
+    if args.json:
+        print(json.dumps(dict(report.to_dict(), expected={"quantity": expected[0], "update": expected[1]}
+                              if expected else None)), file=args.stdout)
+    else:
+        where = (f"{expected[0]} at update {expected[1]}" if expected else
+                 f"nothing in {args.dtype} (too small for its tolerances; float64 shows {quantity} at update {update})")
+        print(report.table() + f" (against mutant {mutant.name}; the catalogue expects {where})", file=args.stdout)
     return 0 if report.passed else 1
 
 
@@ -245,6 +336,7 @@ def run_whole(args) -> int:
         if backend is not None and backend not in BACKENDS:
             raise UsageError(f"{option} {backend} applies to the update-level mode only; --run trains with "
                              f"learner backends: {', '.join(BACKENDS)}")
+    mutant = _mutant(args, "run")
     opts = {name: getattr(args, name) if getattr(args, name) is not None else default
             for name, default in RUN_DEFAULTS.items()}
     if args.plot:
@@ -270,14 +362,15 @@ def run_whole(args) -> int:
     try:
         report = run_whole_parity(config, settings, backends=(opts["backend_a"], opts["backend_b"]), tol=args.tol,
                                   params_every=opts["params_every"], perturb=args.perturb,
-                                  progress=not args.json and sys.stderr.isatty())
+                                  progress=not args.json and sys.stderr.isatty(), verdict=not args.no_verdict,
+                                  mutant=mutant.name if mutant else None)
     except UnknownTensorError as err:
         raise UsageError(f"--perturb: {err}") from None
-    print(report.to_json() if args.json else report.table())
+    print(report.to_json() if args.json else report.table(), file=args.stdout)
     if args.plot:
         plot_drift(report, args.plot)
         if not args.json:
-            print(f"plot: {args.plot}")
+            print(f"plot: {args.plot}", file=args.stdout)
     if report.interrupted:
         return 130
     return 0 if report.passed else 1

@@ -97,6 +97,52 @@ class Divergence:
 
 
 @dataclasses.dataclass
+class Verdict:
+    """Why two whole runs separated (``run_level.decide_verdict``).
+
+    "bug" with ``cause`` "update": the updates of the first separating step, re-run on both learners
+    from the first run's state before that step and with its batches, differ beyond the update-level
+    tolerance; ``divergence`` is that comparison's first divergence (``update``: the training update
+    number). "bug" with ``cause`` "loop": those updates agree, but with the same environment inputs so
+    far the stored transitions differ (the loop, not the learner). "chaos": the single updates agree,
+    so the separation is rounding amplified by training; ``chaos_horizon`` is the number of steps a run
+    stays within tolerance of itself with one weight moved by one ulp (``--perturb``), measured on
+    ``horizon_run`` (``horizon_reached`` False: that run never left tolerance, so the horizon is at
+    least its length)."""
+
+    kind: str
+    step: int
+    cause: str | None = None
+    divergence: Divergence | None = None
+    rerun_updates: int = 0
+    chaos_horizon: int | None = None
+    horizon_run: str | None = None
+    horizon_reached: bool = True
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.kind, "step": self.step, "cause": self.cause, "rerun_updates": self.rerun_updates,
+                "divergence": self.divergence.to_dict() if self.divergence else None,
+                "chaos_horizon": self.chaos_horizon, "horizon_run": self.horizon_run,
+                "horizon_reached": self.horizon_reached}
+
+    def line(self) -> str:
+        if self.kind == "bug" and self.cause == "update":
+            d = self.divergence
+            return (f"VERDICT: bug. Re-running the {self.rerun_updates} update(s) of step {self.step} from one state "
+                    f"on both learners: {d.quantity} differs at update {d.update} (max_rel {d.max_rel:.3e} > tol "
+                    f"{d.tol:.1e})")
+        if self.kind == "bug":
+            learners = (f"The learners agree on the {self.rerun_updates} update(s) of step {self.step} re-run from one "
+                        f"state" if self.rerun_updates else f"No update ran at step {self.step}")
+            return (f"VERDICT: bug in the loop. {learners}, and the same environment inputs gave different "
+                    f"transitions")
+        horizon = (f"{self.chaos_horizon} steps" if self.horizon_reached else f"more than {self.chaos_horizon} steps")
+        return (f"VERDICT: chaos. The update(s) of step {self.step}, re-run from one state on both learners, agree "
+                f"within the update-level tolerance; a one-ulp perturbation ({self.horizon_run}) stays within "
+                f"tolerance for {horizon} (chaos horizon)")
+
+
+@dataclasses.dataclass
 class ParityReport:
     """What a parity check found. ``mode`` "update": ``updates`` updates on shared synthetic batches
     (``update_level``); "run": two training runs of ``steps`` environment steps (``run_level``), with
@@ -119,6 +165,8 @@ class ParityReport:
     episode_ends: list[int] = dataclasses.field(default_factory=list)
     evaluation_steps: list[int] = dataclasses.field(default_factory=list)
     perturbed: str | None = None    # tensor of the second run moved by one ulp at the start
+    mutant: str | None = None       # the catalogue bug put into the second run (``parity.mutants``)
+    verdict: Verdict | None = None  # run level: why the runs separated (None if they did not, or not asked)
 
     @property
     def unit(self) -> str:
@@ -140,10 +188,13 @@ class ParityReport:
     def to_dict(self, include_series: bool = False) -> dict:
         first = self.first_divergence.to_dict() if self.first_divergence else None
         if self.mode == "update":
-            return {"passed": self.passed, "algo": self.algo, "dtype": self.dtype, "updates": self.updates,
-                    "quantities": {name: {"max_abs": s.max_abs, "max_rel": s.max_rel, "tol": s.tol}
-                                   for name, s in self.quantities.items()},
-                    "first_divergence": first}
+            out = {"passed": self.passed, "algo": self.algo, "dtype": self.dtype, "updates": self.updates,
+                   "quantities": {name: {"max_abs": s.max_abs, "max_rel": s.max_rel, "tol": s.tol}
+                                  for name, s in self.quantities.items()},
+                   "first_divergence": first}
+            if self.mutant is not None:
+                out["mutant"] = self.mutant
+            return out
         out = {
             "passed": self.passed, "mode": "run", "algo": self.algo, "env": self.env, "dtype": self.dtype,
             "backends": list(self.backends), "steps": self.steps, "updates": self.updates,
@@ -155,7 +206,8 @@ class ParityReport:
                            for name, s in self.quantities.items()},
             "first_divergence": first,
             "wall_seconds": round(self.wall_seconds, 3), "interrupted": self.interrupted,
-            "perturbed": self.perturbed,
+            "perturbed": self.perturbed, "mutant": self.mutant,
+            "verdict": self.verdict.to_dict() if self.verdict else None,
         }
         if include_series:
             out["series"] = self.series
@@ -182,10 +234,14 @@ class ParityReport:
                           f"{len(self.quantities)} quantities"]
         else:
             perturbed = f" ({self.perturbed} of the second run moved by one ulp)" if self.perturbed else ""
+            if self.mutant:
+                perturbed += f" (the second run with bug {self.mutant})"
             lines += ["", f"{verdict}: {self.algo} on {self.env}, {self.dtype}, {' vs '.join(self.backends)}"
                           f"{perturbed}: {self.steps} steps, {self.updates} updates, {self.episodes} episodes, "
                           f"{self.evaluations} evaluations; equal within tolerance for "
                           f"{self.steps_within_tolerance} steps ({self.wall_seconds:.0f} s)"]
+            if self.verdict is not None:
+                lines.append(self.verdict.line())
         return "\n".join(lines)
 
 

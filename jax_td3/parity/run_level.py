@@ -34,7 +34,7 @@ import numpy as np
 
 from jax_td3.adapters.jax import WEIGHT_FIELDS, layout_name, layout_tensors, weight_names
 from jax_td3.errors import ConfigError
-from jax_td3.parity.compare import ParityReport, Tracker, compare
+from jax_td3.parity.compare import Divergence, ParityReport, Tracker, Verdict, compare
 
 # float64: both learners do the same arithmetic in a different order; differences stay at a few
 # ulps (~1e-15) for thousands of steps of TD3. 1e-9 leaves six orders of magnitude of headroom while
@@ -169,7 +169,9 @@ def _compare_states(tracker: RunTracker, state_a, state_b, step: int, updates: i
 
 def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "torch"), tol: float | None = None,
                      params_every: int = 1, perturb: str | None = None, progress: bool = False,
-                     on_step: Callable[[int, RunTracker], None] | None = None) -> ParityReport:
+                     on_step: Callable[[int, RunTracker], None] | None = None, verdict: bool = True,
+                     chaos_horizon: bool = True, mutant: str | None = None,
+                     stop_at_divergence: bool = False) -> ParityReport:
     """Train ``config`` with ``settings`` (a ``settings.TrainSettings``; its backend is ignored) once per
     backend in ``backends``, in lockstep, comparing everything after every step.
 
@@ -179,16 +181,28 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
     goes to ``settings.total_steps`` (the drift after a divergence is part of the report); Ctrl-C
     stops it early and the report says ``interrupted``. ``perturb`` names a weight tensor
     (``perturb_one_ulp``) whose first entry the second run starts one ulp higher. ``on_step(step,
-    tracker)`` is called after each step's comparisons.
+    tracker)`` is called after each step's comparisons. ``mutant`` puts a bug of the catalogue
+    (``parity.mutants``) into the second run. ``stop_at_divergence`` ends the run at the first divergence.
+
+    ``verdict``: when the runs separate, decide why (``decide_verdict``): the report's ``verdict`` is
+    "bug" or "chaos"; with ``chaos_horizon`` a chaos verdict also carries the horizon of a one-ulp
+    perturbation of the first backend against itself (a second run, stopped at its own divergence,
+    unless this run is that perturbation already).
     """
     from jax_td3.loops.host import Trainer
 
     tol = default_run_tolerance(settings.dtype) if tol is None else tol
     if perturb is not None:
         check_weight_name(config, perturb)
+    if mutant is not None:
+        from jax_td3.parity import mutants  # the bug catalogue: reached only when one is asked for
+
+        config = mutants.get(mutant).config(config)   # the settings the bug needs, for both runs
     trainers = [Trainer(config, dataclasses.replace(settings, backend=name)) for name in backends]
     if perturb is not None:
         trainers[1].backend.load_state(perturb_one_ulp(trainers[1].backend.state(), perturb))
+    if mutant is not None:
+        mutants.install(mutant, trainers[1])
     tracker = RunTracker(tol)
     episode_ends, evaluation_steps = [], []
     start = time.perf_counter()
@@ -200,10 +214,24 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
                    dynamic_ncols=True, mininterval=0.5)
     first, second = trainers
     action_half_width = float(np.linalg.norm(first.spec.action_scale))
+    # For the verdict: the first run's state before each step and the batches of the step's updates.
+    separation = None
+    batches: list = []
+    state_before = first.backend.state() if verdict else None
+    env_inputs_equal = True
+    if verdict:
+        first_update = first.backend.update
+
+        def recording_update(batch, target_noise):
+            batches.append((tuple(np.array(x) for x in batch), np.array(target_noise)))
+            return first_update(batch, target_noise)
+
+        first.backend.update = recording_update
     try:
         with jax.default_matmul_precision("highest"):
             while not first.done:
                 tracker.begin_step()
+                batches.clear()
                 a, b = first.step(), second.step()
                 step, updates = a.step, first.updates
                 measured = _compare_records(tracker, a, b, step, updates, action_half_width)
@@ -214,16 +242,27 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
                 tracker.record_exact("loop_counters",
                                      (first.updates, first.episodes) != (second.updates, second.episodes),
                                      updates, step)
+                env_dtype = first.env_action_dtype
+                env_inputs_equal &= np.array_equal(a.action.astype(env_dtype), b.action.astype(env_dtype))
+                state_after = None
                 if step % params_every == 0 or first.done:
-                    _compare_states(tracker, first.backend.state(), second.backend.state(), step, updates)
+                    state_after = first.backend.state()
+                    _compare_states(tracker, state_after, second.backend.state(), step, updates)
                     measured.add("parameters")
                 tracker.end_step(measured)
+                if verdict and separation is None:
+                    if tracker.first is not None:
+                        separation = (step, state_before, list(batches), tracker.first.quantity, env_inputs_equal)
+                    else:
+                        state_before = state_after if state_after is not None else first.backend.state()
                 if on_step is not None:
                     on_step(step, tracker)
                 if bar is not None:
                     bar.update(1)
                     if tracker.first is not None and step == tracker.first.step:
                         bar.set_postfix_str(f"diverged at step {step}: {tracker.first.quantity}")
+                if stop_at_divergence and tracker.first is not None:
+                    break
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -231,12 +270,106 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
             bar.close()
         for trainer in trainers:
             trainer.close()
+    found = None
+    if separation is not None and not interrupted:
+        found = decide_verdict(config, settings, backends, (first.backend, second.backend), *separation, tol=tol,
+                               perturb=perturb, chaos_horizon=chaos_horizon)
     return ParityReport(
         algo=config.algo, dtype=settings.dtype, updates=first.updates, quantities=tracker.stats,
         first_divergence=tracker.first, backends=tuple(backends), mode="run", env=settings.env,
         steps=len(tracker.series["all"]), episodes=first.episodes, evaluations=len(evaluation_steps),
         series=tracker.series, wall_seconds=time.perf_counter() - start, interrupted=interrupted,
-        episode_ends=episode_ends, evaluation_steps=evaluation_steps, perturbed=perturb)
+        episode_ends=episode_ends, evaluation_steps=evaluation_steps, perturbed=perturb, mutant=mutant,
+        verdict=found)
+
+
+# -- chaos or bug --------------------------------------------------------------------------------
+
+def _rerun_backends(learners, state_before, batches, dtype: str) -> Divergence | None:
+    """The first difference beyond the update-level tolerance between the states two backends reach from
+    ``state_before`` over ``batches``, the second re-synchronised to the first before each update (None
+    if they agree). Names are the JAX layout's; ``update`` the training update number."""
+    from jax_td3.parity.update_level import default_tolerance
+    from jax_td3.update import Batch
+
+    first, second = learners
+    first.load_state(state_before)
+    done = int(np.asarray(state_before.step))
+    tracker = Tracker()
+    for k, (batch, noise) in enumerate(batches, start=1):
+        second.load_state(first.state())
+        first.update(Batch(*batch), noise)
+        second.update(Batch(*batch), noise)
+        named_a, counters_a = layout_tensors(first.state())
+        named_b, counters_b = layout_tensors(second.state())
+        tracker.record_exact("counters", not np.array_equal(counters_a, counters_b), done + k)
+        differences = compare([(name, x, y) for (name, x), (_, y) in zip(named_a, named_b)])
+        for name, (max_abs, max_rel) in differences.items():
+            tracker.record(name, max_abs, max_rel, done + k, tol=default_tolerance(dtype, name))
+    return tracker.first
+
+
+# The transitions the environment returns; the action is the learner's.
+ENVIRONMENT_QUANTITIES = ("obs", "reward", "next_obs", "not_done")
+HORIZON_TENSOR = "actor.l1.kernel"   # the weight the chaos horizon's run moves by one ulp
+
+
+def learner_adapter(backend, config, dtype: str):
+    """An update-level adapter over a training backend's learner: the live torch_ref agent (a mutant's
+    included) for the torch backend, our JAX update for the jax backend."""
+    if getattr(backend, "agent", None) is not None:
+        from jax_td3.adapters.torch_ref import TorchRefAdapter
+
+        return TorchRefAdapter(config, dtype, agent=backend.agent)
+    from jax_td3.adapters.jax import JaxAdapter
+
+    return JaxAdapter(config, dtype)
+
+
+def decide_verdict(config, settings, backends, learners, step: int, state_before, batches, quantity: str,
+                   env_inputs_equal: bool, *, tol: float | None = None, perturb: str | None = None,
+                   chaos_horizon: bool = True) -> Verdict:
+    """Chaos or bug, for two runs that first separated at environment step ``step`` on ``quantity``.
+
+    Both learners (``learners``: the two runs' backends, whose state this overwrites) are loaded with
+    the first run's ``state_before`` that step (JAX layout) and re-run its updates on the first run's
+    ``batches`` (``(batch, target_noise)`` pairs), re-synchronised before each, and compared as the
+    update-level mode compares (its tolerances). A difference there is a bug in the update. Otherwise
+    a separation in what the environment returned, while every environment input so far was equal
+    (``env_inputs_equal``), is a bug in the loop; anything else is chaos, whose horizon is measured by
+    a run of the first backend against itself with ``HORIZON_TENSOR`` one ulp higher (this run's own
+    separation when it is that run already).
+    """
+    from jax_td3.adapters.jax import to_neutral
+    from jax_td3.parity.update_level import compare_adapters
+
+    if batches:
+        done = int(np.asarray(state_before.step))
+        a, b = (learner_adapter(learner, config, settings.dtype) for learner in learners)
+        a.load(to_neutral(config, state_before))
+        rerun = compare_adapters(a, b, config, dtype=settings.dtype, batches=batches, resync=True)
+        divergence = None
+        if rerun.first_divergence is not None:
+            d = rerun.first_divergence
+            divergence = Divergence(done + d.update, d.quantity, d.max_abs, d.max_rel, d.tol)
+        else:
+            # The adapters run each framework's update; the backends may wrap more around it (conversions,
+            # casts): re-run through them too, comparing the states they end in.
+            divergence = _rerun_backends(learners, state_before, batches, settings.dtype)
+        if divergence is not None:
+            return Verdict("bug", step, cause="update", divergence=divergence, rerun_updates=len(batches))
+    if quantity in ENVIRONMENT_QUANTITIES and env_inputs_equal:
+        return Verdict("bug", step, cause="loop", rerun_updates=len(batches))
+    verdict = Verdict("chaos", step, rerun_updates=len(batches))
+    if perturb is not None and backends[0] == backends[1]:
+        verdict.chaos_horizon, verdict.horizon_run = step - 1, f"this run: {backends[1]} with {perturb} + 1 ulp"
+    elif chaos_horizon:
+        baseline = run_whole_parity(config, settings, backends=(backends[0], backends[0]), tol=tol,
+                                    perturb=HORIZON_TENSOR, verdict=False, stop_at_divergence=True)
+        verdict.chaos_horizon = baseline.steps_within_tolerance
+        verdict.horizon_reached = baseline.first_divergence is not None
+        verdict.horizon_run = f"{backends[0]} against itself with {HORIZON_TENSOR} + 1 ulp"
+    return verdict
 
 
 def plot_drift(report: ParityReport, path) -> None:

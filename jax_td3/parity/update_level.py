@@ -115,7 +115,7 @@ def _schedule_errors(reported: dict, before: dict, actor_iteration: bool,
 
 def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = "float64", updates: int = 1000,
                      seed: int = 0, tol: float | None = None, resync: bool | None = None,
-                     progress: bool = False) -> ParityReport:
+                     progress: bool = False, batches=None) -> ParityReport:
     """Run ``updates`` updates of adapters ``a`` and ``b`` in lockstep and compare after each.
 
     ``b`` starts from ``a``'s state (which need not be fresh: update ``it`` of the comparison is update
@@ -124,7 +124,8 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
     the per-quantity default tolerances (``default_tolerance``). ``resync`` (default: on for
     float32, off for float64) loads ``a``'s state into ``b`` before every update, so each comparison
     measures one update's rounding rather than the drift of two float32 trajectories (which
-    ``resync=False`` shows).
+    ``resync=False`` shows). ``batches``, a list of ``(batch, target_noise)`` in the comparison's
+    dtype, replaces the synthetic draws (then ``updates`` is its length and ``seed`` is unused).
     """
     ndtype = enable_dtype(dtype)
     resync = (dtype == "float32") if resync is None else resync
@@ -132,7 +133,10 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
     b.load(start)
     done = int(start["step"])   # updates ``a`` had done before: the delayed schedule counts on from there
     before = [_delayed(start), _delayed(start)]
-    draws = SharedDraws.make(config, seed)
+    if batches is not None:
+        batches = list(batches)
+        updates = len(batches)
+    draws = SharedDraws.make(config, seed) if batches is None else None
     theirs = set(b.quantities)
     names = [name for name in a.quantities if name in theirs]
     tracker = Tracker()
@@ -150,8 +154,8 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
             state = a.state()
             b.load(state)
             before[1] = _delayed(state)
-        batch, noise = draws.next(config.batch_size, config.act_dim)
-        batch, noise = tuple(x.astype(ndtype) for x in batch), noise.astype(ndtype)
+        batch, noise = draws.next(config.batch_size, config.act_dim) if batches is None else batches[it - 1]
+        batch, noise = tuple(np.asarray(x).astype(ndtype) for x in batch), np.asarray(noise).astype(ndtype)
         reported = [a.update(batch, noise), b.update(batch, noise)]
 
         actor_iteration = (done + it) % config.policy_freq == 0
