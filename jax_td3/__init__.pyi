@@ -13,6 +13,7 @@ from jax_td3.errors import ConfigError as ConfigError
 from jax_td3.errors import ConversionError as ConversionError
 from jax_td3.errors import EnvError as EnvError
 from jax_td3.errors import JaxTD3Error as JaxTD3Error
+from jax_td3.errors import MissingExtraError as MissingExtraError
 from jax_td3.errors import NonFiniteError as NonFiniteError
 from jax_td3.run.training import train as train
 from jax_td3.settings import TrainSettings as TrainSettings
