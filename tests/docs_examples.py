@@ -185,6 +185,11 @@ def main(argv: list[str]) -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     sys.path.insert(0, str(repo))
+    # The Python examples share the compiled programs of the shell ones, as `jax-td3 train` keeps them
+    # (JAX_TD3_COMPILE_CACHE: the test run's own cache): the same results, compiled once.
+    from jax_td3.compile_cache import enable_compile_cache
+
+    enable_compile_cache()
     failures = sum(run_page(page, root.resolve() / page.stem, env) for page in pages)
     return 1 if failures else 0
 
