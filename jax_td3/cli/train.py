@@ -23,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     run = parser.add_argument_group("run")
     run.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                     help="start from a named setup (fujimoto, seed-t3d, seed-ddpg, zoo-pybullet); explicit flags "
-                          "override it")
+                     help=f"start from a named setup ({', '.join(PRESETS)}); explicit flags override it")
     run.add_argument("--algo", choices=ALGOS, default=None, help=f"algorithm (default {d['algo']})")
     run.add_argument("--backend", choices=BACKENDS, default=None, help=f"learner framework (default {d['backend']})")
     run.add_argument("--env", default=None, help=f"Gymnasium or PyBullet env id with a Box action space "
@@ -148,7 +147,10 @@ def run(args: argparse.Namespace) -> int:
         return _print_compiled(summary)
     if summary["interrupted"]:
         print(f"interrupted at step {summary['env_steps']:,}; checkpoint saved: {summary['last_checkpoint']}")
-    final = summary["final_eval_return"]
+    final, best = summary["final_eval_return"], summary.get("best_eval_return")
+    if best is not None:   # the best agent is kept as best.jtd3; a late dip does not lose it
+        kept = f" (agent: {summary['best_agent']})" if summary.get("best_agent") else ""
+        print(f"best eval return {best:.1f}{kept}")
     print(f"final eval return {final:.1f} after {summary['env_steps']:,} steps, {summary['updates']:,} updates, "
           f"{summary['wall_seconds']:.0f} s" if final is not None else "no evaluation ran")
     _print_outputs(summary["out"])

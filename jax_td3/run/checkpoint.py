@@ -10,7 +10,8 @@ the replay buffer).
 File layout (``DIR/checkpoints/ckpt-<env steps, 10 digits>.jtd3``)::
 
     b"JAXTD3-CHECKPOINT\\n"
-    one line of JSON: format_version, payload_bytes, payload_sha256, and metadata
+    one line of JSON: format_version, jax_td3_version (the package that wrote it), payload_bytes,
+                      payload_sha256, and metadata
     payload: an ``.npz`` archive (no pickle): every array, plus the JSON of the
              nested contents in which arrays are replaced by {"__array__": name}
 
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from jax_td3 import __version__
 from jax_td3.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -90,7 +92,7 @@ def encode(contents: dict, metadata: dict) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     payload = buffer.getvalue()
-    header = dict(metadata, format_version=FORMAT_VERSION, payload_bytes=len(payload),
+    header = dict(metadata, format_version=FORMAT_VERSION, jax_td3_version=__version__, payload_bytes=len(payload),
                   payload_sha256=hashlib.sha256(payload).hexdigest())
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
 
