@@ -5,15 +5,19 @@
 and the counters; a backend (``jax_td3.backends``) only acts and updates. So the
 same seed gives the same run with backend "jax" and "torch" (exactly so in float64).
 ``Trainer.step()`` advances one environment step and returns a ``StepRecord`` of
-what happened, so two trainers can be run in lockstep and compared step by step.
+what happened, so two trainers can be run in lockstep and compared step by step. The loop is
+written once for N environments stepped together; ``Trainer`` is its one-environment case, and
+``loops.vector.VectorTrainer`` the same loop over a Gymnasium vector environment.
 
 What it computes (docs/algorithms.md has the whole story): the exploration rules of
 ``loops.exploration`` (uniform actions for the first ``random_steps`` steps, default
 ``learning_starts``; then the actor's action plus Gaussian or Ornstein-Uhlenbeck noise,
 clipped to the box). ``not_done`` is 0 only on termination (a time-limit truncation
 bootstraps and stores the real final observation) unless ``bootstrap_truncation`` is
-off. Updates run once per step once the buffer holds more than ``learning_starts``
-transitions (``update_schedule="step"``), or ``updates_per_episode`` times after each
+off. Updates (``loops.schedule``, every loop's rules) run once per step once more than
+``learning_starts`` environment steps were taken (``update_schedule="step"``; steps whose transition
+was dropped by ``skip_nonfinite`` count, so without dropped transitions this is the buffer holding
+more than ``learning_starts``), or ``updates_per_episode`` times after each
 episode (``"episode"``, the DDPG notebook's schedule; ``"steps"``: as many updates as the
 episode had steps, the RL Baselines3 Zoo's PyBullet schedule). With ``time_feature`` both
 environments append the fraction of the time limit left to their observations.
