@@ -259,11 +259,15 @@ class Trainer:
     # -- one (vector) step -----------------------------------------------------------------
     def choose_actions(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(actions (N, act_dim), was_random (N,)) for observations (N, obs_dim): per environment, uniform in
-        the box while its transition index is in the warm-up, else the policy's action (one batched forward)
-        plus noise, clipped. The random draws come from ``explore_rng`` environment by environment."""
+        the box while its transition index is in the warm-up, else the policy's action (``backend.act``, for
+        several environments one batched forward, ``act_batch``) plus noise, clipped. The random draws come
+        from ``explore_rng`` environment by environment."""
         n = self.num_envs
         warm = np.array([exploration.in_warmup(self.env_steps + i, self.settings.warmup_steps) for i in range(n)])
-        policy = None if warm.all() else self.backend.act_batch(np.asarray(obs, self.dtype))
+        policy = None
+        if not warm.all():
+            obs = np.asarray(obs, self.dtype)
+            policy = self.backend.act(obs[0])[None] if n == 1 else self.backend.act_batch(obs)
         actions = np.empty((n, self.spec.act_dim))
         for i in range(n):
             if warm[i]:
