@@ -13,7 +13,7 @@ same code runs on one CPU, several GPUs, or several hosts after
 Loop semantics are the Gymnasium loop's (``jax_td3.loops.host``), through the same rules
 (``jax_td3.loops.exploration``): uniform random actions for the first ``learning_starts``
 transitions, then the actor's action plus N(0, expl_noise * action_scale), clipped to the box;
-updates once the buffer holds more than ``learning_starts`` transitions;
+updates once more than ``learning_starts`` transitions were taken (``loops.schedule``);
 truncation bootstraps (``not_done`` = 0 only on termination); evaluation every
 ``eval_every`` transitions (and at 0) as the mean return of ``eval_episodes`` noiseless
 episodes, run side by side, that start from the same states every time (their own keys).
@@ -22,8 +22,8 @@ Many environments per agent: each agent steps ``num_envs`` (N) environments toge
 a *vector step*, and writes their N transitions to its replay. ``total_steps``, ``eval_every``
 and ``learning_starts`` count transitions (multiples of N, except ``learning_starts``); transition
 ``v * N + i`` is environment i's at vector step v, and it is a warm-up one while that index is below
-``learning_starts``. Learning starts at the first vector step after which the buffer holds more
-than ``learning_starts`` transitions. ``updates_per_step`` (U) is held as an exact fraction p/q
+``learning_starts``. Learning starts at the first vector step after which more than ``learning_starts``
+transitions were taken. ``updates_per_step`` (U) is held as an exact fraction p/q
 (``LoopSettings.update_fraction``, the rule of ``loops.schedule``): after the j-th vector step with
 learning on (j = 1, 2, ...), the agent has made floor(j p / q) updates in all. So U = 1 is one update per
 vector step, U = 2 two, U = 0.25 one update on every 4th (the 4th, 8th, ...), U = 1.5 alternately one and two (1, 2,
@@ -129,8 +129,8 @@ class LoopSettings:
 
     @property
     def first_learning_step(self) -> int:
-        """The first vector step with updates: after it the buffer holds more than ``learning_starts``."""
-        return self.learning_starts // self.num_envs
+        """The first vector step with updates: after it more than ``learning_starts`` transitions were taken."""
+        return schedule.first_learning_step(self.learning_starts, self.num_envs)
 
     @property
     def update_fraction(self) -> tuple[int, int]:
@@ -144,8 +144,7 @@ class LoopSettings:
 
     def updates_after(self, vector_steps: int) -> int:
         """Updates an agent has made after ``vector_steps`` vector steps (a Python int)."""
-        p, q = self.update_fraction
-        return max(vector_steps - self.first_learning_step, 0) * p // q
+        return schedule.updates_after(vector_steps, self.learning_starts, self.num_envs, *self.update_fraction)
 
     @property
     def updates(self) -> int:
@@ -260,8 +259,8 @@ def explore(config: TD3Config, settings: LoopSettings, actor_params, obs, transi
 def updates_this_step(settings: LoopSettings, step):
     """Updates at vector step ``step`` (at or after ``first_learning_step``): floor(j p / q) - floor((j - 1) p / q)
     for the j-th learning step, computed from (j - 1) mod q so that it never overflows int32."""
-    p, q = settings.update_fraction
-    return schedule.updates_at(step - settings.first_learning_step, p, q)
+    return schedule.updates_at(schedule.learning_step(step, settings.learning_starts, settings.num_envs),
+                               *settings.update_fraction)
 
 
 def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step, draws: StepDraws) -> AgentState:
@@ -335,7 +334,7 @@ def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: Agen
                        (1 - terminated.astype(reward.dtype)).reshape(n, 1))
     agent = agent._replace(replay=replay_add(agent.replay, transition), env_state=env_state, obs=obs)
     # ``step`` is not batched over agents, so under vmap this stays a real branch (no wasted update).
-    return jax.lax.cond(step >= settings.first_learning_step,
+    return jax.lax.cond(schedule.learns_at(step, settings.learning_starts, settings.num_envs),
                         lambda a: learn(config, settings, a, step, draws), lambda a: a, agent)
 
 
@@ -649,7 +648,8 @@ class ChunkedRun:
         return self.evaluate(self.initial_agents(), 0)
 
     def evaluates_at(self, step: int) -> bool:
-        return step % self.settings.eval_every == 0 or step == self.settings.total_steps
+        settings = self.settings
+        return schedule.evaluation_due(step - settings.num_envs, step, settings.eval_every, settings.total_steps)
 
     def advance(self, agents: AgentState, done_steps: int) -> tuple[AgentState, int]:
         """One chunk from ``done_steps`` transitions (a chunk boundary): ``(agents, done_steps)`` after it."""

@@ -5,15 +5,19 @@
 and the counters; a backend (``jax_td3.backends``) only acts and updates. So the
 same seed gives the same run with backend "jax" and "torch" (exactly so in float64).
 ``Trainer.step()`` advances one environment step and returns a ``StepRecord`` of
-what happened, so two trainers can be run in lockstep and compared step by step.
+what happened, so two trainers can be run in lockstep and compared step by step. The loop is
+written once for N environments stepped together; ``Trainer`` is its one-environment case, and
+``loops.vector.VectorTrainer`` the same loop over a Gymnasium vector environment.
 
 What it computes (docs/algorithms.md has the whole story): the exploration rules of
 ``loops.exploration`` (uniform actions for the first ``random_steps`` steps, default
 ``learning_starts``; then the actor's action plus Gaussian or Ornstein-Uhlenbeck noise,
 clipped to the box). ``not_done`` is 0 only on termination (a time-limit truncation
 bootstraps and stores the real final observation) unless ``bootstrap_truncation`` is
-off. Updates run once per step once the buffer holds more than ``learning_starts``
-transitions (``update_schedule="step"``), or ``updates_per_episode`` times after each
+off. Updates (``loops.schedule``, every loop's rules) run once per step once more than
+``learning_starts`` environment steps were taken (``update_schedule="step"``; steps whose transition
+was dropped by ``skip_nonfinite`` count, so without dropped transitions this is the buffer holding
+more than ``learning_starts``), or ``updates_per_episode`` times after each
 episode (``"episode"``, the DDPG notebook's schedule; ``"steps"``: as many updates as the
 episode had steps, the RL Baselines3 Zoo's PyBullet schedule). With ``time_feature`` both
 environments append the fraction of the time limit left to their observations.
@@ -51,8 +55,9 @@ import math
 
 import numpy as np
 
+from jax_td3.backends.base import FusedBackend, require_fused
 from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
-from jax_td3.loops import exploration
+from jax_td3.loops import exploration, schedule
 from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy  # noqa: F401  (evaluate_policy: re-export)
 from jax_td3.settings import TrainSettings
 
@@ -74,6 +79,8 @@ class StepRecord:
     episode_return: float | None = None   # set when an episode ended at this step
     episode_length: int | None = None
     evaluation: dict | None = None        # set when an evaluation ran after this step
+    ended_episodes: list[tuple[int, float, int]] = dataclasses.field(default_factory=list)
+    """(environment index, return, length) of every episode that ended in the step, in index order."""
 
 
 def first_nonfinite_leaf(tree) -> str | None:
@@ -101,7 +108,16 @@ def make_noise(settings: TrainSettings, action_scale, act_dim: int):
 
 
 class Trainer:
-    """All state of one training run, advanced one environment step at a time by ``step()``."""
+    """All state of one training run, advanced one environment step at a time by ``step()``.
+
+    The loop itself, for any number N of environments stepped together: ``step()`` (acting, storing,
+    episode ends, the updates owed by ``loops.schedule``, the evaluation due), ``snapshot()`` and
+    ``restore()`` are written once here. ``Trainer`` is its one-environment case (N = 1 over one
+    Gymnasium environment); ``loops.vector.VectorTrainer`` replaces only the environment side (the
+    ``_step_envs``, ``_reset_ended``, ``_reset_env``, ``_rebuild_env`` hooks and the ``_per_env``/``_rows``
+    views that give one environment's values as they are, not as rows of N)."""
+
+    num_envs = 1
 
     def __init__(self, config, settings: TrainSettings, env=None, eval_env=None):
         from jax_td3.backends import enable_dtype, make_backend
@@ -111,6 +127,10 @@ class Trainer:
 
         self.settings = settings.validate()
         self.config = config
+        if settings.update_schedule != "step" and settings.updates_per_step != 1:
+            raise ConfigError("`updates_per_step` applies to `update_schedule` step; the episode schedule runs "
+                              "`updates_per_episode` after each episode")
+        self.update_fraction = schedule.update_fraction(settings.updates_per_step)
         enable_dtype(settings.dtype)
         self.dtype = np.dtype(settings.dtype)
         compiling = None
@@ -141,17 +161,21 @@ class Trainer:
         # One compiled program instead of dozens of eagerly compiled small ops.
         initial_state, self.fast_key = initial_state_and_key(config, settings.seed, self.dtype)
         self.backend = make_backend(settings.backend, config, initial_state, settings.dtype)
+        for option in ("updates_per_call", "overlap"):
+            if getattr(settings, option) not in (1, False):  # fused updates on a device replay
+                require_fused(self.backend, option)
         if compiling is not None:
             self.backend.expect_compiled(compiling)
         self.buffer = ReplayBuffer(settings.buffer_size, self.spec.obs_dim, self.spec.act_dim, self.dtype)
         self.noise = make_noise(settings, self.spec.action_scale, self.spec.act_dim)
-        self.noise_state = self.noise.init()
+        n = self.num_envs
+        self.noise_state = np.stack([np.asarray(self.noise.init(), np.float64)] * n)   # (N, 0) or (N, act_dim)
 
         self.env_steps = 0
         self.updates = 0
         self.episodes = 0
-        self.episode_return = 0.0
-        self.episode_length = 0
+        self.running_return = np.zeros(n)              # each environment's current episode so far
+        self.running_length = np.zeros(n, np.int64)
         self.pending_updates = 0      # fast mode: updates owed but not yet run
         self.device_synced = 0        # fast mode: env steps already copied to the device replay
         self.skipped_transitions = 0  # non-finite transitions dropped (skip_nonfinite)
@@ -159,11 +183,11 @@ class Trainer:
         self.inflight: list[tuple[int, dict]] = []
         self.episode_returns: list[float] = []
         self.last_evaluation: dict | None = None
-        # An environment's internal state cannot be saved in general; a checkpoint instead keeps
-        # how the current episode began (the env RNG just before its reset) and the actions sent
+        # An environment's internal state cannot be saved in general; a checkpoint instead keeps, for each
+        # environment, how its current episode began (its RNG just before the reset) and the actions sent
         # since, and ``restore`` replays them. Deterministic environments then resume exactly.
-        self.env_rng_at_reset: dict | None = None   # None: the first, seeded reset
-        self.episode_actions: list[np.ndarray] = []
+        self.env_rng_at_reset: list[dict | None] = [None] * n   # None: the first, seeded reset
+        self.episode_actions: list[list[np.ndarray]] = [[] for _ in range(n)]
         self.obs = self._reset_env(first=True)
         self.env.action_space.seed(settings.seed)
 
@@ -171,15 +195,32 @@ class Trainer:
     def done(self) -> bool:
         return self.env_steps >= self.settings.total_steps
 
-    # -- one environment step ------------------------------------------------------------
-    def choose_action(self, obs) -> tuple[np.ndarray, bool]:
-        """(action, was_random): uniform in the box during warm-up, else policy + noise, clipped."""
-        if exploration.in_warmup(self.env_steps, self.settings.warmup_steps):
-            uniform = self.explore_rng.random(self.low.shape)
-            return exploration.warmup_action(uniform, self.low, self.high), True
-        policy_action = self.backend.act(np.asarray(obs, self.dtype))
-        noise, self.noise_state = self.noise.sample(self.noise_state, self.explore_rng)
-        return exploration.explore_action(np.clip, policy_action, noise, self.low, self.high), False
+    @property
+    def episode_return(self):
+        """The current episode's return so far (``VectorTrainer``: an array over the environments)."""
+        return self._per_env(self.running_return)
+
+    @episode_return.setter
+    def episode_return(self, value) -> None:
+        self.running_return[:] = value
+
+    @property
+    def episode_length(self):
+        """The current episode's steps so far (``VectorTrainer``: an array over the environments)."""
+        return self._per_env(self.running_length)
+
+    @episode_length.setter
+    def episode_length(self, value) -> None:
+        self.running_length[:] = value
+
+    # -- the environment side: one environment (VectorTrainer: a vector env) ----------------
+    def _per_env(self, values):
+        """A per-environment sequence of N values as the run shows and stores it: the one value here."""
+        return values[0]
+
+    def _rows(self, value) -> np.ndarray:
+        """``_per_env``'s inverse for arrays: the value of each environment as rows (N, ...)."""
+        return np.asarray(value)[None]
 
     def start_new_episode(self) -> None:
         """Leave the current episode and start a new one from a reset; the reset is recorded, so a
@@ -191,11 +232,26 @@ class Trainer:
         if first:
             obs, _ = self.env.reset(seed=self.settings.seed)
         else:
-            self.env_rng_at_reset = env_rng_state(self.env)
+            self.env_rng_at_reset[0] = env_rng_state(self.env)
             obs, _ = self.env.reset()
-        self.episode_actions = []
+        self.episode_actions[0] = []
         self._check_finite("observation", obs, f"{self.settings.env}'s reset", skippable=False)
         return obs
+
+    def _step_envs(self, env_actions: np.ndarray):
+        """Step each environment with its row of ``env_actions``: (next_obs, rewards, terminated, truncated),
+        each with a leading axis of N (next_obs: the real final observation where an episode ended)."""
+        next_obs, reward, terminated, truncated, _ = self.env.step(env_actions[0])
+        return self._rows(next_obs), np.array([reward], np.float64), np.array([terminated], bool), \
+            np.array([truncated], bool)
+
+    def _reset_ended(self, ended: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        """Reset the environments in ``ended`` (recording their RNG states first); the rows to go on from."""
+        return self._rows(self._reset_env()) if ended[0] else next_obs
+
+    def _record(self, obs, actions, rewards, next_obs, terminated, truncated, not_done, was_random) -> StepRecord:
+        return StepRecord(self.env_steps, obs[0], actions[0], float(rewards[0]), next_obs[0], bool(terminated[0]),
+                          bool(truncated[0]), float(not_done[0]), bool(was_random[0]))
 
     def _check_finite(self, what: str, value, where: str, skippable: bool = True) -> bool:
         """False if ``value`` has a NaN/inf and non-finite transitions are skipped; raises otherwise."""
@@ -206,41 +262,69 @@ class Trainer:
         raise NonFiniteError(f"non-finite {what} ({np.asarray(value).ravel()[:4]}) from {where} at env step "
                              f"{self.env_steps}")
 
+    # -- one (vector) step -----------------------------------------------------------------
+    def choose_actions(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(actions (N, act_dim), was_random (N,)) for observations (N, obs_dim): per environment, uniform in
+        the box while its transition index is in the warm-up, else the policy's action (``backend.act``, for
+        several environments one batched forward, ``act_batch``) plus noise, clipped. The random draws come
+        from ``explore_rng`` environment by environment."""
+        n = self.num_envs
+        warm = np.array([exploration.in_warmup(self.env_steps + i, self.settings.warmup_steps) for i in range(n)])
+        policy = None
+        if not warm.all():
+            obs = np.asarray(obs, self.dtype)
+            policy = self.backend.act(obs[0])[None] if n == 1 else self.backend.act_batch(obs)
+        actions = np.empty((n, self.spec.act_dim))
+        for i in range(n):
+            if warm[i]:
+                actions[i] = exploration.warmup_action(self.explore_rng.random(self.low.shape), self.low, self.high)
+            else:
+                noise, self.noise_state[i] = self.noise.sample(self.noise_state[i], self.explore_rng)
+                actions[i] = exploration.explore_action(np.clip, policy[i], noise, self.low, self.high)
+        return actions, warm
+
     def step(self) -> StepRecord:
-        settings = self.settings
-        obs = np.asarray(self.obs)
-        action, was_random = self.choose_action(obs)
-        env_action = action.astype(self.env_action_dtype)
-        next_obs, reward, terminated, truncated, _ = self.env.step(env_action)
-        self.episode_actions.append(env_action)
-        terminated, truncated, reward = bool(terminated), bool(truncated), float(reward)
-        self.env_steps += 1
-        ends_bootstrap = terminated or (truncated and not settings.bootstrap_truncation)
-        not_done = 0.0 if ends_bootstrap else 1.0
+        """One step of every environment: act, store the transitions, end and reset the episodes that ended,
+        run the updates owed and, when due, the evaluation."""
+        settings, n = self.settings, self.num_envs
+        obs = self._rows(self.obs)
+        actions, was_random = self.choose_actions(obs)
+        env_actions = actions.astype(self.env_action_dtype)
+        next_obs, rewards, terminated, truncated = self._step_envs(env_actions)
+        for i in range(n):
+            self.episode_actions[i].append(env_actions[i])
+        steps_before, self.env_steps = self.env_steps, self.env_steps + n
+        ends_bootstrap = terminated | (truncated & (not settings.bootstrap_truncation))
+        not_done = np.where(ends_bootstrap, 0.0, 1.0)
+        ended = terminated | truncated
         where = f"{settings.env}'s step"
-        obs_finite = self._check_finite("observation", next_obs, where)
-        if obs_finite and self._check_finite("reward", reward, where):
-            self.buffer.add(obs, action, next_obs, reward, not_done)
-            self.episode_return += reward
-        else:
-            self.skipped_transitions += 1
-        self.episode_length += 1
-        record = StepRecord(self.env_steps, obs, action, reward, np.asarray(next_obs), terminated, truncated,
-                            not_done, was_random)
+        for i in range(n):
+            obs_finite = self._check_finite("observation", next_obs[i], where)
+            if obs_finite and self._check_finite("reward", rewards[i], where):
+                self.buffer.add(obs[i], actions[i], next_obs[i], float(rewards[i]), not_done[i])
+                self.running_return[i] += float(rewards[i])
+            else:
+                self.skipped_transitions += 1
+            self.running_length[i] += 1
+            ended[i] |= not obs_finite   # a non-finite observation cannot be continued from
+        record = self._record(obs, actions, rewards, next_obs, terminated, truncated, not_done, was_random)
 
-        # A non-finite observation cannot be continued from: that episode ends here.
-        episode_ended = terminated or truncated or not obs_finite
-        if episode_ended:
-            record.episode_return, record.episode_length = self.episode_return, self.episode_length
-            self.episode_returns.append(self.episode_return)
+        ended_lengths = []
+        for i in np.flatnonzero(ended):
+            episode_return, length = float(self.running_return[i]), int(self.running_length[i])
+            record.ended_episodes.append((int(i), episode_return, length))
+            record.episode_return, record.episode_length = episode_return, length
+            ended_lengths.append(length)
+            self.episode_returns.append(episode_return)
             self.episodes += 1
-            self.episode_return, self.episode_length = 0.0, 0
-            self.obs = self._reset_env()
-        else:
-            self.obs = next_obs
+            self.running_return[i], self.running_length[i] = 0.0, 0
+        self.obs = self._per_env(self._reset_ended(ended, next_obs) if ended.any() else next_obs)
 
-        record.updates = self._train(record.episode_length if episode_ended else None)
-        return self._finish_step(record, evaluating=self.env_steps % settings.eval_every == 0 or self.done)
+        vector_step = steps_before // n
+        record.updates = self._run_updates(schedule.owed_updates(settings, n, vector_step, ended_lengths,
+                                                                 self.update_fraction))
+        return self._finish_step(record, evaluating=schedule.evaluation_due(
+            steps_before, self.env_steps, settings.eval_every, settings.total_steps))
 
     def _finish_step(self, record, evaluating: bool):
         """The end of a step: with an evaluation due, the updates in flight (overlap) first; then the
@@ -267,21 +351,6 @@ class Trainer:
         if bad is not None:
             raise NonFiniteError(f"non-finite parameter {bad} after update {self.updates} "
                                  f"(env step {self.env_steps})")
-
-    def _train(self, ended_episode_length: int | None) -> list[dict[str, float]]:
-        """The updates owed after this step; ``ended_episode_length`` is set when an episode just ended."""
-        settings = self.settings
-        if len(self.buffer) <= settings.learning_starts:
-            return []
-        if settings.update_schedule == "step":
-            owed = 1
-        elif ended_episode_length is None:
-            owed = 0
-        elif settings.updates_per_episode == "steps":
-            owed = ended_episode_length
-        else:
-            owed = settings.updates_per_episode
-        return self._run_updates(owed)
 
     def _run_updates(self, owed: int) -> list[dict[str, float]]:
         """Run (or, fused, schedule) ``owed`` more updates; the metrics of the updates that ran."""
@@ -362,20 +431,25 @@ class Trainer:
 
     # -- checkpointing -------------------------------------------------------------------
     def snapshot(self, include_buffer: bool = False) -> dict:
-        """Everything needed to continue this run, as numpy arrays and plain values."""
+        """Everything needed to continue this run, as numpy arrays and plain values. Per-environment
+        values (episode counters, RNG states at the reset, actions since, noise states, observations)
+        as ``_per_env`` shows them: one environment's as they are, N environments' as lists or arrays."""
         from jax_td3.backends.base import pack_train_state
 
+        act_dim = self.spec.act_dim
         return {
             **self._overlap_snapshot(),
             "train_state": pack_train_state(self.backend.state()),
             "counters": {"env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
-                         "episode_return": self.episode_return, "episode_length": self.episode_length,
+                         "episode_return": self._per_env([float(x) for x in self.running_return]),
+                         "episode_length": self._per_env([int(x) for x in self.running_length]),
                          "pending_updates": self.pending_updates, "skipped_transitions": self.skipped_transitions},
             "rng": {"explore": self.explore_rng.bit_generator.state, "update": self.update_rng.bit_generator.state,
-                    "fast_key": np.asarray(jax_key_data(self.fast_key)), "env_at_reset": self.env_rng_at_reset},
-            "episode_actions": np.asarray(self.episode_actions, self.env_action_dtype).reshape(
-                len(self.episode_actions), self.spec.act_dim),
-            "noise_state": np.asarray(self.noise_state),
+                    "fast_key": np.asarray(jax_key_data(self.fast_key)),
+                    "env_at_reset": self._per_env(list(self.env_rng_at_reset))},
+            "episode_actions": self._per_env([np.asarray(actions, self.env_action_dtype).reshape(len(actions), act_dim)
+                                              for actions in self.episode_actions]),
+            "noise_state": np.asarray(self._per_env(self.noise_state)),
             "obs": np.asarray(self.obs),
             "episode_returns": list(self.episode_returns),
             "last_evaluation": self.last_evaluation,
@@ -398,16 +472,21 @@ class Trainer:
                              for step, m in self.inflight]}
 
     def restore(self, snapshot: dict) -> None:
-        """Load a ``snapshot()``: learner, counters, RNGs, noise, (if stored) the replay buffer, and
-        the environment, rebuilt by replaying the current episode from its reset.
+        """Load a ``snapshot()`` of a run with as many environments: learner, counters, RNGs, noise, (if
+        stored) the replay buffer, and the environments, rebuilt by replaying their current episodes from
+        their resets.
 
-        Returns nothing; warns if the rebuilt observation differs from the saved one (an
+        Returns nothing; warns if a rebuilt observation differs from the saved one (an
         environment that is not deterministic given its RNG and actions).
         """
         import jax.numpy as jnp
 
         from jax_td3.backends.base import unpack_train_state
 
+        n = self.num_envs
+        saved_envs = (snapshot.get("vector") or {}).get("num_envs", 1)
+        if saved_envs != n:
+            raise ConfigError(f"the checkpoint is of a run with num_envs {saved_envs}, not {n}")
         self.backend.load_state(unpack_train_state(self.config, self.settings.dtype, snapshot["train_state"]))
         self.inflight = []
         if self.settings.overlap:
@@ -417,22 +496,23 @@ class Trainer:
                              for entry in snapshot.get("inflight", [])]
         counters = snapshot["counters"]
         self.env_steps, self.updates, self.episodes = (int(counters[k]) for k in ("env_steps", "updates", "episodes"))
-        self.episode_return = float(counters["episode_return"])
-        self.episode_length = int(counters["episode_length"])
         self.pending_updates = int(counters["pending_updates"])
         self.skipped_transitions = int(counters.get("skipped_transitions", 0))
         self.explore_rng.bit_generator.state = snapshot["rng"]["explore"]
         self.update_rng.bit_generator.state = snapshot["rng"]["update"]
         self.fast_key = jnp.asarray(snapshot["rng"]["fast_key"], jnp.uint32)
-        self.noise_state = np.asarray(snapshot["noise_state"], np.float64)
-        self._rebuild_env(snapshot["rng"].get("env_at_reset"), snapshot.get("episode_actions"),
-                          np.asarray(snapshot["obs"]))
+        self.noise_state = np.asarray(snapshot["noise_state"], np.float64).reshape(n, -1).copy()
+        actions = snapshot.get("episode_actions")
+        # Without the episodes' actions the environments start new episodes (``_rebuild_env`` zeroes these).
+        self.running_return = np.asarray(counters["episode_return"], np.float64).reshape(n).copy()
+        self.running_length = np.asarray(counters["episode_length"], np.int64).reshape(n).copy()
+        self._rebuild_env(snapshot["rng"].get("env_at_reset"), actions, np.asarray(snapshot["obs"]))
         self.episode_returns = [float(r) for r in snapshot["episode_returns"]]
         self.last_evaluation = snapshot["last_evaluation"]
         if snapshot.get("buffer") is not None:
             self.buffer.load_state_dict(snapshot["buffer"])
-        if hasattr(self.backend, "drop_replay"):
-            self.backend.drop_replay()
+        if isinstance(self.backend, FusedBackend):
+            self.backend.drop_replay()  # rebuilt from the host buffer at the next fused call
 
     def _unpack_actor(self, leaves):
         import jax
@@ -447,6 +527,8 @@ class Trainer:
                                             [np.asarray(x, w.dtype) for x, w in zip(leaves, expected)])
 
     def _rebuild_env(self, rng_at_reset, actions, saved_obs) -> None:
+        """Replay the current episode: a reset from the saved RNG state (the seeded one for the run's first
+        episode), then the saved actions. ``rng_at_reset``, ``actions``: as ``snapshot`` stores them."""
         import warnings
 
         if actions is None:  # a checkpoint without the episode's actions: start a fresh episode
@@ -459,11 +541,11 @@ class Trainer:
         if rng_at_reset is not None:
             self.env.unwrapped.np_random.bit_generator.state = rng_at_reset
             obs, _ = self.env.reset()
-        self.env_rng_at_reset = rng_at_reset
-        self.episode_actions = []
+        self.env_rng_at_reset = [rng_at_reset]
+        self.episode_actions = [[]]
         for action in np.asarray(actions):
             obs, *_ = self.env.step(action)
-            self.episode_actions.append(action)
+            self.episode_actions[0].append(action)
         self.obs = self._replayed(np.asarray(obs), saved_obs)
 
     def _replayed(self, obs: np.ndarray, saved_obs) -> np.ndarray:

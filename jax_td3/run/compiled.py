@@ -27,6 +27,7 @@ from jax_td3.config import config_for_env
 from jax_td3.dtypes import enable_dtype
 from jax_td3.envs import make_jax_env
 from jax_td3.errors import CheckpointError, ConfigError
+from jax_td3.loops import schedule
 from jax_td3.loops.compiled import ChunkedRun, LoopSettings, compiled_settings, eval_steps
 from jax_td3.run.checks import check_compiled_memory, check_compiled_seeds
 from jax_td3.run.directory import (
@@ -233,12 +234,13 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
                     saved_curve = np.asarray(checkpoint.contents["eval_returns"])
                     curve = [saved_curve[:, i] for i in range(saved_curve.shape[1])]
                 while done < loop.total_steps and stop.received is None:
+                    before = done
                     agents, done = run.advance(agents, done)
                     if run.evaluates_at(done):
                         agents, evaluation = run.evaluate(agents, done)
                         curve.append(evaluation.returns)
                         log(evaluation)
-                    due = done // checkpoint_every != (done - run.chunk_steps) // checkpoint_every
+                    due = schedule.checkpoint_due(before, done, checkpoint_every, loop.total_steps)
                     if done == loop.total_steps or stop.received is not None or due:
                         last_checkpoint = _checkpoint(out_dir, config, settings, loop, env.spec.env_id, seeds, run,
                                                       agents, done, curve, keep) or last_checkpoint

@@ -23,6 +23,7 @@ import numpy as np
 
 from jax_td3.config import TD3Config, config_for_env
 from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
+from jax_td3.loops import schedule
 from jax_td3.loops.host import Trainer
 from jax_td3.presets import DEFAULTS, resolve
 from jax_td3.run.checkpoint import BEST_AGENT_FILE, config_from_checkpoint
@@ -237,7 +238,7 @@ def _run_training(trainer: Trainer, out_dir: str | Path, run_config: dict | None
                     log_evaluation(record.evaluation)
                     postfix["eval_return"] = f"{record.evaluation['eval_return_mean']:.1f}"
                 # A multiple of checkpoint_every reached or passed (a vector step adds several transitions).
-                if record.step // checkpoint_every > before // checkpoint_every and not trainer.done:
+                if schedule.checkpoint_due(before, record.step, checkpoint_every, settings.total_steps):
                     last_checkpoint = save()
                 bar.update(record.step - before)
                 if postfix and (ended or record.evaluation is not None):
