@@ -31,6 +31,7 @@ from jax_td3.cli.args import (
     nonnegative_int,
     positive_int,
 )
+from jax_td3.cli.process import use_dtype, use_torch_threads
 from jax_td3.config import ALGOS, CONFIGS, make_config
 from jax_td3.presets import DEFAULTS
 from jax_td3.settings import BACKENDS
@@ -193,10 +194,9 @@ def run(args) -> int:
     for field, value in applied.items():
         setattr(args, field, value)
     config = config_from_args(args)
-    import torch
-
     # The networks compared here are small: one thread is faster and immune to oversubscription.
-    torch.set_num_threads(1)
+    use_torch_threads(1)
+    use_dtype(args.dtype)
     from jax_td3.parity import run_parity
 
     resync = {"auto": None, "on": True, "off": False}[args.resync]
@@ -238,9 +238,8 @@ def run_whole(args) -> int:
             for name, default in RUN_DEFAULTS.items()}
     if args.plot:
         _check_writable(args.plot)
-    import torch
-
-    torch.set_num_threads(1)
+    use_torch_threads(1)
+    use_dtype(args.dtype)
     from jax_td3.config import config_for_env
     from jax_td3.envs import env_spec, make_env
     from jax_td3.parity import UnknownTensorError, plot_drift, run_whole_parity

@@ -23,7 +23,7 @@ import numpy as np
 
 from jax_td3.adapters.base import ACTOR_STEP_FAMILIES, DELAYED_FAMILIES, Adapter, family
 from jax_td3.config import TD3Config
-from jax_td3.dtypes import enable_dtype
+from jax_td3.dtypes import dtype_named
 from jax_td3.parity.compare import ParityReport, Tracker, compare
 
 # float64: both sides do the same arithmetic in a different order; the differences are a few ulps
@@ -125,7 +125,7 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
     measures one update's rounding rather than the drift of two float32 trajectories (which
     ``resync=False`` shows).
     """
-    ndtype = enable_dtype(dtype)
+    ndtype = dtype_named(dtype)
     resync = (dtype == "float32") if resync is None else resync
     start = a.state()
     b.load(start)
