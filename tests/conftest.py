@@ -4,6 +4,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _cache = None
 
 
@@ -19,3 +21,15 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _cache is not None:
         shutil.rmtree(_cache, ignore_errors=True)
+
+
+@pytest.fixture
+def x64():
+    """JAX's x64 mode for one test. The library never switches it on (a process-wide setting belongs to its
+    caller), so a test that computes in float64 asks for it; the previous setting comes back afterwards."""
+    import jax
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", before)

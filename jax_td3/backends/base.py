@@ -48,35 +48,45 @@ class Backend(Protocol):
 
 def leaf_names(tree) -> list[tuple[str, object]]:
     """``(name, leaf)`` of every leaf of ``tree`` in ``jax.tree_util`` order; the name is the leaf's tree path
-    joined by "/" (``actor_params/params/l1/kernel``), except that a state in an optimizer chain is named by
-    its type rather than its position (``actor_opt_state/ScaleByAdamState/mu/params/l1/kernel``), so a
-    chain that gains or loses a stage keeps the names of the states it still has."""
+    joined by "/" (``actor_params/params/l1/kernel``), except in optimizer chains (plain tuples of states):
+    a state is named by its type, not its position, and a nested chain adds no name of its own
+    (``actor_opt_state/ScaleByAdamState/mu/params/l1/kernel``). So a chain that gains or loses a stage, or is
+    wrapped in another, keeps the names of the states it still has. Where that would name two leaves alike
+    (two states of one type), every position is named by its index instead."""
     import jax
 
-    named = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        parts, node = [], tree
-        for key in path:
-            if isinstance(key, jax.tree_util.SequenceKey):
-                child = node[key.idx]
-                kind = type(child).__name__
-                unique = _is_named_tuple(child) and [type(x).__name__ for x in node].count(kind) == 1
-                parts.append(kind if unique else str(key.idx))
-                node = child
-            elif isinstance(key, jax.tree_util.GetAttrKey):
-                parts.append(key.name)
-                node = getattr(node, key.name)
-            elif isinstance(key, jax.tree_util.DictKey):
-                parts.append(str(key.key))
-                node = node[key.key]
-            else:   # a custom node's flattened index: its children are not reachable by key
-                parts.append(str(key.key))
-                node = None
-        named.append(("/".join(parts), leaf))
-    names = [name for name, _ in named]
-    if len(set(names)) != len(names):
-        raise ValueError(f"leaf names of a {type(tree).__name__} are not unique: {names}")
-    return named
+    paths_and_leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    for by_type in (True, False):
+        named = [(_path_name(tree, path, by_type), leaf) for path, leaf in paths_and_leaves]
+        if len({name for name, _ in named}) == len(named):
+            return named
+    raise ValueError(f"leaf names of a {type(tree).__name__} are not unique")
+
+
+def _path_name(tree, path, by_type: bool) -> str:
+    import jax
+
+    parts, node = [], tree
+    for key in path:
+        if isinstance(key, jax.tree_util.SequenceKey):
+            child = node[key.idx]
+            if not by_type or _is_named_tuple(node):
+                parts.append(str(key.idx))
+            elif _is_named_tuple(child):
+                parts.append(type(child).__name__)
+            elif not isinstance(child, (tuple, list)):
+                parts.append(str(key.idx))   # a leaf in a plain tuple; a nested chain adds nothing
+            node = child
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            parts.append(key.name)
+            node = getattr(node, key.name)
+        elif isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+            node = node[key.key]
+        else:   # a custom node's flattened index: its children are not reachable by key
+            parts.append(str(key.key))
+            node = None
+    return "/".join(parts)
 
 
 def _is_named_tuple(x) -> bool:
