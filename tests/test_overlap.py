@@ -51,7 +51,7 @@ def _reference_run(learning_starts: int = 50) -> dict[str, np.ndarray]:
     assert trainer.inflight == [] and trainer.backend.acting_params() is None
     run = {"actions": np.array(actions), "update_steps": np.array(update_steps), "metrics": np.array(metrics),
            "evaluations": np.array(evaluations)}
-    run.update({f"state{i:02d}": leaf for i, leaf in enumerate(pack_train_state(trainer.backend.state()))})
+    run.update({f"state{i:02d}": leaf for i, leaf in enumerate(pack_train_state(trainer.backend.state()).values())})
     trainer.close()
     return run
 
@@ -223,7 +223,7 @@ def test_resume_with_overlap_is_exact_from_any_checkpoint(tmp_path, capsys):
         assert main(["train", *RUN_FLAGS, "--out", str(run), "--resume"]) == 0
         assert f"(step {step}" in capsys.readouterr().out
         resumed = load_checkpoint(list_checkpoints(run)[-1]).contents["trainer"]
-        for a, b in zip(final["train_state"], resumed["train_state"], strict=True):
+        for a, b in zip(final["train_state"].values(), resumed["train_state"].values(), strict=True):
             np.testing.assert_array_equal(a, b)
         assert read_rows(run / "metrics.csv") == read_rows(whole / "metrics.csv"), step
         assert read_rows(run / "episodes.csv") == read_rows(whole / "episodes.csv"), step
