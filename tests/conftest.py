@@ -33,3 +33,12 @@ def x64():
     jax.config.update("jax_enable_x64", True)
     yield
     jax.config.update("jax_enable_x64", before)
+
+
+@pytest.fixture(autouse=True)
+def x64_for_float64_params(request):
+    """A test parametrized with ``dtype`` float64 gets JAX's x64 mode (as if it asked for ``x64``)."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if str(params.get("dtype", "")) == "float64":
+        request.getfixturevalue("x64")
+    yield
