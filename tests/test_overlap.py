@@ -25,6 +25,9 @@ from jax_td3.loops.host import Trainer
 from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.settings import TrainSettings
 
+# Most runs here are float64; the library leaves JAX's x64 mode to its caller.
+pytestmark = pytest.mark.usefixtures("x64")
+
 REFERENCE = __import__("pathlib").Path(__file__).parent / "data" / "fused-pendulum-float64.npz"
 
 

@@ -19,6 +19,9 @@ from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.run.training import uses_vector_loop
 from jax_td3.settings import TrainSettings
 
+# Most runs here are float64; the library leaves JAX's x64 mode to its caller.
+pytestmark = pytest.mark.usefixtures("x64")
+
 
 class ScheduledEnv(gym.Env):
     """obs = [episode, t]. Even episodes are truncated at t = 4, odd ones terminate at t = 3; reward 1."""
