@@ -84,11 +84,13 @@ def compile_many_ahead(config, dtype, capacity: int, num_updates: int):
     replay_spec = replay.ReplayState(*(jax.ShapeDtypeStruct((capacity, w), dtype) for w in widths),
                                      jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32))
     multi_update = compiled_functions(config)[1]
+    x64 = bool(jax.config.jax_enable_x64)   # the caller's, perhaps scoped to its thread: a new thread would not see it
 
     def compile_it():
         try:
-            multi_update.lower(state, replay_spec, key, num_updates).compile()
-            split_key.lower(key).compile()
+            with jax.enable_x64(x64):
+                multi_update.lower(state, replay_spec, key, num_updates).compile()
+                split_key.lower(key).compile()
         except Exception:  # noqa: BLE001  (only a head start: the first call compiles if this failed)
             pass
 
