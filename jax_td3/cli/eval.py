@@ -39,6 +39,10 @@ def run(args) -> int:
     from jax_td3.evaluate import evaluate_checkpoint
 
     enable_compile_cache()  # the programs of an earlier run of this configuration load instead of compiling
+    if args.backend == "torch":
+        from jax_td3.cli.process import use_torch_threads
+
+        use_torch_threads(1)   # batched forwards of a small MLP: one thread is fastest (cli.process)
 
     result = evaluate_checkpoint(args.checkpoint, args.episodes, args.env, args.seed, args.backend, args.agent,
                                  video=args.video, sequential=args.sequential)
