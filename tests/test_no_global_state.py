@@ -90,3 +90,19 @@ def test_compiler_options_follow_the_environment_at_call_time(monkeypatch):
     assert xla_options.compiler_options() is None
     monkeypatch.delenv("JAX_TD3_XLA_DEFAULTS")
     assert xla_options.compiler_options() == default
+
+
+def test_the_command_line_switches_x64_on_for_a_resumed_float64_run(x32, tmp_path):
+    """``jax-td3 train --resume`` takes the run's dtype from its newest checkpoint, as the run driver does."""
+    import argparse
+
+    from jax_td3.cli.train import _set_process_settings
+    from jax_td3.run.checkpoint import save_checkpoint
+
+    args = argparse.Namespace(algo=None, dtype=None, backend=None, preset=None, out=str(tmp_path), resume=True,
+                              compiled=False)
+    _set_process_settings(args)
+    assert not jax.config.jax_enable_x64            # no checkpoint yet: the default, float32
+    save_checkpoint(tmp_path, 10, {}, {"dtype": "float64", "backend": "jax"})
+    _set_process_settings(args)
+    assert jax.config.jax_enable_x64
