@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jax_td3.dtypes import x64_scope
 from jax_td3.errors import CheckpointError, ConfigError, EnvError
 from jax_td3.loops.exploration import evaluation_seed
 
@@ -50,8 +51,9 @@ def evaluate_checkpoint(path: PathLike, episodes: int = 10, env_id: str | None =
     config, dtype, state, checkpoint = train_state_from_checkpoint(path, agent)
     settings = run_settings_of(checkpoint, agent)
     seed = evaluation_seed(settings["seed"]) if seed is None else seed
-    result = _run_policy(config, dtype, state, env_id or settings["env"], episodes, seed, backend, video,
-                         time_feature=bool(settings.get("time_feature", False)), sequential=sequential)
+    with x64_scope(dtype):  # float64 for this call only: the caller's JAX settings stay as they were
+        result = _run_policy(config, dtype, state, env_id or settings["env"], episodes, seed, backend, video,
+                             time_feature=bool(settings.get("time_feature", False)), sequential=sequential)
     return {"checkpoint": str(checkpoint.path), **result, "step": checkpoint.metadata.get("step"),
             "trained_with": checkpoint.metadata.get("backend")}
 
@@ -65,21 +67,21 @@ def _evaluate_torch_export(path: PathLike, episodes: int, env_id: str | None, se
     if env_id is None:
         raise ConfigError(f"{path} does not name its environment; give its `env`")
     seed = description.get("eval_seed", 0) if seed is None else seed
-    result = _run_policy(config, dtype, state, env_id, episodes, seed, backend, video,
-                         time_feature=bool(description.get("time_feature", False)), sequential=sequential)
+    with x64_scope(dtype):
+        result = _run_policy(config, dtype, state, env_id, episodes, seed, backend, video,
+                             time_feature=bool(description.get("time_feature", False)), sequential=sequential)
     return {"checkpoint": str(path), **result, "step": description.get("step"), "trained_with": "torch export"}
 
 
 def _run_policy(config: TD3Config, dtype: str, state: TrainState, env_id: str, episodes: int, seed: int,
                 backend: str, video: PathLike | None = None, time_feature: bool = False,
                 sequential: bool = False) -> dict[str, Any]:
-    from jax_td3.backends import enable_dtype, make_backend
+    from jax_td3.backends import make_backend
     from jax_td3.envs import env_spec, make_env
     from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy
 
     recorder = _VideoRecorder(video) if video is not None else None  # checks the destination first
     try:
-        enable_dtype(dtype)
         render: dict[str, Any] = dict(render_mode="rgb_array") if recorder else {}
         evaluator = BatchedEvaluator(lambda: make_env(env_id, time_feature=time_feature, **render))
         try:

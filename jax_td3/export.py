@@ -38,6 +38,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jax_td3.dtypes import dtype_named, x64_scope
 from jax_td3.errors import CheckpointError, ConfigError, require_torch
 from jax_td3.loops.exploration import evaluation_seed
 
@@ -59,7 +60,7 @@ def train_state_from_checkpoint(path: str | os.PathLike[str],
     ``agent`` picks one agent of a compiled multi-seed checkpoint.
     """
     from jax_td3.backends.base import unpack_train_state
-    from jax_td3.run.checkpoint import config_from_checkpoint, load_checkpoint
+    from jax_td3.checkpoint_format import config_from_checkpoint, load_checkpoint
 
     checkpoint = load_checkpoint(path)
     contents = checkpoint.contents
@@ -120,7 +121,6 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
     import jax
     import numpy as np
 
-    from jax_td3.backends import enable_dtype
     from jax_td3.config import make_config
     from jax_td3.convert import make_torch_agent, state_from_torch
     from jax_td3.errors import ConversionError
@@ -145,7 +145,7 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
         dtype = description["dtype"]
     except KeyError as err:
         raise CheckpointError(f"{path}: its config lacks {err}") from None
-    enable_dtype(dtype)
+    dtype_named(dtype)
     agent = make_torch_agent(config, dtype)
     for name in NETWORKS:
         if name not in blob:
@@ -161,7 +161,8 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
         except RuntimeError as err:
             first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
             raise CheckpointError(f"{path}: {name} state_dict does not fit: {first}") from None
-    template = jax.tree_util.tree_map(np.asarray, init_train_state(config, jax.random.PRNGKey(0), np.dtype(dtype)))
+    with x64_scope(dtype):  # float64 for this call only
+        template = jax.tree_util.tree_map(np.asarray, init_train_state(config, jax.random.PRNGKey(0), np.dtype(dtype)))
     try:
         state = state_from_torch(config, agent, template)
     except ConversionError as err:

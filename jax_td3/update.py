@@ -51,7 +51,19 @@ def adam(learning_rate: float, b1: float, b2: float, eps: float,
     )
 
 
-ADAM_STATE_INDEX = 1  # position of ScaleByAdamState in the chain above
+def adam_state(opt_state: optax.OptState) -> optax.ScaleByAdamState:
+    """The Adam moments (``count``, ``mu``, ``nu``) of an optimizer state, found by type wherever the chain
+    puts them (checkpoints and the parity adapters name them, so a changed chain keeps them)."""
+    found = optax.tree_utils.tree_get(opt_state, "ScaleByAdamState")
+    if not isinstance(found, optax.ScaleByAdamState):
+        raise ValueError(f"no ScaleByAdamState in the optimizer state {type(opt_state).__name__}")
+    return found
+
+
+def with_adam_state(opt_state: optax.OptState, adam: optax.ScaleByAdamState) -> optax.OptState:
+    """``opt_state`` with its ``ScaleByAdamState`` replaced by ``adam``."""
+    is_adam = lambda node: isinstance(node, optax.ScaleByAdamState)
+    return jax.tree_util.tree_map(lambda node: adam if is_adam(node) else node, opt_state, is_leaf=is_adam)
 
 
 def actor_optimizer(config: TD3Config) -> optax.GradientTransformation:

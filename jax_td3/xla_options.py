@@ -24,23 +24,35 @@ import os
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-@functools.lru_cache(maxsize=None)
 def compiler_options() -> dict | None:
-    """Options to pass as ``compiler_options`` to ``jax.jit`` or ``.compile()``; None for XLA's defaults."""
+    """Options to pass as ``compiler_options`` to ``jax.jit`` or ``.compile()``; None for XLA's defaults.
+
+    The environment variables are read on every call (a caller may set them at any time); only the
+    probe of this jaxlib is remembered, per backend."""
     import jax
-    import numpy as np
 
     if os.environ.get("JAX_TD3_XLA_DEFAULTS", "") not in ("", "0"):
         return None
     if "ynn" in os.environ.get("XLA_FLAGS", ""):
         return None
-    if jax.default_backend() != "cpu":
-        return None
-    try:  # an unknown option is an error at compile time: probe once with a trivial function
-        jax.jit(lambda x: x + 1, compiler_options=YNN_OFF).lower(np.float32(0)).compile()
-    except Exception:
+    backend = jax.default_backend()
+    if backend != "cpu" or not _knows_ynn_option(backend):
         return None
     return dict(YNN_OFF)
+
+
+@functools.lru_cache(maxsize=None)
+def _knows_ynn_option(backend: str) -> bool:
+    """Whether this jaxlib accepts ``YNN_OFF`` on ``backend`` (an unknown option is an error at compile time:
+    probe once with a trivial function)."""
+    import jax
+    import numpy as np
+
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=YNN_OFF).lower(np.float32(0)).compile()
+    except Exception:
+        return False
+    return True
 
 
 def with_defaults(extra: dict | None = None) -> dict | None:

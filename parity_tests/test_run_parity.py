@@ -175,7 +175,7 @@ def test_a_run_moves_to_the_other_framework_and_continues_as_if_it_had_not(tmp_p
     assert moved.backend.name == target
     # The transfer itself is exact: weights, targets, Adam moments and counters.
     saved = load_checkpoint(path).contents["trainer"]["train_state"]
-    for x, y in zip(jax.tree_util.tree_leaves(moved.backend.state()), saved):
+    for x, y in zip(jax.tree_util.tree_leaves(moved.backend.state()), saved.values(), strict=True):
         np.testing.assert_array_equal(np.asarray(x), y)
     continued = [moved.step() for _ in range(150)]
 

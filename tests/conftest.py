@@ -4,6 +4,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _cache = None
 
 
@@ -19,3 +21,24 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _cache is not None:
         shutil.rmtree(_cache, ignore_errors=True)
+
+
+@pytest.fixture
+def x64():
+    """JAX's x64 mode for one test. The library never switches it on (a process-wide setting belongs to its
+    caller), so a test that computes in float64 asks for it; the previous setting comes back afterwards."""
+    import jax
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
+@pytest.fixture(autouse=True)
+def x64_for_float64_params(request):
+    """A test parametrized with ``dtype`` float64 gets JAX's x64 mode (as if it asked for ``x64``)."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if str(params.get("dtype", "")) == "float64":
+        request.getfixturevalue("x64")
+    yield

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from jax_td3.backends import enable_dtype, make_backend
+from jax_td3.backends import make_backend
 from jax_td3.config import config_for_env, make_config
 from jax_td3.envs import env_spec, make_env
 from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy, evaluate_policy_batched
@@ -17,7 +17,6 @@ from jax_td3.update import init_train_state
 def random_state(config, dtype="float32", seed=0, scale=1.0):
     """A train state (numpy leaves) whose actor has random weights, N(0, scale^2 / fan_in); zeros elsewhere.
     (Shapes from ``jax.eval_shape``: compiling ``init_train_state`` would cost seconds per config.)"""
-    enable_dtype(dtype)
     shapes = jax.eval_shape(lambda: init_train_state(config, jax.random.PRNGKey(0), np.dtype(dtype)))
     rng = np.random.default_rng(seed)
 
@@ -108,7 +107,7 @@ class EpisodeLengths(gym.Wrapper):
         return self.env.step(action)
 
 
-def test_mujoco_batched_equals_sequential_with_episodes_of_different_lengths():
+def test_mujoco_batched_equals_sequential_with_episodes_of_different_lengths(x64):
     pytest.importorskip("mujoco")
     learner = policy(make_env("Hopper-v5"), "torch", "float64", seed=1, scale=0.3)
     env = EpisodeLengths(make_env("Hopper-v5"))

@@ -43,8 +43,8 @@ def test_a_resumed_run_only_replaces_the_best_agent_with_a_better_one(tmp_path):
     assert train(run, "--total-steps", "600", "--resume") == 0
     # The same run in two sittings keeps the same best agent.
     assert read_metadata(run / BEST_AGENT_FILE)["step"] == read_metadata(whole / BEST_AGENT_FILE)["step"]
-    for a, b in zip(load_checkpoint(run / BEST_AGENT_FILE).contents["trainer"]["train_state"],
-                    load_checkpoint(whole / BEST_AGENT_FILE).contents["trainer"]["train_state"], strict=True):
+    for a, b in zip(load_checkpoint(run / BEST_AGENT_FILE).contents["trainer"]["train_state"].values(),
+                    load_checkpoint(whole / BEST_AGENT_FILE).contents["trainer"]["train_state"].values(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -26,8 +26,8 @@ def test_an_old_checkpoint_restores_into_a_trainer_exactly():
     trainer.restore(contents["trainer"])
     try:
         assert (trainer.env_steps, trainer.updates, len(trainer.buffer)) == (40, 20, 40)
-        for saved, restored in zip(contents["trainer"]["train_state"], pack_train_state(trainer.backend.state()),
-                                   strict=True):
+        for saved, restored in zip(contents["trainer"]["train_state"],
+                                   pack_train_state(trainer.backend.state()).values(), strict=True):
             np.testing.assert_array_equal(saved, restored)
         np.testing.assert_array_equal(trainer.obs, contents["trainer"]["obs"])  # the episode replayed
     finally:

@@ -12,6 +12,7 @@ from jax_td3.cli import main
 from jax_td3.export import train_state_from_checkpoint
 from jax_td3.networks import actor_action
 from jax_td3.config import config_for_env
+from jax_td3.dtypes import x64_scope
 from jax_td3.loops.host import Trainer
 from jax_td3.run.training import checkpoint_contents
 from jax_td3.settings import TrainSettings
@@ -25,11 +26,12 @@ def trained_checkpoint(tmp_path, algo="td3", dtype="float64", hidden=(16, 16)):
 
     extra = {} if algo in ("ddpg", "seed-ddpg") else {"hidden": hidden}
     config = config_for_env(algo, env_spec(make_env("Pendulum-v1")), batch_size=8, **extra)
-    trainer = Trainer(config, TrainSettings(env="Pendulum-v1", total_steps=60, seed=3, dtype=dtype,
-                                            learning_starts=30, eval_every=1_000, eval_episodes=1))
-    while not trainer.done:
-        trainer.step()
-    path = save_checkpoint(tmp_path / "run", trainer.env_steps, *checkpoint_contents(trainer, False))
+    with x64_scope(dtype):   # JAX's x64 mode for a float64 run, for this run only
+        trainer = Trainer(config, TrainSettings(env="Pendulum-v1", total_steps=60, seed=3, dtype=dtype,
+                                                learning_starts=30, eval_every=1_000, eval_episodes=1))
+        while not trainer.done:
+            trainer.step()
+        path = save_checkpoint(tmp_path / "run", trainer.env_steps, *checkpoint_contents(trainer, False))
     trainer.close()
     return path
 
@@ -49,7 +51,7 @@ def build_torch_modules(c):
 
 
 @pytest.mark.parametrize("algo", ["td3", "seed-ddpg"])
-def test_export_loads_strictly_into_torch_ref_and_acts_like_the_jax_policy(tmp_path, td3_checkpoint, algo):
+def test_export_loads_strictly_into_torch_ref_and_acts_like_the_jax_policy(tmp_path, td3_checkpoint, algo, x64):
     checkpoint = td3_checkpoint if algo == "td3" else trained_checkpoint(tmp_path, algo)
     out = tmp_path / "agent.pt"
     assert main(["export", str(checkpoint), "--to", "torch", str(out)]) == 0

@@ -13,7 +13,6 @@ import pytest
 
 from jax_td3.backends.jax_backend import JaxBackend, initial_state_and_key
 from jax_td3.config import TD3Config
-from jax_td3.dtypes import enable_dtype
 from jax_td3.networks import actor_action, actor_action_numpy
 from jax_td3.update import Batch
 
@@ -27,7 +26,6 @@ def config_for(hidden, obs_dim=17, act_dim=6):
 @pytest.mark.parametrize("dtype,atol,rtol", [("float64", 1e-14, 0.0), ("float32", 4e-6, 0.0)])
 @pytest.mark.parametrize("hidden", [(8, 8), (256, 256), (400, 300)])
 def test_the_numpy_actor_is_the_flax_actor(dtype, atol, rtol, hidden):
-    enable_dtype(dtype)
     config = config_for(hidden)
     state, _ = initial_state_and_key(config, 3, np.dtype(dtype))
     params = jax.tree_util.tree_map(np.asarray, jax.device_get(state.actor_params))
@@ -43,8 +41,7 @@ def test_the_numpy_actor_is_the_flax_actor(dtype, atol, rtol, hidden):
         assert rows == 1 or np.ptp(host, axis=0).min() > 1e-3  # the actions depend on the observations
 
 
-def test_the_backend_acts_with_the_current_or_the_held_actor():
-    enable_dtype("float64")
+def test_the_backend_acts_with_the_current_or_the_held_actor(x64):
     config = config_for((16, 16), obs_dim=3, act_dim=1)
     state, _ = initial_state_and_key(config, 0, np.dtype("float64"))
     backend = JaxBackend(config, state, "float64")

@@ -25,6 +25,9 @@ from jax_td3.loops.host import Trainer
 from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.settings import TrainSettings
 
+# Most runs here are float64; the library leaves JAX's x64 mode to its caller.
+pytestmark = pytest.mark.usefixtures("x64")
+
 REFERENCE = __import__("pathlib").Path(__file__).parent / "data" / "fused-pendulum-float64.npz"
 
 
@@ -51,7 +54,7 @@ def _reference_run(learning_starts: int = 50) -> dict[str, np.ndarray]:
     assert trainer.inflight == [] and trainer.backend.acting_params() is None
     run = {"actions": np.array(actions), "update_steps": np.array(update_steps), "metrics": np.array(metrics),
            "evaluations": np.array(evaluations)}
-    run.update({f"state{i:02d}": leaf for i, leaf in enumerate(pack_train_state(trainer.backend.state()))})
+    run.update({f"state{i:02d}": leaf for i, leaf in enumerate(pack_train_state(trainer.backend.state()).values())})
     trainer.close()
     return run
 
@@ -223,7 +226,7 @@ def test_resume_with_overlap_is_exact_from_any_checkpoint(tmp_path, capsys):
         assert main(["train", *RUN_FLAGS, "--out", str(run), "--resume"]) == 0
         assert f"(step {step}" in capsys.readouterr().out
         resumed = load_checkpoint(list_checkpoints(run)[-1]).contents["trainer"]
-        for a, b in zip(final["train_state"], resumed["train_state"], strict=True):
+        for a, b in zip(final["train_state"].values(), resumed["train_state"].values(), strict=True):
             np.testing.assert_array_equal(a, b)
         assert read_rows(run / "metrics.csv") == read_rows(whole / "metrics.csv"), step
         assert read_rows(run / "episodes.csv") == read_rows(whole / "episodes.csv"), step

@@ -29,7 +29,7 @@ def read_rows(path, drop=TIMING_COLUMNS):
 
 
 def final_state(out):
-    return load_checkpoint(list_checkpoints(out)[-1]).contents["trainer"]["train_state"]
+    return list(load_checkpoint(list_checkpoints(out)[-1]).contents["trainer"]["train_state"].values())
 
 
 def train(out, *flags):
@@ -70,8 +70,8 @@ def test_resume_after_sigkill_ends_exactly_like_an_uninterrupted_run(variant, tm
     assert read_rows(killed / "episodes.csv") == read_rows(tmp_path / "whole" / "episodes.csv")
     best_whole, best_killed = (load_checkpoint(run / "best.jtd3") for run in (tmp_path / "whole", killed))
     assert best_killed.metadata["step"] == best_whole.metadata["step"]
-    for whole, resumed in zip(best_whole.contents["trainer"]["train_state"],
-                              best_killed.contents["trainer"]["train_state"], strict=True):
+    for whole, resumed in zip(best_whole.contents["trainer"]["train_state"].values(),
+                              best_killed.contents["trainer"]["train_state"].values(), strict=True):
         np.testing.assert_array_equal(whole, resumed)
     import json
     summary = json.loads((killed / "summary.json").read_text())
@@ -168,7 +168,7 @@ def test_nan_from_the_environment_stops_with_its_step_and_keeps_the_last_good_ch
         run_training(trainer, tmp_path, progress=False, checkpoint_every=50)
     kept = load_checkpoint(tmp_path)
     assert kept.metadata["env_steps"] == 150
-    assert all(np.all(np.isfinite(x)) for x in kept.contents["trainer"]["train_state"])
+    assert all(np.all(np.isfinite(x)) for x in kept.contents["trainer"]["train_state"].values())
     import json
     assert "env step 157" in json.loads((tmp_path / "summary.json").read_text())["stopped"]
 

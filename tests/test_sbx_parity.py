@@ -31,6 +31,10 @@ from jax_td3.errors import ConfigError  # noqa: E402
 from jax_td3.parity import compare_adapters  # noqa: E402
 from jax_td3.parity.update_level import SharedDraws  # noqa: E402
 
+# The float64 comparisons need JAX's x64 mode, which the library leaves to its caller (SBX's own model is
+# built and its float32 steps run with x64 off by the adapter, whatever the caller's setting).
+pytestmark = pytest.mark.usefixtures("x64")
+
 BOX = dict(obs_dim=3, act_dim=2, action_low=(-1.0, -1.0), action_high=(1.0, 1.0), hidden=(8, 8), batch_size=8)
 CONFIG = TD3Config(**BOX)                                  # Fujimoto's settings
 SBX_CONFIG = CONFIG.replace(**SBX_SETTINGS)                # SBX's TD3

@@ -145,7 +145,7 @@ def test_same_seed_same_run_and_other_seed_differs():
     assert not np.array_equal(records[0][-1].action, records[2][-1].action)
 
 
-def test_jax_and_torch_backends_give_the_same_run_in_float64():
+def test_jax_and_torch_backends_give_the_same_run_in_float64(x64):
     """Same seed, same loop-owned randomness: actions, losses, evaluations and parameters agree to ~1e-9
     through warm-up, the start of learning, an episode boundary (step 200) and two evaluations."""
     config = pendulum_config("td3")

@@ -19,6 +19,9 @@ from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.run.training import uses_vector_loop
 from jax_td3.settings import TrainSettings
 
+# Most runs here are float64; the library leaves JAX's x64 mode to its caller.
+pytestmark = pytest.mark.usefixtures("x64")
+
 
 class ScheduledEnv(gym.Env):
     """obs = [episode, t]. Even episodes are truncated at t = 4, odd ones terminate at t = 3; reward 1."""
@@ -233,7 +236,7 @@ def test_cli_async_runs_end_to_end_equals_sync_and_resumes_exactly(tmp_path, cap
     contents = [load_checkpoint(list_checkpoints(run)[-1]).contents["trainer"] for run in (sync, async_)]
     for name in ("obs", "action", "next_obs", "reward", "not_done"):
         np.testing.assert_array_equal(contents[0]["buffer"][name], contents[1]["buffer"][name])
-    for x, y in zip(contents[0]["train_state"], contents[1]["train_state"], strict=True):
+    for x, y in zip(contents[0]["train_state"].values(), contents[1]["train_state"].values(), strict=True):
         np.testing.assert_array_equal(x, y)
     summary = json.loads((async_ / "summary.json").read_text())
     assert summary["env_steps"] == 440 and summary["updates"] == (220 - 30) // 2

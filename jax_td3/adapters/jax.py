@@ -6,8 +6,8 @@ The JAX layout (``update.TrainState``):
 - the critics are stacked on a leading axis of size ``num_critics`` (also 1 for the single
   critics): slice ``c`` of layer ``l{i}`` is neutral layer ``l{i + c * n}`` for the MLP critics
   (``n`` layers per critic), so TD3's Q2 is ``l{n+1}`` .. ``l{2n}``;
-- each optimizer state is an optax chain whose ``ScaleByAdamState`` (one ``count`` for the tree,
-  ``mu``/``nu`` shaped like the params) sits at ``update.ADAM_STATE_INDEX``.
+- each optimizer state is an optax chain holding one ``ScaleByAdamState`` (one ``count`` for the tree,
+  ``mu``/``nu`` shaped like the params), found by its type (``update.adam_state``).
 
 Moving a state to the neutral format and back is a copy with transposes, no arithmetic, so it
 is exact. The names of the JAX layout itself (``actor.l1.kernel``, ``critic_adam_v.l2.bias``:
@@ -27,9 +27,9 @@ import optax
 
 from jax_td3.adapters.base import STATE_FAMILIES, NeutralState, quantity_names, tensor_names
 from jax_td3.config import TD3Config
-from jax_td3.dtypes import enable_dtype
+from jax_td3.dtypes import float_dtype
 from jax_td3.errors import ConversionError
-from jax_td3.update import ADAM_STATE_INDEX, Batch, TrainState, init_train_state, update_with_internals
+from jax_td3.update import Batch, TrainState, adam_state, init_train_state, update_with_internals, with_adam_state
 
 # Which TrainState field holds each neutral state family, and through which network's layout.
 _FIELDS = {"actor": ("actor_params", "actor"), "critic": ("critic_params", "critic"),
@@ -40,7 +40,7 @@ _ADAM = {"actor_adam_m": ("actor", "mu"), "actor_adam_v": ("actor", "nu"),
 
 def adam_moments(opt_state) -> optax.ScaleByAdamState:
     """The Adam part of an optimizer state made by ``update.adam``."""
-    return opt_state[ADAM_STATE_INDEX]
+    return adam_state(opt_state)
 
 
 # -- JAX layout <-> neutral names --------------------------------------------------------
@@ -136,9 +136,7 @@ def from_neutral(config: TD3Config, state: NeutralState, template: TrainState,
             count=jnp.asarray(int(state[f"{network}_adam_count"]), adam.count.dtype),
             mu=_tree_from_neutral(config, f"{network}_adam_m", network, params_template, state, source),
             nu=_tree_from_neutral(config, f"{network}_adam_v", network, params_template, state, source))
-        opt_state = list(opt_template)
-        opt_state[ADAM_STATE_INDEX] = adam
-        trees[f"{network}_opt_state"] = tuple(opt_state)
+        trees[f"{network}_opt_state"] = with_adam_state(opt_template, adam)
     return TrainState(**trees, step=jnp.asarray(int(state["step"]), jnp.int32))
 
 
@@ -191,7 +189,7 @@ class JaxAdapter:
 
     def __init__(self, config: TD3Config, dtype="float64", *, seed: int = 0):
         self.config = config
-        self.dtype = enable_dtype(dtype)
+        self.dtype = float_dtype(dtype)
         self.train_state = init_train_state(config, jax.random.PRNGKey(seed), self.dtype)
         self._update = jax.jit(update_with_internals, static_argnums=0)
         names = {network: [name for name, _, _ in param_layout(config, network, getattr(self.train_state, field))]

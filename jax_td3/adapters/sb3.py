@@ -18,6 +18,9 @@ Seams (the only places where this adapter reaches into SB3's update; everything 
   ``target_policy_noise``, and fills it with ``our_standard_normal * std`` (what ``normal_``'s
   ``mean + std * z`` gives with mean 0). Any other call raises, so a changed SB3 that draws elsewhere
   is caught rather than silently fed. The previous ``normal_`` is restored afterwards.
+  Like the ``F`` wrapper and the float64 ``preprocess_obs`` below, it replaces a process-wide name, so
+  it is installed for one update and removed after it under ``SEAMS_LOCK``: adapters updating in two
+  threads take turns instead of feeding each other's noise.
 - **observation, not recomputation**: forward hooks on SB3's modules and step pre-hooks on its two
   Adam optimizers read what SB3 computes: the input of ``critic_target`` (the smoothed target
   action), the outputs of ``critic`` (current Q), the gradients just before each ``optimizer.step``,
@@ -64,6 +67,7 @@ Semantics (SB3 2.9.2, ``stable_baselines3/td3/td3.py``):
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 import torch
@@ -71,10 +75,12 @@ import torch
 from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names
 from jax_td3.adapters.torch_ref import load_modules, modules_state, torch_dtype
 from jax_td3.config import TD3Config
-from jax_td3.dtypes import enable_dtype
+from jax_td3.dtypes import dtype_named
 from jax_td3.errors import ConfigError
 
 SB3_VERSION = "2.9.2"
+# Held while an update has its process-wide seams installed (Tensor.normal_, td3.F, preprocess_obs).
+SEAMS_LOCK = threading.Lock()
 
 
 def _refuse(config: TD3Config) -> None:
@@ -101,7 +107,7 @@ def _refuse(config: TD3Config) -> None:
         raise ConfigError("`actor_q` must be q1 for SB3 (its actor ascends the first critic)")
 
 
-def _dummy_env(config: TD3Config):
+def dummy_env(config: TD3Config):
     import gymnasium as gym
 
     class _BoxEnv(gym.Env):
@@ -144,9 +150,9 @@ def make_model(config: TD3Config, dtype="float32"):
         # (ddpg/ddpg.py:107-115: policy_delay=1, target_noise_clip=0.0, target_policy_noise=0.1,
         # n_critics=1): the target action is
         # actor_target(s') + (+-0), clamped to [-1, 1] where tanh already is.
-        model = DDPG("MlpPolicy", _dummy_env(config), **common)
+        model = DDPG("MlpPolicy", dummy_env(config), **common)
     else:
-        model = TD3("MlpPolicy", _dummy_env(config), policy_delay=config.policy_freq,
+        model = TD3("MlpPolicy", dummy_env(config), policy_delay=config.policy_freq,
                     target_policy_noise=config.policy_noise, target_noise_clip=config.noise_clip, **common)
     if np.dtype(dtype).name == "float64":
         model.policy.double()   # in place: the optimizers keep the same Parameter objects
@@ -216,7 +222,7 @@ class SB3Adapter:
     def __init__(self, config: TD3Config, dtype="float32"):
         _refuse_dtype(dtype)
         self.config = config
-        self.dtype = enable_dtype(dtype)
+        self.dtype = dtype_named(dtype)
         self.torch_dtype = torch_dtype(self.dtype)
         self.model = make_model(config, self.dtype)
         self._batch = None
@@ -332,14 +338,17 @@ class SB3Adapter:
                    policy.critic.optimizer.register_step_pre_hook(grads("critic_grad", _layer_map(model, "critic"))),
                    policy.actor.optimizer.register_step_pre_hook(grads("actor_grad", _layer_map(model, "actor")))]
         model.logger.name_to_value.clear()
-        original_f = td3_module.F
-        td3_module.F = _MseSpy(original_f, targets)
         try:
-            actor_update = (model._n_updates + 1) % model.policy_delay == 0   # SB3's test, td3/td3.py:169,200
-            with self._shared_noise(noise), self._float64_observations(actor_update):
-                model.train(gradient_steps=1, batch_size=self.config.batch_size)
+            with SEAMS_LOCK:   # the seams replace process-wide functions for this one update
+                original_f = td3_module.F
+                td3_module.F = _MseSpy(original_f, targets)
+                try:
+                    actor_update = (model._n_updates + 1) % model.policy_delay == 0   # SB3's test, td3/td3.py:169,200
+                    with self._shared_noise(noise), self._float64_observations(actor_update):
+                        model.train(gradient_steps=1, batch_size=self.config.batch_size)
+                finally:
+                    td3_module.F = original_f
         finally:
-            td3_module.F = original_f
             for h in handles:
                 h.remove()
             self._batch = None
@@ -364,4 +373,4 @@ class SB3Adapter:
         return out
 
 
-__all__ = ["SB3Adapter", "SB3_VERSION", "load_model", "make_model", "model_state"]
+__all__ = ["SB3Adapter", "SB3_VERSION", "SEAMS_LOCK", "dummy_env", "load_model", "make_model", "model_state"]

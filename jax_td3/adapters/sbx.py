@@ -84,7 +84,7 @@ from numpy.typing import DTypeLike
 from jax_td3.adapters import ADAPTER_SETTINGS
 from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names, tensor_names
 from jax_td3.config import TD3Config
-from jax_td3.dtypes import enable_dtype
+from jax_td3.dtypes import dtype_named
 from jax_td3.errors import ConfigError, ConversionError
 
 SBX_VERSION = "0.28.0"
@@ -118,7 +118,7 @@ def _refuse_dtype(dtype: DTypeLike) -> None:
 
 
 def _dummy_env(config: TD3Config) -> Any:
-    from jax_td3.adapters.sb3 import _dummy_env as sb3_env  # the same never-stepped Box env
+    from jax_td3.adapters.sb3 import dummy_env as sb3_env  # the same never-stepped Box env
     return sb3_env(config)
 
 
@@ -378,7 +378,7 @@ class SBXAdapter:
         _refuse(config)
         _refuse_dtype(dtype)
         self.config = config
-        self.dtype = enable_dtype(dtype)
+        self.dtype = dtype_named(dtype)
         with _x32():
             self.model = make_model(config, self.dtype)
         self._batch: tuple[np.ndarray, ...] | None = None

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, DTypeLike
 import torch_ref
 from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names, tensor_names
 from jax_td3.config import TD3Config
-from jax_td3.dtypes import enable_dtype
+from jax_td3.dtypes import dtype_named
 from jax_td3.errors import ConversionError
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -33,7 +33,7 @@ def torch_dtype(dtype: DTypeLike | torch.dtype) -> torch.dtype:
     """torch's dtype for a dtype name or NumPy dtype (a torch dtype passes through)."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    return TORCH_DTYPES[enable_dtype(dtype).name]
+    return TORCH_DTYPES[dtype_named(dtype).name]
 
 
 def make_agent(config: TD3Config, dtype: DTypeLike | torch.dtype = torch.float32,
@@ -164,7 +164,7 @@ class TorchRefAdapter:
     def __init__(self, config: TD3Config, dtype: DTypeLike = "float64", *, agent: Any = None,
                  device: str | torch.device = "cpu") -> None:
         self.config = config
-        self.dtype = enable_dtype(dtype)
+        self.dtype = dtype_named(dtype)
         self.torch_dtype = torch_dtype(self.dtype)
         self.device = device
         self.agent = agent if agent is not None else make_agent(config, self.torch_dtype, device)

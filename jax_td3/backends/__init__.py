@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from jax_td3.backends.base import UPDATE_METRICS, Backend
-from jax_td3.dtypes import enable_dtype
 from jax_td3.errors import ConfigError, require_torch
 from jax_td3.settings import BACKENDS
 
@@ -20,4 +19,4 @@ def make_backend(name: str, config, initial_state, dtype: str = "float32") -> Ba
     raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "UPDATE_METRICS", "Backend", "enable_dtype", "make_backend"]
+__all__ = ["BACKENDS", "UPDATE_METRICS", "Backend", "make_backend"]

@@ -31,17 +31,22 @@ import numpy as np
 
 from jax_td3 import replay
 from jax_td3.backends.base import UPDATE_METRICS
-from jax_td3.dtypes import enable_dtype
+from jax_td3.dtypes import float_dtype
 from jax_td3.networks import actor_action_numpy
 from jax_td3.update import Batch, TrainState, init_train_state, update
 from jax_td3.xla_options import compiler_options
 
 
-@functools.lru_cache(maxsize=16)
 def compiled_functions(config):
     """Jitted (update, multi_update) for one config, shared by every backend of that config (jit caches by
     function object, so two trainers with the same config compile once)."""
-    options = compiler_options()
+    options = compiler_options()   # read now: it depends on environment variables
+    return _compiled_functions(config, tuple(sorted((options or {}).items())))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_functions(config, option_items: tuple):
+    options = dict(option_items) or None
     update_fn = jax.jit(functools.partial(update, config), donate_argnums=0, compiler_options=options)
     multi_update_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3, donate_argnums=0,
                               compiler_options=options)
@@ -79,11 +84,13 @@ def compile_many_ahead(config, dtype, capacity: int, num_updates: int):
     replay_spec = replay.ReplayState(*(jax.ShapeDtypeStruct((capacity, w), dtype) for w in widths),
                                      jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32))
     multi_update = compiled_functions(config)[1]
+    x64 = bool(jax.config.jax_enable_x64)   # the caller's, perhaps scoped to its thread: a new thread would not see it
 
     def compile_it():
         try:
-            multi_update.lower(state, replay_spec, key, num_updates).compile()
-            split_key.lower(key).compile()
+            with jax.enable_x64(x64):
+                multi_update.lower(state, replay_spec, key, num_updates).compile()
+                split_key.lower(key).compile()
         except Exception:  # noqa: BLE001  (only a head start: the first call compiles if this failed)
             pass
 
@@ -109,7 +116,7 @@ class JaxBackend:
     name = "jax"
 
     def __init__(self, config, initial_state: TrainState, dtype: str = "float32"):
-        enable_dtype(dtype)
+        float_dtype(dtype)
         self.config = config
         self.dtype = np.dtype(dtype)
         self._train_state = None

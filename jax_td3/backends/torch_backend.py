@@ -13,20 +13,21 @@ import torch
 import torch_ref
 from jax_td3.adapters.torch_ref import torch_dtype
 from jax_td3.convert import make_torch_agent, state_from_torch, state_to_torch
-from jax_td3.dtypes import enable_dtype
+from jax_td3.dtypes import float_dtype
 from jax_td3.update import Batch, TrainState
 
 
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, config, initial_state: TrainState, dtype: str = "float32", num_threads: int | None = 1):
-        """``num_threads``: torch's intra-op threads (process-wide). The loop's small MLPs run fastest on
-        one; more threads mostly add synchronisation, and on a busy machine they are many times slower."""
+    def __init__(self, config, initial_state: TrainState, dtype: str = "float32", num_threads: int | None = None):
+        """``num_threads``: if given, torch's intra-op threads. That is a process-wide setting, so by default
+        the backend leaves it to its caller (``jax-td3 train`` uses one: the loop's small MLPs run fastest
+        on one)."""
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.config = config
-        self.dtype = enable_dtype(dtype)
+        self.dtype = float_dtype(dtype)
         self.torch_dtype = torch_dtype(self.dtype)
         self.agent = make_torch_agent(config, self.torch_dtype)
         # The JAX-layout tree structure, for state(); its values are never used.

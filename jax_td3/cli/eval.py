@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from jax_td3.evaluate import evaluate_checkpoint
 
     enable_compile_cache()  # the programs of an earlier run of this configuration load instead of compiling
+    if args.backend == "torch":
+        from jax_td3.cli.process import use_torch_threads
+
+        use_torch_threads(1)   # batched forwards of a small MLP: one thread is fastest (cli.process)
 
     # With --json, whatever the environment prints (PyBullet's argv[0]= lines) goes to stderr.
     with stdout_to_stderr(args.json) as stdout:

@@ -36,6 +36,7 @@ from jax_td3.cli.args import (
     nonnegative_int,
     positive_int,
 )
+from jax_td3.cli.process import use_dtype
 from jax_td3.config import ALGOS, CONFIGS, make_config
 from jax_td3.errors import require_torch
 from jax_td3.presets import DEFAULTS
@@ -274,6 +275,7 @@ def _run(args) -> int:
         setattr(args, field, value)
     config = config_from_args(args)
     _one_torch_thread(backends)
+    use_dtype(args.dtype)
     from jax_td3.parity import run_parity
 
     resync = {"auto": None, "on": True, "off": False}[args.resync]
@@ -301,6 +303,7 @@ def _run(args) -> int:
 def run_mutant(args, mutant) -> int:
     """``--mutant NAME``: our update against the reference with the bug; says where the bug should show."""
     _one_torch_thread(("torch",))
+    use_dtype(args.dtype)
     from jax_td3.parity import run_parity
 
     config = mutant.config(config_from_args(args))
@@ -342,6 +345,7 @@ def run_whole(args) -> int:
     if args.plot:
         _check_writable(args.plot)
     _one_torch_thread((opts["backend_a"], opts["backend_b"]))
+    use_dtype(args.dtype)
     from jax_td3.config import config_for_env
     from jax_td3.envs import env_spec, make_env
     from jax_td3.parity import UnknownTensorError, plot_drift, run_whole_parity

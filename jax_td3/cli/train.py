@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from jax_td3.run.training import train
 
     enable_compile_cache()  # the programs of an earlier run of this configuration load instead of compiling
+    _set_process_settings(args)
 
     values = given(args, [k for k in vars(args) if k not in COMMAND_FLAGS])
     progress = not args.no_progress
@@ -158,6 +159,19 @@ def run(args: argparse.Namespace) -> int:
     if summary["interrupted"]:
         return 128 + int(summary["signal"])
     return 0
+
+
+def _set_process_settings(args: argparse.Namespace) -> None:
+    """JAX's x64 mode for a float64 run and one torch thread for a torch run (``cli.process``); a resumed
+    run's own dtype and backend win, as they do in the run driver."""
+    from jax_td3.cli.process import saved_run_settings, use_dtype, use_torch_threads
+    from jax_td3.presets import resolve
+
+    wanted = resolve({"algo": args.algo, "dtype": args.dtype, "backend": args.backend}, args.preset)
+    saved = saved_run_settings(args.out) if args.resume else {}
+    use_dtype(saved.get("dtype", wanted["dtype"]))
+    if saved.get("backend", wanted["backend"]) == "torch" and not args.compiled:
+        use_torch_threads(1)
 
 
 def _print_outputs(out: str | os.PathLike[str]) -> None:

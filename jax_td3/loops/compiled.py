@@ -680,17 +680,29 @@ class ChunkedRun:
         agents, returns, report = self._call("evaluate", self._evaluate_program, self.hparams, agents, self._keys())
         return agents, Evaluation(step, _to_host(returns), *(_to_host(x) for x in report))
 
-    def host_state(self, agents: AgentState) -> list[np.ndarray]:
-        """Every leaf of the agents' state as a host array (PRNG keys as their key data): what a checkpoint
-        stores to resume exactly. Single-process runs only."""
-        return [np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
-                for x in jax.tree_util.tree_leaves(agents)]
+    def host_state(self, agents: AgentState) -> dict[str, np.ndarray]:
+        """Every leaf of the agents' state as a host array (PRNG keys as their key data), keyed by tree path
+        (``backends.base.leaf_names``): what a checkpoint stores to resume exactly. Single-process runs only."""
+        from jax_td3.backends.base import leaf_names
 
-    def agents_from_host(self, leaves: list[np.ndarray]) -> AgentState:
-        """The agents' state from ``host_state``'s leaves, placed on the devices as ``start`` places it."""
+        return {name: np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+                for name, x in leaf_names(agents)}
+
+    def agents_from_host(self, leaves: dict[str, np.ndarray] | list[np.ndarray]) -> AgentState:
+        """The agents' state from ``host_state``'s arrays (or a format-1 checkpoint's list of leaves in tree
+        order), placed on the devices as ``start`` places it."""
+        from jax_td3.backends.base import leaf_names
+
         shapes = self.agent_shapes()
         structure = jax.tree_util.tree_structure(shapes)
         expected = jax.tree_util.tree_leaves(shapes)
+        if isinstance(leaves, dict):
+            names = [name for name, _ in leaf_names(shapes)]
+            missing, unexpected = sorted(set(names) - set(leaves)), sorted(set(leaves) - set(names))
+            if missing or unexpected:
+                raise ConfigError(f"the saved state's arrays differ from this run's: missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}")
+            leaves = [leaves[name] for name in names]
         if len(leaves) != len(expected):
             raise ConfigError(f"the saved state has {len(leaves)} arrays, this run's has {len(expected)}")
         leaves = jax.tree_util.tree_leaves(_resize_replay(jax.tree_util.tree_unflatten(structure, list(leaves)),

@@ -56,7 +56,7 @@ import math
 import numpy as np
 
 from jax_td3.backends.base import FusedBackend, require_fused
-from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
+from jax_td3.errors import ConfigError, NonFiniteError
 from jax_td3.loops import exploration, schedule
 from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy  # noqa: F401  (evaluate_policy: re-export)
 from jax_td3.settings import TrainSettings
@@ -120,9 +120,10 @@ class Trainer:
     num_envs = 1
 
     def __init__(self, config, settings: TrainSettings, env=None, eval_env=None):
-        from jax_td3.backends import enable_dtype, make_backend
+        from jax_td3.backends import make_backend
         from jax_td3.backends.jax_backend import compile_many_ahead, initial_state_and_key
         from jax_td3.buffer import ReplayBuffer
+        from jax_td3.dtypes import float_dtype
         from jax_td3.envs import env_spec, make_env
 
         self.settings = settings.validate()
@@ -131,7 +132,7 @@ class Trainer:
             raise ConfigError("`updates_per_step` applies to `update_schedule` step; the episode schedule runs "
                               "`updates_per_episode` after each episode")
         self.update_fraction = schedule.update_fraction(settings.updates_per_step)
-        enable_dtype(settings.dtype)
+        float_dtype(settings.dtype)  # float64: the caller has switched on JAX's x64 mode
         self.dtype = np.dtype(settings.dtype)
         compiling = None
         fused = settings.updates_per_call > 1 and settings.total_steps > settings.learning_starts
@@ -514,17 +515,11 @@ class Trainer:
         if isinstance(self.backend, FusedBackend):
             self.backend.drop_replay()  # rebuilt from the host buffer at the next fused call
 
-    def _unpack_actor(self, leaves):
-        import jax
+    def _unpack_actor(self, arrays):
+        from jax_td3.backends.base import train_state_template, unpack_tree
 
-        from jax_td3.update import init_train_state
-
-        template = jax.eval_shape(lambda: init_train_state(self.config, jax.random.PRNGKey(0), self.dtype))
-        expected = jax.tree_util.tree_leaves(template.actor_params)
-        if len(leaves) != len(expected):
-            raise CheckpointError(f"checkpoint acting parameters have {len(leaves)} arrays, the actor {len(expected)}")
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template.actor_params),
-                                            [np.asarray(x, w.dtype) for x, w in zip(leaves, expected)])
+        return unpack_tree(train_state_template(self.config).actor_params, arrays, self.settings.dtype,
+                           what="checkpoint acting parameters", hint="the actor")
 
     def _rebuild_env(self, rng_at_reset, actions, saved_obs) -> None:
         """Replay the current episode: a reset from the saved RNG state (the seeded one for the run's first

@@ -420,9 +420,9 @@ def resume_trainer(checkpoint_path, backend: str | None = None, env=None):
     kept). Without ``env`` the run starts a new episode, reset from the environment's random state
     as the checkpoint left it, the same way in either backend.
     """
+    from jax_td3.checkpoint_format import config_from_checkpoint, load_checkpoint
     from jax_td3.errors import CheckpointError
     from jax_td3.loops.host import Trainer
-    from jax_td3.run.checkpoint import config_from_checkpoint, load_checkpoint
     from jax_td3.settings import settings_from_values
 
     checkpoint = load_checkpoint(checkpoint_path)

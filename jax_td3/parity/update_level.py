@@ -23,7 +23,7 @@ import numpy as np
 
 from jax_td3.adapters.base import ACTOR_STEP_FAMILIES, DELAYED_FAMILIES, Adapter, family
 from jax_td3.config import TD3Config
-from jax_td3.dtypes import enable_dtype
+from jax_td3.dtypes import dtype_named
 from jax_td3.errors import require_torch
 from jax_td3.parity.compare import ParityReport, Tracker, compare
 
@@ -127,7 +127,7 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
     ``resync=False`` shows). ``batches``, a list of ``(batch, target_noise)`` in the comparison's
     dtype, replaces the synthetic draws (then ``updates`` is its length and ``seed`` is unused).
     """
-    ndtype = enable_dtype(dtype)
+    ndtype = dtype_named(dtype)
     resync = (dtype == "float32") if resync is None else resync
     start = a.state()
     b.load(start)

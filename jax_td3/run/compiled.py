@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from jax_td3.config import config_for_env
-from jax_td3.dtypes import enable_dtype
+from jax_td3.dtypes import float_dtype
 from jax_td3.envs import make_jax_env
 from jax_td3.errors import CheckpointError, ConfigError
 from jax_td3.loops import schedule
@@ -186,7 +186,7 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
         loop = compiled_settings(settings)
         loop.check()
         env = make_jax_env(settings.env, brax_backend=settings.brax_backend)
-        enable_dtype(settings.dtype)
+        float_dtype(settings.dtype)
         if checkpoint is not None:
             from jax_td3.run.checkpoint import config_from_checkpoint
             config = config_from_checkpoint(checkpoint.contents)
