@@ -90,7 +90,7 @@ def encode(contents: dict, metadata: dict) -> bytes:
     structure = _split(contents, arrays, "")
     arrays[JSON_KEY] = np.frombuffer(json.dumps(structure).encode(), np.uint8)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as allow_pickle; these are array names
     payload = buffer.getvalue()
     header = dict(metadata, format_version=FORMAT_VERSION, payload_bytes=len(payload),
                   payload_sha256=hashlib.sha256(payload).hexdigest())

@@ -43,8 +43,8 @@ from jax_td3.errors import CheckpointError, ConfigError, require_torch
 from jax_td3.loops.exploration import evaluation_seed
 
 if TYPE_CHECKING:  # for annotations only: this module imports JAX and torch when it needs them
+    from jax_td3.checkpoint_format import Checkpoint
     from jax_td3.config import TD3Config
-    from jax_td3.run.checkpoint import Checkpoint
     from jax_td3.update import TrainState
 
 FORMAT = "jax-td3-torch-export"

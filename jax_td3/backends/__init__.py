@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jax_td3.backends.base import UPDATE_METRICS, Backend
 from jax_td3.errors import ConfigError, require_torch
 from jax_td3.settings import BACKENDS
@@ -19,4 +21,30 @@ def make_backend(name: str, config, initial_state, dtype: str = "float32") -> Ba
     raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "UPDATE_METRICS", "Backend", "make_backend"]
+# What the host loop needs from JAX whichever backend learns, reached through this package so that a loop
+# never names one backend (tests/test_architecture.py). JAX is always installed; PyTorch is the extra.
+
+def initial_state_and_key(config: Any, seed: int, dtype: Any) -> tuple[Any, Any]:
+    """(initial train state, key of the fused path's draws) from ``seed``. JAX's init builds it for either
+    backend, so a torch run starts from the weights a JAX run with the same seed starts from."""
+    from jax_td3.backends import jax_backend
+
+    return jax_backend.initial_state_and_key(config, seed, dtype)
+
+
+def compile_many_ahead(config: Any, dtype: Any, capacity: int, num_updates: int) -> Any:
+    """The JAX backend's fused call compiled in a background thread (``jax_backend.compile_many_ahead``)."""
+    from jax_td3.backends import jax_backend
+
+    return jax_backend.compile_many_ahead(config, dtype, capacity, num_updates)
+
+
+def split_key(key: Any) -> tuple[Any, Any]:
+    """The fused path's key split in two, as one compiled program (``jax_backend.split_key``)."""
+    from jax_td3.backends import jax_backend
+
+    return jax_backend.split_key(key)
+
+
+__all__ = ["BACKENDS", "UPDATE_METRICS", "Backend", "compile_many_ahead", "initial_state_and_key", "make_backend",
+           "split_key"]

@@ -120,8 +120,7 @@ class Trainer:
     num_envs = 1
 
     def __init__(self, config, settings: TrainSettings, env=None, eval_env=None):
-        from jax_td3.backends import make_backend
-        from jax_td3.backends.jax_backend import compile_many_ahead, initial_state_and_key
+        from jax_td3.backends import compile_many_ahead, initial_state_and_key, make_backend
         from jax_td3.buffer import ReplayBuffer
         from jax_td3.dtypes import float_dtype
         from jax_td3.envs import env_spec, make_env
@@ -380,7 +379,7 @@ class Trainer:
         return metrics
 
     def _update_fused(self, num_updates: int) -> list[dict[str, float]]:
-        from jax_td3.backends.jax_backend import split_key
+        from jax_td3.backends import split_key
 
         if not self.backend.has_replay:
             # First use, or after a restore: the host ring as it is (slots, position, size), so
