@@ -3,7 +3,7 @@
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Loaded on first use (PEP 562), so `jax-td3 --help`, checkpoint tools and subprocesses that only
 # need a submodule do not pay for importing JAX and Flax. __init__.pyi gives type checkers the same
