@@ -84,7 +84,7 @@ def resolve(explicit: dict, preset: str | None) -> dict:
     """
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    given = {**PRESETS.get(preset, {}), **{k: v for k, v in explicit.items() if v is not None}}
+    given = {**(PRESETS[preset] if preset is not None else {}), **{k: v for k, v in explicit.items() if v is not None}}
     merged = {**DEFAULTS, **given}
     if "exploration" not in given and merged["algo"] == "seed-ddpg":
         merged["exploration"] = "ou"

@@ -16,13 +16,13 @@ changes) swung more between evaluations on small networks
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jax_td3.config import TD3Config
-from jax_td3.update import Batch, TrainState, update
+from jax_td3.update import Batch, Metrics, TrainState, update
 
 
 class ReplayState(NamedTuple):
@@ -39,7 +39,7 @@ class ReplayState(NamedTuple):
         return self.obs.shape[0]
 
 
-def replay_init(capacity: int, obs_dim: int, act_dim: int, dtype=jnp.float32) -> ReplayState:
+def replay_init(capacity: int, obs_dim: int, act_dim: int, dtype: Any = jnp.float32) -> ReplayState:
     zeros = lambda width: jnp.zeros((capacity, width), dtype)
     return ReplayState(zeros(obs_dim), zeros(act_dim), zeros(obs_dim), zeros(1), zeros(1),
                        jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
@@ -55,12 +55,12 @@ def replay_add(replay: ReplayState, transitions: Batch) -> ReplayState:
                            size=jnp.minimum(replay.size + n, replay.capacity))
 
 
-def replay_gather(replay: ReplayState, indices) -> Batch:
+def replay_gather(replay: ReplayState, indices: jax.Array) -> Batch:
     """The batch at the given slots (indices can be injected for cross-framework runs)."""
     return Batch(*(getattr(replay, name)[indices] for name in Batch._fields))
 
 
-def replay_indices_from_bits(replay: ReplayState, bits):
+def replay_indices_from_bits(replay: ReplayState, bits: jax.Array) -> jax.Array:
     """Uniform slots over the filled part from uint32 draws (the modulo bias is below size / 2^32)."""
     return (bits % jnp.maximum(replay.size, 1).astype(jnp.uint32)).astype(jnp.int32)
 
@@ -73,20 +73,21 @@ class UpdateDraws(NamedTuple):
     target_noise: jax.Array     # (K, batch, act_dim) N(0, 1): target-policy smoothing
 
 
-def draw_updates(config: TD3Config, replay: ReplayState, key, num_updates: int) -> UpdateDraws:
+def draw_updates(config: TD3Config, replay: ReplayState, key: jax.Array, num_updates: int) -> UpdateDraws:
     bits_key, noise_key = jax.random.split(key)
     batch, act_dim = config.batch_size, replay.action.shape[1]
     return UpdateDraws(jax.random.bits(bits_key, (num_updates, batch), jnp.uint32),
                        jax.random.normal(noise_key, (num_updates, batch, act_dim), replay.action.dtype))
 
 
-def multi_update(config: TD3Config, state: TrainState, replay: ReplayState, key, num_updates: int):
+def multi_update(config: TD3Config, state: TrainState, replay: ReplayState, key: jax.Array,
+                 num_updates: int) -> tuple[TrainState, Metrics]:
     """``num_updates`` (sample, update) steps in one ``lax.scan``; metrics are stacked per update.
 
     The draws of all K updates come from ``draw_updates(config, replay, key, K)``.
     """
 
-    def one(state, draws):
+    def one(state: TrainState, draws: UpdateDraws) -> tuple[TrainState, Metrics]:
         batch = replay_gather(replay, replay_indices_from_bits(replay, draws.replay_bits))
         return update(config, state, batch, draws.target_noise)
 

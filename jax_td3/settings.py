@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import fractions
 import math
+from typing import Any
 
 from jax_td3.dtypes import DTYPES
 from jax_td3.errors import ConfigError
@@ -91,7 +92,7 @@ class TrainSettings:
     def warmup_steps(self) -> int:
         return self.learning_starts if self.random_steps is None else self.random_steps
 
-    def replace(self, **changes) -> "TrainSettings":
+    def replace(self, **changes: Any) -> "TrainSettings":
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> "TrainSettings":
@@ -147,7 +148,7 @@ class OutputSettings:
     """Checkpoints hold the replay buffer (exact resume needs it)."""
 
 
-def update_fraction(updates_per_step) -> tuple[int, int]:
+def update_fraction(updates_per_step: object) -> tuple[int, int]:
     """``updates_per_step`` as an exact fraction (p, q) with q <= 1000; ConfigError if it is none
     (the schedule's rule, ``loops.schedule``, runs on it)."""
     u = updates_per_step

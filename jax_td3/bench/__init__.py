@@ -10,8 +10,10 @@ Gymnasium nor PyBullet; the runs that need them import them when they start, or 
 
 from __future__ import annotations
 
+from types import ModuleType
 
-def torch_if_installed():
+
+def torch_if_installed() -> ModuleType | None:
     """The ``torch`` module, or None when PyTorch (the torch extra) is not installed: the benchmarks
     then time the JAX side and record the PyTorch rows as skipped, with the install command."""
     try:

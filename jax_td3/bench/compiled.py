@@ -30,10 +30,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from jax_td3.bench.machine import load_average, machine_info
 from jax_td3.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jax_td3.config import TD3Config
+    from jax_td3.loops.compiled import LoopSettings
 
 UPDATE_GFLOP = 0.39  # one 256-256 batch-256 TD3 update (issue #4's count), for the GFLOP/s figures
 CLEANRL_SECONDS = 67.0  # CleanRL's td3_continuous_action_jax on the gymnasium benchmark's work, issue #4
@@ -62,7 +66,7 @@ class NativeRun:
     repeats: int = 3
     """Timed runs of the compiled program; the median is reported."""
 
-    def config_and_settings(self):
+    def config_and_settings(self) -> tuple[TD3Config, LoopSettings]:
         """The algorithm config and the compiled loop's settings; ConfigError for a bad value."""
         from jax_td3.config import config_for_env
         from jax_td3.envs.pendulum import PendulumEnv
@@ -86,7 +90,7 @@ class NativeRun:
                 "--learning-rate", str(self.learning_rate), "--seed", str(self.seed), "--repeats", str(self.repeats)]
 
 
-def time_compiled_run(config, settings, seeds: Sequence[int], repeats: int) -> dict:
+def time_compiled_run(config: TD3Config, settings: LoopSettings, seeds: Sequence[int], repeats: int) -> dict:
     """Compile once, then run the compiled run ``repeats`` times (same inputs, same results)."""
     import numpy as np
 
@@ -266,7 +270,7 @@ def _gymnasium_once(run: GymnasiumRun, k: int) -> dict:
     config = config_for_env("td3", env_spec(env), hidden=(256, 256), batch_size=256)
     trainer = Trainer(config, settings, env=env)
 
-    def train():
+    def train() -> None:
         while not trainer.done:
             trainer.step()
     _, seconds = timed(train)
@@ -291,7 +295,7 @@ def gymnasium(run: GymnasiumRun, baseline_command: str | None = None, baseline_l
     if not run.updates_per_call or min(run.updates_per_call) <= 0 or run.rounds <= 0:
         raise ConfigError("`updates_per_call` entries and `rounds` must be positive")
     announce = announce or (lambda message: None)
-    runs = {str(k): [] for k in run.updates_per_call}
+    runs: dict[str, list[dict[str, Any]]] = {str(k): [] for k in run.updates_per_call}
     baseline = []
     for _ in range(run.rounds):  # ours and the baseline alternate, so load changes hit both
         for k in run.updates_per_call:
@@ -304,14 +308,14 @@ def gymnasium(run: GymnasiumRun, baseline_command: str | None = None, baseline_l
     if baseline and all("loop_seconds" in row for row in baseline):
         reference = min(row["loop_seconds"] for row in baseline)
     rows = {}
-    for k, done in runs.items():
+    for key, done in runs.items():
         best = min(row["seconds"] for row in done)
-        rows[k] = {"seconds": best, "seconds_all": [row["seconds"] for row in done],
+        rows[key] = {"seconds": best, "seconds_all": [row["seconds"] for row in done],
                    "updates": done[0]["updates"], "env_steps": done[0]["env_steps"],
                    "final_eval_return": done[0]["final_eval_return"],
                    "speedup_vs_cleanrl_67s": round(CLEANRL_SECONDS / best, 2)}
         if reference is not None:
-            rows[k]["speedup_vs_baseline_same_job"] = round(reference / best, 2)
+            rows[key]["speedup_vs_baseline_same_job"] = round(reference / best, 2)
     result = {"benchmark": "TD3 on Gymnasium Pendulum-v1, 256-256, batch 256, "
                            f"{run.total_steps:,} steps, {max(run.total_steps - run.learning_starts, 0):,} updates",
               "note": "wall seconds of Trainer.step() over the run (includes compilation of the update), "

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 MANY_SEEDS = 16
 DEFAULT_STEPS = 5_000   # environment steps per run; updates start after jax-td3 train's learning_starts (1,000)
@@ -63,7 +64,8 @@ def run_one(spec: dict, out_dir: Path, timeout_s: float = 1800) -> dict:
             "wall_s": summary["wall_seconds"], "env_steps": summary["env_steps"], "updates": summary["updates"]}
 
 
-def run_all(steps: int, seed: int, progress: bool = True, on_row=None) -> list[dict]:
+def run_all(steps: int, seed: int, progress: bool = True,
+            on_row: Callable[[list[dict]], None] | None = None) -> list[dict]:
     from tqdm import tqdm
 
     rows = []

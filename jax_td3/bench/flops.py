@@ -24,8 +24,6 @@ them and how ``matmul_rate`` times them.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from jax_td3.config import TD3Config
 
 Shape = tuple[int, int, int, int]  # (s, m, k, n): s independent (m x k) @ (k x n) products, batched
@@ -41,26 +39,34 @@ def layer_sizes(config: TD3Config) -> tuple[list[tuple[int, int]], list[tuple[in
     return pairs(actor), pairs(critic)
 
 
-def _forward(layers, batch, stack, share, gemms: Counter):
+Gemms = dict[Shape, float]   # {shape: count}; counts are fractional (actor products: 1 / policy_freq)
+
+
+def _add(gemms: Gemms, shape: Shape, share: float) -> None:
+    gemms[shape] = gemms.get(shape, 0.0) + share
+
+
+def _forward(layers: list[tuple[int, int]], batch: int, stack: int, share: float, gemms: Gemms) -> None:
     for n_in, n_out in layers:
-        gemms[(stack, batch, n_in, n_out)] += share
+        _add(gemms, (stack, batch, n_in, n_out), share)
 
 
-def _backward(layers, batch, stack, share, gemms: Counter, weights: bool, input_grad_first: bool):
+def _backward(layers: list[tuple[int, int]], batch: int, stack: int, share: float, gemms: Gemms, weights: bool,
+              input_grad_first: bool) -> None:
     for i, (n_in, n_out) in enumerate(layers):
         if weights:
-            gemms[(stack, n_in, batch, n_out)] += share
+            _add(gemms, (stack, n_in, batch, n_out), share)
         if i > 0 or input_grad_first:
-            gemms[(stack, batch, n_out, n_in)] += share
+            _add(gemms, (stack, batch, n_out, n_in), share)
 
 
-def update_gemms(config: TD3Config, batch: int, agents: int = 1) -> Counter:
+def update_gemms(config: TD3Config, batch: int, agents: int = 1) -> Gemms:
     """Matrix products of one update of ``agents`` agents at once, averaged over the ``policy_freq``
     cycle: {(stack, m, k, n): count}."""
     actor, critic = layer_sizes(config)
     critics = config.num_critics * agents
     actor_share = 1.0 / config.policy_freq
-    gemms: Counter = Counter()
+    gemms: Gemms = {}
     _forward(actor, batch, agents, 1.0, gemms)                           # target actor
     _forward(critic, batch, critics, 1.0, gemms)                         # target critics
     _forward(critic, batch, critics, 1.0, gemms)                         # critics

@@ -14,7 +14,7 @@ without PyTorch (the torch extra) those rows are ``Unavailable``.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, ContextManager
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +25,11 @@ from jax_td3.bench.runner import Runner, Setup, Unavailable
 from jax_td3.config import TD3Config
 from jax_td3.errors import MissingExtraError, require_torch
 from jax_td3.loops.agents import train_state_axes
-from jax_td3.replay import draw_updates, multi_update, replay_gather, replay_indices_from_bits
-from jax_td3.update import TrainState, init_train_state, update
+from jax_td3.replay import ReplayState, draw_updates, multi_update, replay_gather, replay_indices_from_bits
+from jax_td3.update import Batch, Metrics, TrainState, init_train_state, update
 from jax_td3.xla_options import compiler_options
+
+Data = dict[str, np.ndarray]   # replay_data.random_transitions: {field: (count, width)}
 
 IMPLEMENTATIONS = {
     "torch_ref": "torch_ref as written (Fujimoto's TD3.py style), numpy replay sampled on the host",
@@ -42,7 +44,7 @@ IMPLEMENTATIONS = {
 
 # -- JAX ------------------------------------------------------------------------------------
 
-def _jax_precision(setup: Setup):
+def _jax_precision(setup: Setup) -> ContextManager[object]:
     # float32 rows use full float32 matmuls (on NVIDIA GPUs JAX's default would be TF32).
     return jax.default_matmul_precision("bfloat16" if setup.bf16 else "float32")
 
@@ -69,35 +71,35 @@ def _fresh_state(config: TD3Config, seed: int, agents: int | None = None) -> Tra
                       jax.device_put(np.zeros((), np.int32)))
 
 
-def _jax_sync(result):
+def _jax_sync(result: object) -> None:
     jax.block_until_ready(result)
 
 
 class _Holder:
     """Mutable home of a donated JAX state between calls."""
 
-    def __init__(self, state, key):
+    def __init__(self, state: TrainState, key: jax.Array) -> None:
         self.state, self.key = state, key
 
 
-def _one_draw(config: TD3Config, replay, key):
+def _one_draw(config: TD3Config, replay: ReplayState, key: jax.Array) -> tuple[Batch, jax.Array]:
     """(batch, target noise) of one update, drawn as the training loops draw them (``replay.draw_updates``)."""
     draws = draw_updates(config, replay, key, 1)
     return replay_gather(replay, replay_indices_from_bits(replay, draws.replay_bits[0])), draws.target_noise[0]
 
 
-def _jax_jit(config: TD3Config, setup: Setup, data) -> Runner:
+def _jax_jit(config: TD3Config, setup: Setup, data: Data) -> Runner:
     replay = device_replay(data)
     jit_update = jax.jit(update, static_argnums=0, donate_argnums=1, compiler_options=compiler_options())
 
     @functools.partial(jax.jit, compiler_options=compiler_options())
-    def sample(replay, key):
+    def sample(replay: ReplayState, key: jax.Array) -> tuple[jax.Array, Batch, jax.Array]:
         key, draw_key = jax.random.split(key)
         return key, *_one_draw(config, replay, draw_key)
 
     holder = _Holder(_fresh_state(config, setup.seed), jax.random.PRNGKey(setup.seed + 1))
 
-    def call():
+    def call() -> Metrics:
         with _jax_precision(setup):
             holder.key, batch, noise = sample(replay, holder.key)
             holder.state, metrics = jit_update(config, holder.state, batch, noise)
@@ -105,42 +107,44 @@ def _jax_jit(config: TD3Config, setup: Setup, data) -> Runner:
     return Runner(call, _jax_sync, 1)
 
 
-def _jax_scan(config: TD3Config, setup: Setup, data) -> Runner:
+def _jax_scan(config: TD3Config, setup: Setup, data: Data) -> Runner:
     replay = device_replay(data)
     k = setup.scan_updates
 
-    def fused(state, replay, key):
+    def fused_updates(state: TrainState, replay: ReplayState,
+                      key: jax.Array) -> tuple[TrainState, jax.Array, Metrics]:
         key, step_key = jax.random.split(key)
         state, metrics = multi_update(config, state, replay, step_key, k)
         return state, key, metrics
-    fused = jax.jit(fused, donate_argnums=0, compiler_options=compiler_options())
+    fused = jax.jit(fused_updates, donate_argnums=0, compiler_options=compiler_options())
     holder = _Holder(_fresh_state(config, setup.seed), jax.random.PRNGKey(setup.seed + 1))
 
-    def call():
+    def call() -> Metrics:
         with _jax_precision(setup):
             holder.state, holder.key, metrics = fused(holder.state, replay, holder.key)
         return metrics
     return Runner(call, _jax_sync, k, notes=f"K={k} updates per call")
 
 
-def _jax_vmap(config: TD3Config, setup: Setup, data) -> Runner:
+def _jax_vmap(config: TD3Config, setup: Setup, data: Data) -> Runner:
     replay = device_replay(data)
     n = setup.vmap_agents
     # Agents step in lockstep: one shared update counter (not vmapped) keeps TD3's delayed actor
     # update a real branch; a per-agent counter would turn lax.cond into computing both branches.
     state_axes = train_state_axes()
 
-    def step(states, replay, key):
+    def agents_step(states: TrainState, replay: ReplayState,
+                    key: jax.Array) -> tuple[TrainState, jax.Array, Metrics]:
         key, *agent_keys = jax.random.split(key, n + 1)
         one_agent = lambda state, replay, key: update(config, state, *_one_draw(config, replay, key))
         states, metrics = jax.vmap(one_agent, in_axes=(state_axes, None, 0), out_axes=(state_axes, 0))(
             states, replay, jnp.stack(agent_keys))
         return states, key, metrics
-    step = jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
+    step = jax.jit(agents_step, donate_argnums=0, compiler_options=compiler_options())
 
     holder = _Holder(_fresh_state(config, setup.seed, agents=n), jax.random.PRNGKey(setup.seed + 1))
 
-    def call():
+    def call() -> Metrics:
         with _jax_precision(setup):
             holder.state, holder.key, metrics = step(holder.state, replay, holder.key)
         return metrics
@@ -148,7 +152,7 @@ def _jax_vmap(config: TD3Config, setup: Setup, data) -> Runner:
 
 
 def _torch_runner(name: str) -> Callable:
-    def build(config: TD3Config, setup: Setup, data) -> Runner:
+    def build(config: TD3Config, setup: Setup, data: Data) -> Runner:
         try:
             require_torch("the PyTorch rows")
         except MissingExtraError as err:
@@ -167,5 +171,5 @@ _BUILDERS = {
 }
 
 
-def build(name: str, config: TD3Config, setup: Setup, data) -> Runner:
+def build(name: str, config: TD3Config, setup: Setup, data: Data) -> Runner:
     return _BUILDERS[name](config, setup, data)

@@ -7,6 +7,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 VERSIONS_OF = ("jax", "jaxlib", "flax", "optax", "torch", "numpy", "jax-td3")
 
@@ -49,7 +50,7 @@ def machine_info(torch_device: str | None = None, frameworks: bool = True) -> di
     metadata): a parent process that only watches training subprocesses must not take the
     accelerator (JAX preallocates most of a GPU's memory when its backend starts).
     """
-    info = {
+    info: dict[str, Any] = {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),

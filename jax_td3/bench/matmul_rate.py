@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -25,15 +26,15 @@ _TRIALS = 3        # best of
 
 
 @jax.jit
-def _jax_loop(a, b, iterations):
+def _jax_loop(a: jax.Array, b: jax.Array, iterations: int) -> jax.Array:
     # a changes every iteration so the product cannot be hoisted out of the loop.
-    def body(_, carry):
+    def body(_: int, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         a, acc = carry
         return a * 1.0000001, acc + jnp.sum(a @ b)
     return jax.lax.fori_loop(0, iterations, body, (a, jnp.zeros((), a.dtype)))[1]
 
 
-def _best_per_iteration(run, target_s: float, start_iterations: int = 4) -> float:
+def _best_per_iteration(run: Callable[[int], object], target_s: float, start_iterations: int = 4) -> float:
     """Seconds per iteration of ``run(iterations)``: grow the loop to last ``target_s``, best of trials."""
     iterations = start_iterations
     run(iterations)  # compile / warm
@@ -52,7 +53,7 @@ def _best_per_iteration(run, target_s: float, start_iterations: int = 4) -> floa
     return best / iterations
 
 
-def jax_gemm_seconds(shape: Shape, target_s: float = 0.02, dtype=jnp.float32) -> float:
+def jax_gemm_seconds(shape: Shape, target_s: float = 0.02, dtype: Any = jnp.float32) -> float:
     s, m, k, n = shape
     rng = np.random.default_rng(0)
     a = jax.device_put(rng.standard_normal((s, m, k)).astype(dtype))
@@ -60,7 +61,7 @@ def jax_gemm_seconds(shape: Shape, target_s: float = 0.02, dtype=jnp.float32) ->
     return _best_per_iteration(lambda it: _jax_loop(a, b, it).block_until_ready(), target_s)
 
 
-def torch_gemm_seconds(shape: Shape, device="cpu", target_s: float = 0.02, dtype=None) -> float:
+def torch_gemm_seconds(shape: Shape, device: str = "cpu", target_s: float = 0.02, dtype: Any = None) -> float:
     import torch
 
     dtype = dtype or torch.float32
@@ -75,7 +76,7 @@ def torch_gemm_seconds(shape: Shape, device="cpu", target_s: float = 0.02, dtype
     else:
         product = torch.bmm
 
-    def run(iterations):
+    def run(iterations: int) -> None:
         for _ in range(iterations):
             product(a, b, out=out)
         sync()
@@ -91,7 +92,7 @@ def torch_gemm_seconds(shape: Shape, device="cpu", target_s: float = 0.02, dtype
 class MatmulRates:
     """Best measured seconds per product shape, cached across configurations of one run."""
 
-    def __init__(self, torch_device="cpu", target_s: float = 0.02):
+    def __init__(self, torch_device: str = "cpu", target_s: float = 0.02) -> None:
         self.torch_device, self.target_s = torch_device, target_s
         self.with_torch = torch_if_installed() is not None
         self.seconds: dict[Shape, dict[str, float]] = {}
@@ -103,7 +104,7 @@ class MatmulRates:
                 self.seconds[shape]["torch"] = torch_gemm_seconds(shape, self.torch_device, self.target_s)
         return self.seconds[shape]
 
-    def floor(self, gemms) -> dict:
+    def floor(self, gemms: Mapping[Shape, float]) -> dict:
         """Compute floor of an update whose products are ``gemms`` = {shape: count}."""
         floor_s = 0.0
         flops = 0.0

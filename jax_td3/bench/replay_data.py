@@ -6,9 +6,14 @@ from random float32 transitions of the config's sizes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from jax_td3.config import TD3Config
+
+if TYPE_CHECKING:
+    from jax_td3.replay import ReplayState
 
 FIELDS = ("obs", "action", "next_obs", "reward", "not_done")   # Fujimoto's order, as Batch and ReplayState
 
@@ -26,12 +31,13 @@ def random_transitions(config: TD3Config, count: int, seed: int) -> dict[str, np
     }
 
 
-def device_replay(data: dict[str, np.ndarray]):
+def device_replay(data: dict[str, np.ndarray]) -> ReplayState:
     """A full ``jax_td3.replay.ReplayState`` holding ``data`` (built directly: no per-op compilation)."""
     import jax
 
     from jax_td3.replay import ReplayState
 
     size = len(data["obs"])
-    return ReplayState(*(jax.device_put(np.asarray(data[name], np.float32)) for name in FIELDS),
-                       position=jax.device_put(np.int32(0)), size=jax.device_put(np.int32(size)))
+    obs, action, next_obs, reward, not_done = (jax.device_put(np.asarray(data[name], np.float32)) for name in FIELDS)
+    return ReplayState(obs, action, next_obs, reward, not_done, position=jax.device_put(np.int32(0)),
+                       size=jax.device_put(np.int32(size)))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-HEADLINE = {"hidden": [256, 256], "batch": 256}
+HEADLINE: dict[str, Any] = {"hidden": [256, 256], "batch": 256}
 
 
 def write_json(results: dict, path: Path) -> Path:
@@ -18,11 +19,11 @@ def write_json(results: dict, path: Path) -> Path:
     return path
 
 
-def _hidden(row) -> str:
+def _hidden(row: dict) -> str:
     return "-".join(str(h) for h in row["hidden"])
 
 
-def _find(rows, algo, impl, hidden, batch):
+def _find(rows: list[dict], algo: str, impl: str, hidden: list[int], batch: int) -> dict | None:
     for row in rows:
         if (row["algo"], row["impl"], row["hidden"], row["batch"]) == (algo, impl, hidden, batch) \
                 and row["status"] == "ok":

@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from jax_td3.bench.machine import machine_info
 from jax_td3.errors import ConfigError
@@ -205,7 +205,7 @@ def run_soak(names: Sequence[str] | None = None, announce: Callable[[str], None]
     if unknown:
         raise ConfigError(f"unknown soak case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     announce = announce or (lambda message: None)
-    results = {"machine_before": machine_info(frameworks=False), "cases": {}}
+    results: dict[str, Any] = {"machine_before": machine_info(frameworks=False), "cases": {}}
     with tempfile.TemporaryDirectory(prefix="jax-td3-soak-") as scratch:
         for name in names:
             announce(f"soak {name}: {CASES[name].total_steps:,} steps ...")

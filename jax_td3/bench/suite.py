@@ -11,13 +11,16 @@ import dataclasses
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from jax_td3.bench import torch_if_installed
 from jax_td3.errors import ConfigError, require_torch
 from jax_td3.run.checks import format_bytes
+
+if TYPE_CHECKING:
+    from jax_td3.config import TD3Config
 
 ALGOS = ("td3", "ourddpg")           # OurDDPG is the DDPG the suite times (TD3's networks, one critic)
 GRIDS = ("default", "quick", "full")
@@ -99,15 +102,17 @@ class SuiteSettings:
 
 
 def _torch_device(device: str) -> str:
-    torch = torch_if_installed() if device != "cuda" else require_torch("`device` cuda (PyTorch's device)")
+    if device == "cuda":
+        if not require_torch("`device` cuda (PyTorch's device)").cuda.is_available():
+            raise ConfigError("`device` cuda but PyTorch sees no CUDA device")
+        return device
     if device == "auto":
+        torch = torch_if_installed()
         return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("`device` cuda but PyTorch sees no CUDA device")
     return device
 
 
-def state_bytes(config, agents: int = 1) -> int:
+def state_bytes(config: TD3Config, agents: int = 1) -> int:
     """A lower bound of one cell's memory: its float32 train state (actor and critics, their targets,
     Adam's two moments of each), ``agents`` times. Replay data, activations and compiled code come on top."""
     from jax_td3.run.checks import train_state_bytes
@@ -158,7 +163,9 @@ def _one_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def run_grid(settings: dict, progress: bool, on_row=None) -> tuple[list[dict], list[dict], float | None]:
+def run_grid(settings: dict, progress: bool,
+             on_row: Callable[[list[dict], list[dict], float | None], None] | None = None,
+             ) -> tuple[list[dict], list[dict], float | None]:
     """Time every (algo, hidden, batch, impl) of ``settings`` (a ``SuiteSettings.record()``);
     returns (rows, matmul table, square-1024 matmul FLOP/s; None when no cell was built)."""
     import jax
@@ -291,7 +298,7 @@ def run_suite(settings: SuiteSettings, out_dir: Path, name: str | None = None, *
     device_name = "gpu" if record["torch_device"] == "cuda" else "cpu"
     name = name or f"{device_name}-{record['grid']}-{stamp}"
     stem = Path(out_dir) / name
-    results = {
+    results: dict[str, Any] = {
         "run_name": name,
         "created_utc": stamp,
         "command": command,
@@ -307,7 +314,7 @@ def run_suite(settings: SuiteSettings, out_dir: Path, name: str | None = None, *
     }
     start = time.perf_counter()
 
-    def save(rows, matmul_table, peak):
+    def save(rows: list[dict], matmul_table: list[dict], peak: float | None) -> None:
         # Saved after every cell: an interrupted run keeps everything measured so far.
         results["rows"], results["matmul_shapes"] = rows, matmul_table
         results["peak_matmul_flops_per_s"] = peak  # square 1024 float32, for reference
@@ -322,7 +329,7 @@ def run_suite(settings: SuiteSettings, out_dir: Path, name: str | None = None, *
         if e2e_steps is not None:
             from jax_td3.bench import e2e
 
-            def save_e2e(e2e_rows):
+            def save_e2e(e2e_rows: list[dict]) -> None:
                 results["e2e"] = e2e_rows
                 save(results["rows"], results["matmul_shapes"], results["peak_matmul_flops_per_s"])
             e2e.run_all(e2e_steps, settings.seed, progress=progress, on_row=save_e2e)

@@ -40,8 +40,11 @@ def timed(call: Callable[[], T]) -> tuple[T, float]:
 
 def repeat_timed(call: Callable[[], T], repeats: int) -> tuple[T, list[float]]:
     """The last result and the wall seconds of each of ``repeats`` calls (nothing excluded: warm up first)."""
-    result, seconds = None, []
-    for _ in range(repeats):
+    if repeats < 1:
+        raise ValueError(f"`repeats` must be positive, got {repeats}")
+    result, elapsed = timed(call)
+    seconds = [elapsed]
+    for _ in range(repeats - 1):
         result, elapsed = timed(call)
         seconds.append(elapsed)
     return result, seconds

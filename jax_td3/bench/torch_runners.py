@@ -7,7 +7,7 @@ Imported by ``implementations.build`` only when a PyTorch row runs (PyTorch is t
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from jax_td3.bench.torch_tuned import CudaGraphUpdate, TunedAgent
 from jax_td3.config import TD3Config
 from jax_td3.convert import make_torch_agent
 
+Data = dict[str, np.ndarray]   # random_transitions: {field: (count, width)}
+
 
 def _torch_sync(device: str) -> Callable[[object], None]:
     if torch.device(device).type == "cuda":
@@ -26,7 +28,7 @@ def _torch_sync(device: str) -> Callable[[object], None]:
     return lambda _: None
 
 
-def _torch_ref(config: TD3Config, setup: Setup, data) -> Runner:
+def _torch_ref(config: TD3Config, setup: Setup, data: Data) -> Runner:
     if setup.bf16:
         raise Unavailable("torch_ref is timed in float32 only")
     torch.manual_seed(setup.seed)
@@ -34,7 +36,7 @@ def _torch_ref(config: TD3Config, setup: Setup, data) -> Runner:
     rng = np.random.default_rng(setup.seed)
     device = setup.torch_device
 
-    def call():
+    def call() -> object:
         # Fujimoto's ReplayBuffer.sample: numpy indices, then one host->device tensor per field.
         index = rng.integers(0, setup.replay_size, size=config.batch_size)
         batch = torch_ref.Batch(*(torch.FloatTensor(data[name][index]).to(device) for name in FIELDS))
@@ -42,20 +44,20 @@ def _torch_ref(config: TD3Config, setup: Setup, data) -> Runner:
     return Runner(call, _torch_sync(device), 1)
 
 
-def _tuned_agent(config: TD3Config, setup: Setup, data) -> TunedAgent:
+def _tuned_agent(config: TD3Config, setup: Setup, data: Data) -> TunedAgent:
     torch.manual_seed(setup.seed)
     agent = TunedAgent(config, setup.torch_device, torch.float32, replay_capacity=setup.replay_size)
     agent.add(*(data[name] for name in FIELDS))
     return agent
 
 
-def _autocast(setup: Setup):
+def _autocast(setup: Setup) -> ContextManager[object]:
     if setup.bf16:
         return torch.autocast(torch.device(setup.torch_device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def _torch_tuned(config: TD3Config, setup: Setup, data, compiled: bool = False) -> Runner:
+def _torch_tuned(config: TD3Config, setup: Setup, data: Data, compiled: bool = False) -> Runner:
     agent = _tuned_agent(config, setup, data)
     if compiled:
         # Fresh compiler caches per cell: dynamo's per-function recompile limit would otherwise turn
@@ -63,14 +65,14 @@ def _torch_tuned(config: TD3Config, setup: Setup, data, compiled: bool = False) 
         torch._dynamo.reset()
         agent.compile()
 
-    def call():
+    def call() -> None:
         with _autocast(setup):
             batch, noise = agent.sample()
             agent.update(batch, noise)
     return Runner(call, _torch_sync(setup.torch_device), 1)
 
 
-def _torch_cudagraph(config: TD3Config, setup: Setup, data) -> Runner:
+def _torch_cudagraph(config: TD3Config, setup: Setup, data: Data) -> Runner:
     if not (torch.cuda.is_available() and torch.device(setup.torch_device).type == "cuda"):
         raise Unavailable("CUDA graphs need a CUDA device; this run has none")
     agent = _tuned_agent(config, setup, data)

@@ -20,12 +20,16 @@ benchmark times.
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from jax_td3.config import TD3Config
+
+Tensor = torch.Tensor
+HostOrDevice = np.ndarray | torch.Tensor  # what ``TunedAgent.add`` takes
 
 
 class StackedMLP(nn.Module):
@@ -35,7 +39,7 @@ class StackedMLP(nn.Module):
     is shared by every member and the output is (stack, B, out).
     """
 
-    def __init__(self, sizes, stack: int, device, dtype):
+    def __init__(self, sizes: Sequence[int], stack: int, device: torch.device | str, dtype: torch.dtype) -> None:
         super().__init__()
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -46,7 +50,7 @@ class StackedMLP(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(stack, 1, n_out, device=device, dtype=dtype)
                                             .uniform_(-bound, bound)))
 
-    def forward(self, x, members: int | None = None):
+    def forward(self, x: Tensor, members: int | None = None) -> Tensor:
         """All members (or only the first ``members``) on the shared input ``x`` (B, in)."""
         layers = list(zip(self.weights, self.biases))
         n = members or layers[0][0].shape[0]
@@ -61,7 +65,8 @@ class StackedMLP(nn.Module):
 class TunedAgent:
     """The update of ``config`` (TD3 or OurDDPG) on ``device``; state lives in tensors, never on the host."""
 
-    def __init__(self, config: TD3Config, device="cpu", dtype=torch.float32, replay_capacity: int = 0):
+    def __init__(self, config: TD3Config, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 replay_capacity: int = 0) -> None:
         if config.critic_arch != "mlp" or config.critic_loss != "mse" or config.critic_weight_decay:
             raise ValueError(f"the tuned PyTorch update implements the MLP critic with MSE loss (TD3, OurDDPG), "
                              f"not {config.algo}")
@@ -71,7 +76,7 @@ class TunedAgent:
             raise ValueError(f"the tuned PyTorch update implements Fujimoto's TD3 only, not `{changed[0]}` "
                              f"{getattr(config, changed[0])!r}")
         self.config, self.device, self.dtype = config, torch.device(device), dtype
-        factory = dict(device=self.device, dtype=dtype)
+        factory: dict[str, Any] = dict(device=self.device, dtype=dtype)
         self.actor = StackedMLP([config.obs_dim, *config.actor_hidden, config.act_dim], 1, **factory)
         self.critic = StackedMLP([config.obs_dim + config.act_dim, *config.critic_hidden_sizes, 1],
                                  config.num_critics, **factory)
@@ -84,12 +89,12 @@ class TunedAgent:
             target.requires_grad_(False)
 
         # capturable keeps Adam's step counter on the device (needed inside a CUDA graph).
-        adam = dict(betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps, fused=True,
+        adam: dict[str, Any] = dict(betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps, fused=True,
                     capturable=self.device.type == "cuda")
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr, **adam)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, **adam)
-        self.online_params = [*self.actor.parameters(), *self.critic.parameters()]
-        self.target_params = [*self.actor_target.parameters(), *self.critic_target.parameters()]
+        self.online_params: list[Tensor] = [*self.actor.parameters(), *self.critic.parameters()]
+        self.target_params: list[Tensor] = [*self.actor_target.parameters(), *self.critic_target.parameters()]
 
         self.action_scale = torch.tensor(config.action_scale, **factory)
         self.action_bias = torch.tensor(config.action_bias, **factory)
@@ -101,10 +106,12 @@ class TunedAgent:
         self.widths = (config.obs_dim, config.act_dim, config.obs_dim, 1, 1)
         self.replay = torch.zeros(replay_capacity, sum(self.widths), **factory)
         self.replay_size = 0
-        self.critic_loss, self.actor_loss = self._critic_loss, self._actor_loss
+        self.critic_loss: Callable[..., Tensor] = self._critic_loss
+        self.actor_loss: Callable[[Tensor], Tensor] = self._actor_loss
 
     # -- replay ----------------------------------------------------------------------------
-    def add(self, obs, action, next_obs, reward, not_done):
+    def add(self, obs: HostOrDevice, action: HostOrDevice, next_obs: HostOrDevice, reward: HostOrDevice,
+            not_done: HostOrDevice) -> None:
         """Append N transitions (each argument has a leading axis N; reward/not_done (N, 1)).
 
         No wrap-around: the benchmark fills the buffer once.
@@ -117,7 +124,7 @@ class TunedAgent:
         self.replay[self.replay_size:self.replay_size + n] = rows
         self.replay_size += n
 
-    def sample(self, generator=None):
+    def sample(self, generator: torch.Generator | None = None) -> tuple[tuple[Tensor, ...], Tensor]:
         """A uniform batch (with replacement) and standard normal target noise, drawn on the device."""
         index = torch.randint(0, self.replay_size, (self.config.batch_size,), device=self.device,
                               generator=generator)
@@ -127,11 +134,12 @@ class TunedAgent:
         return batch, noise
 
     # -- the update ------------------------------------------------------------------------
-    def act(self, obs, network=None):
+    def act(self, obs: Tensor, network: StackedMLP | None = None) -> Tensor:
         net = network or self.actor
         return self.action_scale * torch.tanh(net(obs)[0]) + self.action_bias
 
-    def _critic_loss(self, obs, action, next_obs, reward, not_done, noise):
+    def _critic_loss(self, obs: Tensor, action: Tensor, next_obs: Tensor, reward: Tensor, not_done: Tensor,
+                     noise: Tensor) -> Tensor:
         """TD target (no gradient) and the summed MSE of all critics."""
         config = self.config
         with torch.no_grad():
@@ -145,11 +153,12 @@ class TunedAgent:
         current_q = self.critic(torch.cat([obs, action], 1))
         return (current_q - target_q).square().mean(dim=(1, 2)).sum()
 
-    def _actor_loss(self, obs):
+    def _actor_loss(self, obs: Tensor) -> Tensor:
         """-mean Q1(s, mu(s)) with the critic just updated."""
         return -self.critic(torch.cat([obs, self.act(obs)], 1), members=1).mean()
 
-    def critic_step(self, obs, action, next_obs, reward, not_done, noise):
+    def critic_step(self, obs: Tensor, action: Tensor, next_obs: Tensor, reward: Tensor, not_done: Tensor,
+                    noise: Tensor) -> Tensor:
         """One fused Adam step on all critics; returns the (detached) loss."""
         critic_loss = self.critic_loss(obs, action, next_obs, reward, not_done, noise)
         self.critic_optimizer.zero_grad(set_to_none=True)
@@ -157,7 +166,7 @@ class TunedAgent:
         self.critic_optimizer.step()
         return critic_loss.detach()
 
-    def actor_step(self, obs):
+    def actor_step(self, obs: Tensor) -> Tensor:
         """One fused Adam step on the actor (backward restricted to its parameters), then Polyak."""
         actor_loss = self.actor_loss(obs)
         self.actor_optimizer.zero_grad(set_to_none=True)
@@ -167,14 +176,15 @@ class TunedAgent:
             torch._foreach_lerp_(self.target_params, self.online_params, self.config.tau)
         return actor_loss.detach()
 
-    def update(self, batch, noise):
+    def update(self, batch: Sequence[Tensor], noise: Tensor) -> None:
         """One update on ``batch`` = (obs, action, next_obs, reward, not_done) with N(0, 1) target noise."""
         self.step += 1
-        self.critic_step(*batch, noise)
+        obs, action, next_obs, reward, not_done = batch
+        self.critic_step(obs, action, next_obs, reward, not_done, noise)
         if self.step % self.config.policy_freq == 0:
-            self.actor_step(batch[0])
+            self.actor_step(obs)
 
-    def compile(self, **options):
+    def compile(self, **options: Any) -> None:
         """``torch.compile`` both losses (forward and backward become compiled graphs).
 
         The fused Adam and the foreach Polyak are already one kernel each; dynamo does
@@ -184,7 +194,7 @@ class TunedAgent:
         self.actor_loss = torch.compile(self._actor_loss, **options)
 
     # -- interop with the reference --------------------------------------------------------
-    def load_reference(self, agent) -> None:
+    def load_reference(self, agent: Any) -> None:
         """Copy online and target weights from a fresh ``torch_ref`` agent (Adam states start at zero),
         read through its neutral state (``jax_td3.adapters``), so no torch_ref layout is assumed here."""
         from jax_td3.adapters.torch_ref import agent_state
@@ -218,7 +228,7 @@ class CudaGraphUpdate:
     the graph. Needs CUDA; Adam runs with ``capturable=True`` (set by ``TunedAgent``).
     """
 
-    def __init__(self, agent: TunedAgent):
+    def __init__(self, agent: TunedAgent) -> None:
         if agent.device.type != "cuda":
             raise RuntimeError("CUDA graphs need a CUDA device")
         self.agent = agent
@@ -236,14 +246,14 @@ class CudaGraphUpdate:
         with torch.cuda.graph(self.graph):
             self._cycle()
 
-    def _cycle(self):
+    def _cycle(self) -> None:
         agent = self.agent
         for i in range(1, agent.config.policy_freq + 1):
-            batch, noise = agent.sample(self.generator)
-            agent.critic_step(*batch, noise)
+            (obs, action, next_obs, reward, not_done), noise = agent.sample(self.generator)
+            agent.critic_step(obs, action, next_obs, reward, not_done, noise)
             if i == agent.config.policy_freq:
-                agent.actor_step(batch[0])
+                agent.actor_step(obs)
 
-    def replay(self):
+    def replay(self) -> None:
         self.graph.replay()
         self.agent.step += self.updates_per_replay

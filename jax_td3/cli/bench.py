@@ -16,8 +16,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from jax_td3.cli.args import UsageError, flag, given, int_list, nonnegative_int, positive_int
+
+if TYPE_CHECKING:
+    from jax_td3.bench.compiled import GymnasiumRun, NativeRun
 
 DEFAULT_OUT_DIR = Path("benchmarks", "results")   # relative: resolved against the working directory
 OUT_DIR_HELP = "where results go (default benchmarks/results in the current directory)"
@@ -41,10 +45,10 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name for name in text.split(",") if name)
 
 
-def _shared(parser, *names: str) -> None:
+def _shared(parser: argparse.ArgumentParser, *names: str) -> None:
     """Flags the suite also has. In a mode's parser they default to "not given" (SUPPRESS), so the
     value stays the one given before the mode (``bench --out-dir X soak``) or the suite's default."""
-    spec = {
+    spec: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         "out_dir": (("--out-dir",), dict(type=Path, help=OUT_DIR_HELP)),
         "name": (("--name",), dict(help="run name (file stem)")),
         "seed": (("--seed",), dict(type=int, help="seed (default 0)")),
@@ -117,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                            "(jax_td3/bench/soak.py)."))
 
 
-def _add_e2e(parser) -> None:
+def _add_e2e(parser: argparse.ArgumentParser) -> None:
     from jax_td3.bench.e2e import DEFAULT_STEPS
 
     parser.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS,
@@ -125,7 +129,7 @@ def _add_e2e(parser) -> None:
     _shared(parser, "seed", "out_dir", "name", "no_progress")
 
 
-def _steps(parser, defaults) -> None:
+def _steps(parser: argparse.ArgumentParser, defaults: type[NativeRun] | type[GymnasiumRun]) -> None:
     """--total-steps and --learning-starts, with the defaults of the dataclass ``defaults``."""
     parser.add_argument("--total-steps", type=positive_int,
                         help=f"environment steps (default {defaults.total_steps:,})")
@@ -133,7 +137,7 @@ def _steps(parser, defaults) -> None:
                         help=f"uniform random steps before updates start (default {defaults.learning_starts:,})")
 
 
-def _add_compiled(parser) -> None:
+def _add_compiled(parser: argparse.ArgumentParser) -> None:
     from jax_td3.bench.compiled import (
         SEED_COUNTS,
         UPDATE_FLAG_SETS,
@@ -145,7 +149,7 @@ def _add_compiled(parser) -> None:
 
     modes = parser.add_subparsers(dest="compiled_mode", metavar="MODE", required=True)
 
-    def mode(name, summary):
+    def mode(name: str, summary: str) -> argparse.ArgumentParser:
         return modes.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
     native = mode("native", "TD3 on the JAX-native Pendulum, 64-64, batch 100, one seed, the whole run compiled; "
                             "with --rejax-python, Rejax's TD3 on the same settings in the same session")
@@ -171,25 +175,25 @@ def _add_compiled(parser) -> None:
 
     p = mode("update-speed", "the 256-256 batch-256 TD3 update alone: updates in one multi_update scan, per XLA "
                              "flag setting, each in a subprocess")
-    d = UpdateSpeedRun
-    p.add_argument("--num-updates", type=positive_int, help=f"updates in one scan (default {d.num_updates:,})")
+    speed = UpdateSpeedRun
+    p.add_argument("--num-updates", type=positive_int, help=f"updates in one scan (default {speed.num_updates:,})")
     p.add_argument("--repeats", type=positive_int, help=f"timed calls per flag set; the median is reported "
-                                                        f"(default {d.repeats})")
+                                                        f"(default {speed.repeats})")
     p.add_argument("--donate", action="store_true", default=None, help="donate the train state to the jitted call")
     p.add_argument("--flag-sets", type=_names, help=f"comma-separated (default all: {','.join(UPDATE_FLAG_SETS)})")
     p.add_argument("--rounds", type=positive_int, help=f"times to go through the flag sets, alternating "
-                                                       f"(default {d.rounds})")
+                                                       f"(default {speed.rounds})")
     _shared(p, "out_dir")
 
     p = mode("gymnasium", "TD3 on Gymnasium Pendulum-v1 (256-256, batch 256) through the host training loop, per "
                           "--updates-per-call; with --baseline-command, an outside implementation of the same "
                           "work alternating with it")
-    d = GymnasiumRun
-    _steps(p, d)
+    gym = GymnasiumRun
+    _steps(p, gym)
     p.add_argument("--updates-per-call", type=int_list,
-                   help=f"K values, comma-separated (default {','.join(map(str, d.updates_per_call))})")
+                   help=f"K values, comma-separated (default {','.join(map(str, gym.updates_per_call))})")
     p.add_argument("--rounds", type=positive_int, help=f"runs of each setting (and of the baseline), alternating; "
-                                                       f"the best is reported (default {d.rounds})")
+                                                       f"the best is reported (default {gym.rounds})")
     p.add_argument("--label", default="", help="suffix of the results file (e.g. the XLA flags used)")
     p.add_argument("--baseline-command", default=None,
                    help="shell command of an outside implementation doing the same work, run after each round; "
@@ -199,20 +203,20 @@ def _add_compiled(parser) -> None:
 
     p = mode("brax", "the scaling table: TD3 (256-256, batch 256, one update per vector step) on a Brax task with N "
                      "environments per agent and K agents, transitions and updates per second (needs the brax extra)")
-    d = BraxScalingRun
-    p.add_argument("--env", help=f"a brax:NAME id (default {d.env})")
-    p.add_argument("--brax-backend", help=f"Brax's physics backend (default {d.brax_backend})")
+    brax = BraxScalingRun
+    p.add_argument("--env", help=f"a brax:NAME id (default {brax.env})")
+    p.add_argument("--brax-backend", help=f"Brax's physics backend (default {brax.brax_backend})")
     p.add_argument("--num-envs", type=int_list,
-                   help=f"environment counts N, comma-separated (default {','.join(map(str, d.num_envs))})")
+                   help=f"environment counts N, comma-separated (default {','.join(map(str, brax.num_envs))})")
     p.add_argument("--num-seeds", type=int_list,
-                   help=f"agent counts K, comma-separated (default {','.join(map(str, d.num_seeds))})")
+                   help=f"agent counts K, comma-separated (default {','.join(map(str, brax.num_seeds))})")
     p.add_argument("--total-steps", type=positive_int,
                    help="transitions per agent in the timed chunk (default: 500, 200 and 50 vector steps at "
                         "N = 1, 16, 128)")
     _shared(p, "out_dir")
 
 
-def _add_soak(parser) -> None:
+def _add_soak(parser: argparse.ArgumentParser) -> None:
     from jax_td3.bench.soak import CASES
 
     parser.add_argument("--only", choices=tuple(CASES), action="append", help="run only this case (repeatable)")
@@ -225,7 +229,7 @@ def _announce(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from jax_td3.run.checks import ensure_writable_dir
 
     if not getattr(args, "report_only", None):
@@ -241,14 +245,15 @@ def run(args) -> int:
     return _run_suite(args)
 
 
-def _run_suite(args) -> int:
+def _run_suite(args: argparse.Namespace) -> int:
     from jax_td3.bench import report
     from jax_td3.bench.e2e import DEFAULT_STEPS
     from jax_td3.bench.suite import SuiteSettings, run_suite, write_report
 
     grid = "full" if args.full else "quick" if args.quick else "default"
     values = given(args, SUITE_SETTINGS)
-    settings = SuiteSettings(grid=grid, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    overrides: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    settings = SuiteSettings(grid=grid, **overrides)
     if args.report_only:
         settings.record()  # the same checks of the flags as a measuring run
         try:
@@ -299,7 +304,7 @@ def _verdict(results: dict, table: Path) -> int:
     return 0
 
 
-def _run_compiled(args) -> int:
+def _run_compiled(args: argparse.Namespace) -> int:
     from jax_td3.bench import compiled
 
     mode = args.compiled_mode
@@ -307,36 +312,37 @@ def _run_compiled(args) -> int:
         raise UsageError("--name does not apply to 'bench compiled': it writes compiled_MODE.json "
                          "(gymnasium: compiled_gymnasium_LABEL.json with --label)")
     if mode in ("native", "seeds"):
-        setup = compiled.NativeRun(**given(args, ("total_steps", "learning_starts", "eval_every", "eval_episodes",
+        native_run = compiled.NativeRun(**given(args, ("total_steps", "learning_starts", "eval_every", "eval_episodes",
                                                 "learning_rate", "seed", "repeats")))
         if mode == "native":
             if args.rejax_python and not args.rejax_script.is_file():
                 raise UsageError(f"--rejax-script {args.rejax_script} is not a file (run from the repository root, "
                                  f"or give its path)")
-            result = compiled.native(setup, rejax_python=args.rejax_python,
+            result = compiled.native(native_run, rejax_python=args.rejax_python,
                                      rejax_script=args.rejax_script.resolve())
         else:
-            result = compiled.seeds(setup, **given(args, ("num_seeds",)))
+            result = compiled.seeds(native_run, **given(args, ("num_seeds",)))
         name = mode
     elif mode == "update-speed":
-        setup = compiled.UpdateSpeedRun(**given(args, ("num_updates", "repeats", "donate", "flag_sets", "rounds")))
-        result = compiled.update_speed(setup, announce=_announce)
+        speed_run = compiled.UpdateSpeedRun(**given(args, ("num_updates", "repeats", "donate", "flag_sets",
+                                                           "rounds")))
+        result = compiled.update_speed(speed_run, announce=_announce)
         name = "update_speed"
     elif mode == "brax":
-        setup = compiled.BraxScalingRun(**given(args, ("env", "brax_backend", "num_envs", "num_seeds",
-                                                     "total_steps")))
-        result = compiled.brax_scaling(setup, announce=_announce)
+        brax_run = compiled.BraxScalingRun(**given(args, ("env", "brax_backend", "num_envs", "num_seeds",
+                                                        "total_steps")))
+        result = compiled.brax_scaling(brax_run, announce=_announce)
         name = "brax_scaling"
     else:
-        setup = compiled.GymnasiumRun(**given(args, ("total_steps", "learning_starts", "updates_per_call", "seed",
-                                                   "rounds")))
-        result = compiled.gymnasium(setup, args.baseline_command, args.baseline_label, announce=_announce)
+        gym_run = compiled.GymnasiumRun(**given(args, ("total_steps", "learning_starts", "updates_per_call", "seed",
+                                                     "rounds")))
+        result = compiled.gymnasium(gym_run, args.baseline_command, args.baseline_label, announce=_announce)
         name = "gymnasium" + (f"_{args.label}" if args.label else "")
     _write(result, args.out_dir / f"compiled_{name}.json")
     return 0
 
 
-def _run_soak(args) -> int:
+def _run_soak(args: argparse.Namespace) -> int:
     from jax_td3.bench.soak import run_soak
 
     results = run_soak(args.only, announce=_announce)

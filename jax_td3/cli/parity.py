@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any, Sequence
 
 from jax_td3.adapters import ADAPTERS
 from jax_td3.cli.args import (
@@ -37,10 +38,13 @@ from jax_td3.cli.args import (
     positive_int,
 )
 from jax_td3.cli.process import use_dtype
-from jax_td3.config import ALGOS, CONFIGS, make_config
+from jax_td3.config import ALGOS, CONFIGS, TD3Config, make_config
 from jax_td3.errors import require_torch
 from jax_td3.presets import DEFAULTS
 from jax_td3.settings import BACKENDS
+
+if TYPE_CHECKING:
+    from jax_td3.parity.mutants import Mutant
 
 DEFAULT_UPDATES = 1000
 # A short run that still crosses everything a loop does: warm-up, the start of learning, episode ends
@@ -133,12 +137,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "for chaos, a one-ulp perturbation run of --backend-a measures the chaos horizon)")
 
 
-def _check_seed_critic(args) -> None:
+def _check_seed_critic(args: argparse.Namespace) -> None:
     if args.critic_hidden and CONFIGS[args.algo].critic_arch == "seed" and len(args.critic_hidden) != 2:
         raise UsageError("seed-ddpg's critic takes two sizes: branch width, width after concatenation")
 
 
-def config_from_args(args):
+def config_from_args(args: argparse.Namespace) -> TD3Config:
     if args.max_action is not None and (args.action_low or args.action_high):
         raise UsageError("give either --max-action or --action-low/--action-high, not both")
     if bool(args.action_low) != bool(args.action_high):
@@ -153,7 +157,7 @@ def config_from_args(args):
                        action_low=args.action_low, action_high=args.action_high, **given(args, CONFIG_FLAGS))
 
 
-def _given_flags(args, names) -> list[str]:
+def _given_flags(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
     return [flag(name) for name in given(args, names)]
 
 
@@ -161,7 +165,7 @@ def _spelled(settings: dict) -> str:
     return " ".join(f"{flag(name)} {value}" for name, value in settings.items())
 
 
-def their_settings(args, backends) -> dict:
+def their_settings(args: argparse.Namespace, backends: Sequence[str]) -> dict:
     """The config options the backends' adapters declare (``config_settings``) that the command line
     did not set: ``{field: value}``. A conflict between two backends, or with a flag given, is a
     UsageError naming the option."""
@@ -183,14 +187,14 @@ def their_settings(args, backends) -> dict:
     return {field: value for field, value in wanted.items() if field not in explicit}
 
 
-def _announce(args, config, backends, applied: dict) -> None:
+def _announce(args: argparse.Namespace, config: TD3Config, backends: Sequence[str], applied: dict) -> None:
     if args.their_settings:
         print(f"--their-settings: {_spelled(applied) or 'nothing to apply'}", file=sys.stderr)
     else:
         _note_differences(config, backends)
 
 
-def _note_differences(config, backends) -> None:
+def _note_differences(config: TD3Config, backends: Sequence[str]) -> None:
     """One line on stderr per backend whose update is ours only under settings this config does not have."""
     from jax_td3.adapters import settings_differences
 
@@ -201,7 +205,7 @@ def _note_differences(config, backends) -> None:
                   f"(--their-settings applies them)", file=sys.stderr)
 
 
-def _one_torch_thread(backends) -> None:
+def _one_torch_thread(backends: Sequence[str]) -> None:
     """PyTorch on one thread: the networks compared are small, and one thread is faster and immune to
     oversubscription. A side that is the PyTorch reference needs PyTorch (one-line error when missing);
     the third-party sides say so themselves (their extra installs PyTorch)."""
@@ -214,7 +218,7 @@ def _one_torch_thread(backends) -> None:
     torch.set_num_threads(1)
 
 
-def list_mutants(args) -> int:
+def list_mutants(args: argparse.Namespace) -> int:
     """``--mutant list``: the catalogue, one bug a line (or one JSON list)."""
     from jax_td3.parity import mutants
 
@@ -230,7 +234,7 @@ def list_mutants(args) -> int:
     return 0
 
 
-def _mutant(args, mode: str):
+def _mutant(args: argparse.Namespace, mode: str) -> Mutant | None:
     """The catalogue entry of ``--mutant`` (None without it), checked against the other flags."""
     if args.mutant is None:
         return None
@@ -248,7 +252,7 @@ def _mutant(args, mode: str):
     return mutant
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from jax_td3.cli.output import stdout_to_stderr
 
     # With --json, standard output carries the one JSON document and nothing else: what libraries print
@@ -258,7 +262,7 @@ def run(args) -> int:
         return _run(args)
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     if args.mutant == "list":
         return list_mutants(args)
     if args.run:
@@ -279,8 +283,8 @@ def _run(args) -> int:
     from jax_td3.parity import run_parity
 
     resync = {"auto": None, "on": True, "off": False}[args.resync]
-    options = dict(dtype=args.dtype, updates=args.updates or DEFAULT_UPDATES, seed=args.seed, tol=args.tol,
-                   resync=resync, progress=not args.json and sys.stderr.isatty())
+    options: dict[str, Any] = dict(dtype=args.dtype, updates=args.updates or DEFAULT_UPDATES, seed=args.seed,
+                                   tol=args.tol, resync=resync, progress=not args.json and sys.stderr.isatty())
     if backends == ("jax", "torch"):
         _announce(args, config, backends, applied)
         report = run_parity(config, **options)
@@ -300,14 +304,16 @@ def _run(args) -> int:
     return 0 if report.passed else 1
 
 
-def run_mutant(args, mutant) -> int:
+def run_mutant(args: argparse.Namespace, mutant: Mutant) -> int:
     """``--mutant NAME``: our update against the reference with the bug; says where the bug should show."""
     _one_torch_thread(("torch",))
     use_dtype(args.dtype)
     from jax_td3.parity import run_parity
 
     config = mutant.config(config_from_args(args))
-    quantity, update = mutant.expect(config, args.seed, "float64")
+    in_float64 = mutant.expect(config, args.seed, "float64")
+    assert in_float64 is not None   # float64 finds every update-level bug of the catalogue
+    quantity, update = in_float64
     expected = mutant.expect(config, args.seed, args.dtype)
     resync = {"auto": None, "on": True, "off": False}[args.resync]
     updates = args.updates or max(MUTANT_UPDATES, update)
@@ -326,7 +332,7 @@ def run_mutant(args, mutant) -> int:
     return 0 if report.passed else 1
 
 
-def run_whole(args) -> int:
+def run_whole(args: argparse.Namespace) -> int:
     """``--run``: both backends train on the environment in lockstep (``jax_td3.parity.run_level``)."""
     if extra := _given_flags(args, UPDATE_ONLY_FLAGS):
         raise UsageError(f"{', '.join(extra)} do not apply with --run (the environment sets the sizes and box)")

@@ -18,10 +18,14 @@ import contextlib
 import dataclasses
 import io
 import warnings
-from typing import Any, NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 from jax_td3.envs.base import EnvSpec
 from jax_td3.errors import EnvError
+
+if TYPE_CHECKING:
+    import jax
 
 PREFIX = "brax:"
 BACKENDS = ("spring", "positional", "generalized", "mjx")
@@ -36,7 +40,7 @@ def is_brax_id(env_id: str) -> bool:
     return env_id.startswith(PREFIX)
 
 
-def import_brax_envs():
+def import_brax_envs() -> ModuleType:
     """``brax.envs``, imported quietly: MuJoCo prints a line about its optional GPU backend (warp)
     to stdout and Brax warns that it is in maintenance mode; neither concerns a run."""
     try:
@@ -49,7 +53,7 @@ def import_brax_envs():
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """Brax's functions warn at trace time about MuJoCo APIs it uses (deprecations that are Brax's to fix)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -73,9 +77,9 @@ class BraxEnv:
     backend: str = DEFAULT_BACKEND
     max_episode_steps: int = DEFAULT_EPISODE_STEPS
     env: Any = dataclasses.field(default=None, compare=False, hash=False, repr=False)
-    spec: EnvSpec = dataclasses.field(default=None, compare=False, hash=False, repr=False)
+    spec: EnvSpec = dataclasses.field(init=False, compare=False, hash=False, repr=False)   # set from Brax's env
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise EnvError(f"unknown `brax_backend` {self.backend!r}; choose from {', '.join(BACKENDS)}")
         if self.max_episode_steps < 1:
@@ -96,12 +100,12 @@ class BraxEnv:
         object.__setattr__(self, "spec", EnvSpec(f"{PREFIX}{self.name}", obs_size, act, (-1.0,) * act,
                                                  (1.0,) * act, self.max_episode_steps))
 
-    def draw_resets(self, key, num: int, dtype):
+    def draw_resets(self, key: jax.Array, num: int, dtype: Any) -> jax.Array:
         import jax
 
         return jax.random.split(key, num)
 
-    def reset_from(self, draws):
+    def reset_from(self, draws: jax.Array) -> tuple[BraxState, jax.Array]:
         import jax.numpy as jnp
 
         with _quiet():
@@ -109,11 +113,12 @@ class BraxEnv:
         # The observation comes in Brax's dtype (float32 unless x64 is on); the loop casts it to the run's.
         return BraxState(state, jnp.zeros((), jnp.int32)), state.obs
 
-    def reset(self, key, dtype):
+    def reset(self, key: jax.Array, dtype: Any) -> tuple[BraxState, jax.Array]:
         env_state, obs = self.reset_from(key)
         return env_state, obs.astype(dtype)
 
-    def step(self, env_state: BraxState, action):
+    def step(self, env_state: BraxState,
+             action: jax.Array) -> tuple[BraxState, jax.Array, jax.Array, jax.Array, jax.Array]:
         with _quiet():
             state = self.env.step(env_state.brax_state, action.astype(env_state.brax_state.obs.dtype))
         t = env_state.t + 1

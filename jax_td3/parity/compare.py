@@ -128,6 +128,7 @@ class Verdict:
     def line(self) -> str:
         if self.kind == "bug" and self.cause == "update":
             d = self.divergence
+            assert d is not None, "an update-caused bug carries the divergence of its re-run"
             return (f"VERDICT: bug. Re-running the {self.rerun_updates} update(s) of step {self.step} from one state "
                     f"on both learners: {d.quantity} differs at update {d.update} (max_rel {d.max_rel:.3e} > tol "
                     f"{d.tol:.1e})")
@@ -183,7 +184,10 @@ class ParityReport:
         if self.first_divergence is None:
             return total
         d = self.first_divergence
-        return (d.update if self.mode == "update" else d.step) - 1
+        if self.mode == "update":
+            return d.update - 1
+        assert d.step is not None, "a run-level divergence carries its environment step"
+        return d.step - 1
 
     def to_dict(self, include_series: bool = False) -> dict:
         first = self.first_divergence.to_dict() if self.first_divergence else None

@@ -22,15 +22,20 @@ draws to find it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 import torch_ref
 from torch_ref.networks import soft_update
 from torch_ref.td3 import grads_of
+
+if TYPE_CHECKING:
+    from jax_td3.config import TD3Config
+    from jax_td3.parity.compare import ParityReport
 
 # -- the reference update with hook points -------------------------------------------------------
 
@@ -44,26 +49,26 @@ class HookedTD3(torch_ref.TD3):
     def prepare(self) -> None:
         """Called once the networks exist (e.g. to change their layers)."""
 
-    def clipped_noise(self, noise):
+    def clipped_noise(self, noise: Tensor) -> Tensor:
         clip = self.noise_clip * self.action_scale
         return (noise * (self.policy_noise * self.action_scale)).clamp(-clip, clip)
 
-    def target_action(self, actor, next_obs, noise):
+    def target_action(self, actor: nn.Module, next_obs: Tensor, noise: Tensor) -> Tensor:
         return (actor(next_obs) + noise).clamp(self.low, self.high)
 
-    def target_networks(self):
+    def target_networks(self) -> tuple[nn.Module, nn.Module]:
         return self.actor_target, self.critic_target
 
-    def twin_target(self, q1, q2):
+    def twin_target(self, q1: Tensor, q2: Tensor) -> Tensor:
         return torch.min(q1, q2)
 
-    def td_target(self, reward, not_done, target_q):
+    def td_target(self, reward: Tensor, not_done: Tensor, target_q: Tensor) -> Tensor:
         return reward * self.reward_scale + not_done * self.gamma * target_q
 
     def critic_gradients_ready(self) -> None:
         """After the critic loss's backward, before the gradients are recorded and applied."""
 
-    def optimizer_step(self, optimizer) -> None:
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
 
     def actor_due(self) -> bool:
@@ -76,15 +81,15 @@ class HookedTD3(torch_ref.TD3):
     def targets_every_update(self) -> bool:
         return self.target_update == "every_update"
 
-    def actor_q_value(self, obs):
+    def actor_q_value(self, obs: Tensor) -> Tensor:
         if self.actor_q == "min":
             return torch.min(*self.critic(obs, self.actor(obs)))
         return self.critic.Q1(obs, self.actor(obs))
 
-    def train(self, batch, noise=None, record=False):
+    def train(self, batch: torch_ref.Batch, noise: Tensor | None = None, record: bool = False) -> dict[str, Any]:
         self.step += 1
         obs, action, next_obs, reward, not_done = batch
-        info = {}
+        info: dict[str, Any] = {}
         actor_net, critic_net = self.target_networks()
         with torch.no_grad():
             if noise is None:
@@ -122,7 +127,7 @@ class HookedTD3(torch_ref.TD3):
                 self.polyak()
         return info
 
-    def critic_backward(self, critic_loss, obs, actor_due: bool) -> None:
+    def critic_backward(self, critic_loss: Tensor, obs: Tensor, actor_due: bool) -> None:
         critic_loss.backward()
 
 
@@ -130,7 +135,7 @@ class HookedTD3(torch_ref.TD3):
 
 
 class SharedCriticGradient(HookedTD3):
-    def critic_gradients_ready(self):
+    def critic_gradients_ready(self) -> None:
         # Q1's gradient applied to Q2's parameters too (Q2's own is lost).
         critic = self.critic
         for q1_name, q2_name in zip(critic.q1_names, critic.q2_names):
@@ -140,7 +145,7 @@ class SharedCriticGradient(HookedTD3):
 
 
 class ActorGradientIntoCritic(HookedTD3):
-    def critic_backward(self, critic_loss, obs, actor_due):
+    def critic_backward(self, critic_loss: Tensor, obs: Tensor, actor_due: bool) -> None:
         # On actor updates the actor's loss, Q1(s, mu(s)) not detached from the critic, is back-propagated
         # with the critic's: the critic steps on the gradient of both.
         if actor_due:
@@ -150,62 +155,65 @@ class ActorGradientIntoCritic(HookedTD3):
 
 
 class TargetFromOnline(HookedTD3):
-    def target_networks(self):
+    def target_networks(self) -> tuple[nn.Module, nn.Module]:
         return self.actor, self.critic
 
 
 class TargetNoiseUnclipped(HookedTD3):
-    def clipped_noise(self, noise):
+    def clipped_noise(self, noise: Tensor) -> Tensor:
         return noise * (self.policy_noise * self.action_scale)
 
 
 class TargetActionUnclipped(HookedTD3):
-    def target_action(self, actor, next_obs, noise):
+    def target_action(self, actor: nn.Module, next_obs: Tensor, noise: Tensor) -> Tensor:
         return actor(next_obs) + noise
 
 
 class PolyakSwapped(HookedTD3):
-    def polyak(self):
+    def polyak(self) -> None:
         soft_update(self.critic, self.critic_target, 1 - self.tau)
         soft_update(self.actor, self.actor_target, 1 - self.tau)
 
 
 class TargetsEveryUpdate(HookedTD3):
-    def targets_every_update(self):
+    _targets_moved = 0   # the update at which the targets last moved (0: not yet); a class default, as the
+    #                      agent is a torch_ref.TD3 whose class is swapped after construction
+
+    def targets_every_update(self) -> bool:
         return True
 
-    def polyak(self):
-        if not getattr(self, "_targets_moved", False) or self.step != self._targets_moved:
+    def polyak(self) -> None:
+        if not self._targets_moved or self.step != self._targets_moved:
             self._targets_moved = self.step      # once per update, not again after the actor step
             super().polyak()
 
 
 class ActorEveryUpdate(HookedTD3):
-    def actor_due(self):
+    def actor_due(self) -> bool:
         return True
 
 
 class CounterFromZero(HookedTD3):
-    def actor_due(self):
+    def actor_due(self) -> bool:
         return (self.step - 1) % self.policy_freq == 0    # the iteration counted before it is incremented
 
 
 class DoneMaskIgnored(HookedTD3):
-    def td_target(self, reward, not_done, target_q):
+    def td_target(self, reward: Tensor, not_done: Tensor, target_q: Tensor) -> Tensor:
         return reward * self.reward_scale + self.gamma * target_q
 
 
 class MaxTwinTarget(HookedTD3):
-    def twin_target(self, q1, q2):
+    def twin_target(self, q1: Tensor, q2: Tensor) -> Tensor:
         return torch.max(q1, q2)
 
 
 class AbsoluteTargetNoise(HookedTD3):
-    def clipped_noise(self, noise):
+    def clipped_noise(self, noise: Tensor) -> Tensor:
         return (noise * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
 
 
-def adam_step(optimizer, eps_inside_sqrt: bool = False, bias_correction: bool = True) -> None:
+def adam_step(optimizer: torch.optim.Optimizer, eps_inside_sqrt: bool = False, bias_correction: bool = True) -> None:
     """One Adam step written out, on ``torch.optim.Adam``'s own state (so the neutral state reads it as
     usual), with one of two departures from PyTorch's formula."""
     for group in optimizer.param_groups:
@@ -232,17 +240,17 @@ def adam_step(optimizer, eps_inside_sqrt: bool = False, bias_correction: bool = 
 
 
 class AdamEpsInsideSqrt(HookedTD3):
-    def optimizer_step(self, optimizer):
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         adam_step(optimizer, eps_inside_sqrt=True)
 
 
 class AdamNoBiasCorrection(HookedTD3):
-    def optimizer_step(self, optimizer):
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         adam_step(optimizer, bias_correction=False)
 
 
 class LearningRatesSwapped(HookedTD3):
-    def prepare(self):
+    def prepare(self) -> None:
         actor_lr = self.actor_optimizer.param_groups[0]["lr"]
         critic_lr = self.critic_optimizer.param_groups[0]["lr"]
         self.actor_optimizer.param_groups[0]["lr"] = critic_lr
@@ -250,7 +258,7 @@ class LearningRatesSwapped(HookedTD3):
 
 
 class AdamDefaultLearningRate(HookedTD3):
-    def prepare(self):
+    def prepare(self) -> None:
         for optimizer in (self.actor_optimizer, self.critic_optimizer):
             optimizer.param_groups[0]["lr"] = 1e-3    # torch.optim.Adam's default
 
@@ -264,15 +272,16 @@ def round_mantissa(x: torch.Tensor, bits: int = 10) -> torch.Tensor:
 
 
 class ReducedPrecisionMatmul(HookedTD3):
-    def prepare(self):
+    def prepare(self) -> None:
         for network in (self.actor, self.critic, self.actor_target, self.critic_target):
             for layer in network.modules():
                 if isinstance(layer, torch.nn.Linear):
-                    layer.forward = _rounded_linear(layer)
+                    # This layer object's forward only (torch.nn.Linear itself is left as it is).
+                    layer.forward = _rounded_linear(layer)  # type: ignore[method-assign, assignment]
 
 
-def _rounded_linear(layer):
-    def forward(x):
+def _rounded_linear(layer: nn.Linear) -> Callable[[Tensor], Tensor]:
+    def forward(x: Tensor) -> Tensor:
         return F.linear(round_mantissa(x), round_mantissa(layer.weight), layer.bias)
     return forward
 
@@ -297,20 +306,23 @@ class Mutant:
     loop_changes: tuple = ()        # (settings field, value) pairs of the second run (loop bugs)
     step: int | None = None         # loop bugs: the environment step the whole-run report names (Pendulum)
 
-    def config(self, config):
+    def config(self, config: TD3Config) -> TD3Config:
         """``config`` with the settings the bug needs (a callable value is a function of ``config``)."""
         changes = {field: value(config) if callable(value) else value for field, value in self.config_changes}
         return dataclasses.replace(config, **changes).validate() if changes else config
 
-    def expect(self, config, seed: int = 0, dtype: str = "float64") -> tuple[str, int] | None:
+    def expect(self, config: TD3Config, seed: int = 0, dtype: str = "float64") -> tuple[str, int] | None:
         """(quantity, update) the update-level report must name first, for ``self.config(config)``; None
         where the bug is too small for ``dtype``'s tolerances."""
+        if self.update is None:
+            raise ValueError(f"{self.name} is a bug of the training loop: only a whole run (--run) shows it")
         update = self.update(self.config(config), seed) if callable(self.update) else self.update
-        if dtype == "float64" or self.float32 is True:
+        float32 = self.float32
+        if dtype == "float64" or float32 is True:
             return self.quantity, update
-        return (self.float32, update) if self.float32 else None
+        return (float32, update) if float32 else None
 
-    def agent(self, config, dtype="float64", device="cpu"):
+    def agent(self, config: TD3Config, dtype: str = "float64", device: str = "cpu") -> HookedTD3:
         """The reference agent with this bug, for ``self.config(config)``."""
         from jax_td3.adapters.torch_ref import make_agent
         from jax_td3.errors import ConfigError
@@ -321,11 +333,13 @@ class Mutant:
             raise ConfigError(f"the mutants are TD3's (--algo td3), not {config.algo}'s")
         agent = make_agent(self.config(config), dtype, device)
         agent.__class__ = self.agent_class     # torch_ref.TD3 -> its hooked subclass (same attributes)
-        agent.prepare()
-        return agent
+        hooked = cast(HookedTD3, agent)
+        hooked.prepare()
+        return hooked
 
 
-def first_update_where(config, seed: int, condition: Callable, limit: int = 100_000) -> int:
+def first_update_where(config: TD3Config, seed: int, condition: Callable[[tuple[np.ndarray, ...], np.ndarray], bool],
+                       limit: int = 100_000) -> int:
     """The first update of an update-level comparison (``update_level.SharedDraws``) whose batch and
     target noise satisfy ``condition(batch, noise)``."""
     from jax_td3.parity.update_level import SharedDraws
@@ -337,11 +351,11 @@ def first_update_where(config, seed: int, condition: Callable, limit: int = 100_
     raise ValueError("the condition never holds in the shared draws")
 
 
-def _first_terminal(config, seed):
+def _first_terminal(config: TD3Config, seed: int) -> int:
     return first_update_where(config, seed, lambda batch, noise: bool(np.any(batch[4] == 0)))
 
 
-def _first_noise_beyond_clip(config, seed):
+def _first_noise_beyond_clip(config: TD3Config, seed: int) -> int:
     bound = config.noise_clip / config.policy_noise
     return first_update_where(config, seed, lambda batch, noise: bool(np.any(np.abs(noise) > bound)))
 
@@ -422,8 +436,8 @@ def get(name: str) -> Mutant:
     return MUTANTS[name]
 
 
-def mutant_parity(name: str, config, *, dtype: str = "float64", updates: int = 10, seed: int = 0, tol=None,
-                  resync=None, progress: bool = False):
+def mutant_parity(name: str, config: TD3Config, *, dtype: str = "float64", updates: int = 10, seed: int = 0,
+                  tol: float | None = None, resync: bool | None = None, progress: bool = False) -> ParityReport:
     """``run_parity`` of our JAX update against the reference with bug ``name`` (under ``Mutant.config``)."""
     from jax_td3.parity.update_level import run_parity
 
@@ -435,7 +449,7 @@ def mutant_parity(name: str, config, *, dtype: str = "float64", updates: int = 1
                       agent=mutant.agent(config, dtype))
 
 
-def install(name: str, trainer) -> None:
+def install(name: str, trainer: Any) -> None:
     """Put bug ``name`` into a ``loops.host.Trainer`` (the second run of a whole-run comparison): the learner's
     reference agent replaced by the one with the bug (torch backend only), or the loop's settings changed.
     The trainer's config should already hold the bug's ``config_changes`` (``Mutant.config``)."""

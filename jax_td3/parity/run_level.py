@@ -27,14 +27,26 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import jax
 import numpy as np
 
 from jax_td3.adapters.jax import WEIGHT_FIELDS, layout_name, layout_tensors, weight_names
+from jax_td3.config import TD3Config
 from jax_td3.errors import ConfigError
 from jax_td3.parity.compare import Divergence, ParityReport, Tracker, Verdict, compare
+from jax_td3.update import Batch, TrainState
+
+if TYPE_CHECKING:
+    from jax_td3.adapters.base import Adapter
+    from jax_td3.backends.base import Backend
+    from jax_td3.loops.host import StepRecord, Trainer
+    from jax_td3.settings import TrainSettings
+
+# The (batch fields, target noise) of each update of one environment step, as the first run drew them.
+StepBatches = list[tuple[tuple[np.ndarray, ...], np.ndarray]]
 
 # float64: both learners do the same arithmetic in a different order; differences stay at a few
 # ulps (~1e-15) for thousands of steps of TD3. 1e-9 leaves six orders of magnitude of headroom while
@@ -65,12 +77,12 @@ class UnknownTensorError(ConfigError):
     """``perturb`` names no weight tensor of the train state."""
 
 
-def perturb_one_ulp(state, name: str):
+def perturb_one_ulp(state: TrainState, name: str) -> TrainState:
     """``state`` (JAX layout) with the first entry of the weight tensor ``name`` (one of
     ``adapters.jax.weight_names``, e.g. ``actor.l1.kernel``) moved to the next larger float."""
     family_name, _, rest = name.partition(".")
 
-    def nudge(path, leaf):
+    def nudge(path: tuple[Any, ...], leaf: Any) -> Any:
         if layout_name(path) != rest:
             return leaf
         leaf = np.array(leaf)
@@ -82,7 +94,7 @@ def perturb_one_ulp(state, name: str):
     return state._replace(**{field: jax.tree_util.tree_map_with_path(nudge, getattr(state, field))})
 
 
-def check_weight_name(config, name: str) -> None:
+def check_weight_name(config: TD3Config, name: str) -> None:
     """Raise ``UnknownTensorError`` unless ``name`` is a weight tensor of ``config``'s train state
     (from the state's shapes alone: nothing is initialised)."""
     from jax_td3.update import init_train_state
@@ -105,16 +117,17 @@ def _group_of(name: str) -> str | None:
 class RunTracker(Tracker):
     """``Tracker`` plus, per group of quantities, the largest ``max_rel`` of each step (``series``)."""
 
-    def __init__(self, tol: float):
+    def __init__(self, tol: float) -> None:
         super().__init__(tol)
-        self.series = {group: [] for group in GROUPS}
+        self.series: dict[str, list[float]] = {group: [] for group in GROUPS}
         self.series["all"] = []
         self._step_max: dict[str, float] = {}
 
     def begin_step(self) -> None:
         self._step_max = {group: 0.0 for group in self.series}
 
-    def record(self, name, max_abs, max_rel, update, step=None, tol=None) -> None:
+    def record(self, name: str, max_abs: float, max_rel: float, update: int, step: int | None = None,
+               tol: float | None = None) -> None:
         super().record(name, max_abs, max_rel, update, step, tol)
         group = _group_of(name)
         for key in (group, "all") if group else ("all",):
@@ -126,7 +139,8 @@ class RunTracker(Tracker):
             self.series[group].append(value if group in had or group == "all" else float("nan"))
 
 
-def _compare_records(tracker: RunTracker, a, b, step: int, updates: int, action_half_width: float) -> set[str]:
+def _compare_records(tracker: RunTracker, a: StepRecord, b: StepRecord, step: int, updates: int,
+                     action_half_width: float) -> set[str]:
     """Compare two ``StepRecord``s; returns the groups measured.
 
     An action is measured against the action box's half-width at least, and an observation or a
@@ -134,9 +148,10 @@ def _compare_records(tracker: RunTracker, a, b, step: int, updates: int, action_
     upright) would otherwise turn a tiny absolute difference into a large relative one.
     """
     measured = {"transitions"}
-    pairs = [("action", a.action, b.action, action_half_width), ("obs", a.obs, b.obs, 1.0),
-             ("reward", a.reward, b.reward, 1.0), ("next_obs", a.next_obs, b.next_obs, 1.0),
-             ("not_done", a.not_done, b.not_done, 1.0)]
+    pairs: list[tuple[str, Any, Any, float]] = [
+        ("action", a.action, b.action, action_half_width), ("obs", a.obs, b.obs, 1.0),
+        ("reward", a.reward, b.reward, 1.0), ("next_obs", a.next_obs, b.next_obs, 1.0),
+        ("not_done", a.not_done, b.not_done, 1.0)]
     tracker.record_exact("updates_per_step", len(a.updates) != len(b.updates), updates, step)
     # Several updates per step (episode schedule) give several losses of one name: each is compared.
     for ma, mb in zip(a.updates, b.updates):
@@ -147,7 +162,7 @@ def _compare_records(tracker: RunTracker, a, b, step: int, updates: int, action_
             pairs.append(("actor_loss", ma["actor_loss"], mb["actor_loss"], 0.0))
     if (a.evaluation is None) != (b.evaluation is None):
         tracker.record_exact("evaluation_schedule", 1, updates, step)
-    elif a.evaluation is not None:
+    elif a.evaluation is not None and b.evaluation is not None:
         measured.add("evaluations")
         pairs.append(("eval_return", a.evaluation["eval_returns"], b.evaluation["eval_returns"], 0.0))
     for name, a_value, b_value, floor in pairs:   # one at a time: each is its own family
@@ -156,7 +171,7 @@ def _compare_records(tracker: RunTracker, a, b, step: int, updates: int, action_
     return measured
 
 
-def _compare_states(tracker: RunTracker, state_a, state_b, step: int, updates: int) -> None:
+def _compare_states(tracker: RunTracker, state_a: TrainState, state_b: TrainState, step: int, updates: int) -> None:
     named_a, counters_a = layout_tensors(state_a)
     named_b, counters_b = layout_tensors(state_b)
     tracker.record_exact("counters", not np.array_equal(counters_a, counters_b), updates, step)
@@ -167,10 +182,10 @@ def _compare_states(tracker: RunTracker, state_a, state_b, step: int, updates: i
 
 # -- the runner ----------------------------------------------------------------------------------
 
-def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "torch"), tol: float | None = None,
-                     params_every: int = 1, perturb: str | None = None, progress: bool = False,
-                     on_step: Callable[[int, RunTracker], None] | None = None, verdict: bool = True,
-                     chaos_horizon: bool = True, mutant: str | None = None,
+def run_whole_parity(config: TD3Config, settings: TrainSettings, *, backends: tuple[str, str] = ("jax", "torch"),
+                     tol: float | None = None, params_every: int = 1, perturb: str | None = None,
+                     progress: bool = False, on_step: Callable[[int, RunTracker], None] | None = None,
+                     verdict: bool = True, chaos_horizon: bool = True, mutant: str | None = None,
                      stop_at_divergence: bool = False) -> ParityReport:
     """Train ``config`` with ``settings`` (a ``settings.TrainSettings``; its backend is ignored) once per
     backend in ``backends``, in lockstep, comparing everything after every step.
@@ -204,7 +219,8 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
     if mutant is not None:
         mutants.install(mutant, trainers[1])
     tracker = RunTracker(tol)
-    episode_ends, evaluation_steps = [], []
+    episode_ends: list[int] = []
+    evaluation_steps: list[int] = []
     start = time.perf_counter()
     interrupted = False
     bar = None
@@ -215,18 +231,19 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
     first, second = trainers
     action_half_width = float(np.linalg.norm(first.spec.action_scale))
     # For the verdict: the first run's state before each step and the batches of the step's updates.
-    separation = None
-    batches: list = []
+    separation: tuple[int, TrainState, StepBatches, str, bool] | None = None
+    batches: StepBatches = []
     state_before = first.backend.state() if verdict else None
     env_inputs_equal = True
     if verdict:
         first_update = first.backend.update
 
-        def recording_update(batch, target_noise):
+        def recording_update(batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
             batches.append((tuple(np.array(x) for x in batch), np.array(target_noise)))
             return first_update(batch, target_noise)
 
-        first.backend.update = recording_update
+        # This run's backend object only: its updates also record their batches for the verdict.
+        first.backend.update = recording_update  # type: ignore[method-assign]
     try:
         with jax.default_matmul_precision("highest"):
             while not first.done:
@@ -252,6 +269,7 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
                 tracker.end_step(measured)
                 if verdict and separation is None:
                     if tracker.first is not None:
+                        assert state_before is not None   # taken whenever a verdict is asked for
                         separation = (step, state_before, list(batches), tracker.first.quantity, env_inputs_equal)
                     else:
                         state_before = state_after if state_after is not None else first.backend.state()
@@ -276,7 +294,7 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
                                perturb=perturb, chaos_horizon=chaos_horizon)
     return ParityReport(
         algo=config.algo, dtype=settings.dtype, updates=first.updates, quantities=tracker.stats,
-        first_divergence=tracker.first, backends=tuple(backends), mode="run", env=settings.env,
+        first_divergence=tracker.first, backends=(backends[0], backends[1]), mode="run", env=settings.env,
         steps=len(tracker.series["all"]), episodes=first.episodes, evaluations=len(evaluation_steps),
         series=tracker.series, wall_seconds=time.perf_counter() - start, interrupted=interrupted,
         episode_ends=episode_ends, evaluation_steps=evaluation_steps, perturbed=perturb, mutant=mutant,
@@ -285,7 +303,8 @@ def run_whole_parity(config, settings, *, backends: tuple[str, str] = ("jax", "t
 
 # -- chaos or bug --------------------------------------------------------------------------------
 
-def _rerun_backends(learners, state_before, batches, dtype: str) -> Divergence | None:
+def _rerun_backends(learners: Sequence[Backend], state_before: TrainState, batches: StepBatches,
+                    dtype: str) -> Divergence | None:
     """The first difference beyond the update-level tolerance between the states two backends reach from
     ``state_before`` over ``batches``, the second re-synchronised to the first before each update (None
     if they agree). Names are the JAX layout's; ``update`` the training update number."""
@@ -314,20 +333,22 @@ ENVIRONMENT_QUANTITIES = ("obs", "reward", "next_obs", "not_done")
 HORIZON_TENSOR = "actor.l1.kernel"   # the weight the chaos horizon's run moves by one ulp
 
 
-def learner_adapter(backend, config, dtype: str):
+def learner_adapter(backend: Backend, config: TD3Config, dtype: str) -> Adapter:
     """An update-level adapter over a training backend's learner: the live torch_ref agent (a mutant's
     included) for the torch backend, our JAX update for the jax backend."""
-    if getattr(backend, "agent", None) is not None:
+    agent = getattr(backend, "agent", None)   # the torch backend's (the Backend protocol has no agent)
+    if agent is not None:
         from jax_td3.adapters.torch_ref import TorchRefAdapter
 
-        return TorchRefAdapter(config, dtype, agent=backend.agent)
+        return TorchRefAdapter(config, dtype, agent=agent)
     from jax_td3.adapters.jax import JaxAdapter
 
     return JaxAdapter(config, dtype)
 
 
-def decide_verdict(config, settings, backends, learners, step: int, state_before, batches, quantity: str,
-                   env_inputs_equal: bool, *, tol: float | None = None, perturb: str | None = None,
+def decide_verdict(config: TD3Config, settings: TrainSettings, backends: tuple[str, str],
+                   learners: Sequence[Backend], step: int, state_before: TrainState, batches: StepBatches,
+                   quantity: str, env_inputs_equal: bool, *, tol: float | None = None, perturb: str | None = None,
                    chaos_horizon: bool = True) -> Verdict:
     """Chaos or bug, for two runs that first separated at environment step ``step`` on ``quantity``.
 
@@ -372,7 +393,7 @@ def decide_verdict(config, settings, backends, learners, step: int, state_before
     return verdict
 
 
-def plot_drift(report: ParityReport, path) -> None:
+def plot_drift(report: ParityReport, path: str | Path) -> None:
     """A PNG of a whole-run report's max relative difference per step (log scale), per group of quantities."""
     import matplotlib
 
@@ -393,9 +414,9 @@ def plot_drift(report: ParityReport, path) -> None:
         ax.axhline(tol, color="k", ls="--", lw=0.8, label=f"tolerance {tol:.0e}")
     for i, end in enumerate(report.episode_ends):
         ax.axvline(end, color="0.85", lw=0.5, zorder=0, label="episode end" if i == 0 else None)
-    if report.first_divergence:
-        ax.axvline(report.first_divergence.step, color="r", lw=0.8,
-                   label=f"first divergence (step {report.first_divergence.step})")
+    first = report.first_divergence
+    if first is not None and first.step is not None:   # a run-level divergence always has its step
+        ax.axvline(first.step, color="r", lw=0.8, label=f"first divergence (step {first.step})")
     ax.set_yscale("log")
     ax.set_xlabel("environment step")
     ax.set_ylabel(f"max relative difference (0 drawn at {floor:.0e})")
@@ -410,7 +431,7 @@ def plot_drift(report: ParityReport, path) -> None:
 
 # -- moving a run between frameworks -------------------------------------------------------------
 
-def resume_trainer(checkpoint_path, backend: str | None = None, env=None):
+def resume_trainer(checkpoint_path: str | Path, backend: str | None = None, env: Any = None) -> Trainer:
     """A ``loops.host.Trainer`` continuing a saved Gymnasium run, optionally in the other backend.
 
     Checkpoints store the train state in the JAX layout, so a JAX run continues in the PyTorch

@@ -18,6 +18,7 @@ which any quantity left its tolerance.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -115,7 +116,8 @@ def _schedule_errors(reported: dict, before: dict, actor_iteration: bool,
 
 def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = "float64", updates: int = 1000,
                      seed: int = 0, tol: float | None = None, resync: bool | None = None,
-                     progress: bool = False, batches=None) -> ParityReport:
+                     progress: bool = False,
+                     batches: Iterable[tuple[Sequence[Any], Any]] | None = None) -> ParityReport:
     """Run ``updates`` updates of adapters ``a`` and ``b`` in lockstep and compare after each.
 
     ``b`` starts from ``a``'s state (which need not be fresh: update ``it`` of the comparison is update
@@ -133,10 +135,10 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
     b.load(start)
     done = int(start["step"])   # updates ``a`` had done before: the delayed schedule counts on from there
     before = [_delayed(start), _delayed(start)]
-    if batches is not None:
-        batches = list(batches)
-        updates = len(batches)
-    draws = SharedDraws.make(config, seed) if batches is None else None
+    given = list(batches) if batches is not None else None
+    if given is not None:
+        updates = len(given)
+    draws = SharedDraws.make(config, seed) if given is None else None
     theirs = set(b.quantities)
     names = [name for name in a.quantities if name in theirs]
     tracker = Tracker()
@@ -154,8 +156,12 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
             state = a.state()
             b.load(state)
             before[1] = _delayed(state)
-        batch, noise = draws.next(config.batch_size, config.act_dim) if batches is None else batches[it - 1]
-        batch, noise = tuple(np.asarray(x).astype(ndtype) for x in batch), np.asarray(noise).astype(ndtype)
+        if given is not None:
+            fields, noise = given[it - 1]
+        else:
+            assert draws is not None   # made above whenever no batches were given
+            fields, noise = draws.next(config.batch_size, config.act_dim)
+        batch, noise = tuple(np.asarray(x).astype(ndtype) for x in fields), np.asarray(noise).astype(ndtype)
         reported = [a.update(batch, noise), b.update(batch, noise)]
 
         actor_iteration = (done + it) % config.policy_freq == 0
@@ -173,7 +179,7 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
 
 
 def run_parity(config: TD3Config, *, dtype: str = "float64", updates: int = 1000, seed: int = 0,
-               tol: float | None = None, agent=None, resync: bool | None = None,
+               tol: float | None = None, agent: Any = None, resync: bool | None = None,
                progress: bool = False) -> ParityReport:
     """Our JAX update against the PyTorch reference: ``compare_adapters(JaxAdapter, TorchRefAdapter)``.
 

@@ -20,17 +20,25 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from jax_td3.errors import ConfigError
+
+if TYPE_CHECKING:
+    import jax
+
+    from jax_td3.config import TD3Config
+    from jax_td3.settings import TrainSettings
 
 GiB = 1024 ** 3
 
 
 # -- the run directory ------------------------------------------------------------------------
 
-def ensure_writable_dir(path, setting: str = "out", what: str = "the run directory") -> Path:
+def ensure_writable_dir(path: str | os.PathLike[str], setting: str = "out", what: str = "the run directory") -> Path:
     """Check that directory ``path`` can be created (if missing) and written; ConfigError naming the
     ``setting`` that gave it if not.
 
@@ -38,7 +46,7 @@ def ensure_writable_dir(path, setting: str = "out", what: str = "the run directo
     (the run makes them when it writes its first file).
     """
     path = Path(path)
-    created = []
+    created: list[Path] = []
     probe = path
     while not probe.exists() and probe != probe.parent:
         created.append(probe)
@@ -69,7 +77,7 @@ def ensure_writable_dir(path, setting: str = "out", what: str = "the run directo
     return path
 
 
-def ensure_writable_file(path, setting: str) -> Path:
+def ensure_writable_file(path: str | os.PathLike[str], setting: str) -> Path:
     """Check, before long work, that file ``path`` can be written (its directory exists and takes a
     new file; an existing file is left as it is); ConfigError naming ``setting`` if not."""
     path = Path(path)
@@ -100,7 +108,7 @@ def check_compiled_seeds(seed: int, num_seeds: int) -> None:
 
 # -- memory ----------------------------------------------------------------------------------
 
-def train_state_bytes(config, dtype) -> int:
+def train_state_bytes(config: TD3Config, dtype: DTypeLike) -> int:
     """Exact bytes of one agent's train state (actor and critics, their targets, both Adam moments,
     the counters), counted from shapes alone: nothing is allocated."""
     import jax
@@ -118,7 +126,7 @@ def train_state_bytes(config, dtype) -> int:
     return total
 
 
-def replay_bytes(capacity: int, obs_dim: int, act_dim: int, dtype) -> int:
+def replay_bytes(capacity: int, obs_dim: int, act_dim: int, dtype: DTypeLike) -> int:
     """Bytes of a replay buffer: ``capacity`` x (obs, next_obs, action, reward, not_done)."""
     return int(capacity) * (2 * obs_dim + act_dim + 2) * np.dtype(dtype).itemsize
 
@@ -152,7 +160,7 @@ class Need:
         return "; ".join(text.format(format_bytes(size)) for text, size in self.parts if size)
 
 
-def host_loop_needs(config, settings, *, device_is_host: bool) -> tuple[Need, Need]:
+def host_loop_needs(config: TD3Config, settings: TrainSettings, *, device_is_host: bool) -> tuple[Need, Need]:
     """(host, device) needs of a Gymnasium-loop run. With ``device_is_host`` (JAX on the CPU)
     the device part is counted in the host's and the device need is empty."""
     dtype = settings.dtype
@@ -169,14 +177,14 @@ def host_loop_needs(config, settings, *, device_is_host: bool) -> tuple[Need, Ne
     return Need(tuple(host)), Need(tuple(device))
 
 
-def tree_bytes(tree) -> int:
+def tree_bytes(tree: Any) -> int:
     """Bytes of the arrays (or ``jax.ShapeDtypeStruct``s) of ``tree``; a PRNG key counts its key data."""
     import jax
 
     return sum(int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
 
 
-def compiled_loop_needs(agents, draws) -> Need:
+def compiled_loop_needs(agents: Any, draws: Any) -> Need:
     """Device need of a compiled run from the shapes of what it allocates (``jax.eval_shape`` of the
     functions that allocate it, ``loops.compiled.ChunkedRun.allocation_shapes``): ``agents``, the agents'
     whole state (leading axis K: train states, replay buffers, environment states and observations, keys
@@ -217,7 +225,7 @@ def available_host_memory() -> int | None:
         return None
 
 
-def _accelerator():
+def _accelerator() -> jax.Device | None:
     """The first JAX device if it is not the CPU, else None."""
     import jax
 
@@ -225,7 +233,7 @@ def _accelerator():
     return None if device.platform == "cpu" else device
 
 
-def available_device_memory(device) -> int | None:
+def available_device_memory(device: jax.Device) -> int | None:
     """The allocator's ``bytes_limit`` of ``device``; None when it does not report one."""
     try:
         stats = device.memory_stats() or {}
@@ -235,7 +243,7 @@ def available_device_memory(device) -> int | None:
     return int(limit) if limit else None
 
 
-def check_run_memory(config, settings) -> None:
+def check_run_memory(config: TD3Config, settings: TrainSettings) -> None:
     """Refuse (ConfigError, one line) a Gymnasium-loop run that cannot fit in host or device memory."""
     device = _accelerator()
     host, on_device = host_loop_needs(config, settings, device_is_host=device is None)
@@ -244,7 +252,7 @@ def check_run_memory(config, settings) -> None:
         refuse_if_too_big(on_device, available_device_memory(device), f"memory on {device}")
 
 
-def check_compiled_memory(agents, draws) -> None:
+def check_compiled_memory(agents: Any, draws: Any) -> None:
     """Refuse a compiled run that cannot fit; ``agents`` and ``draws`` are the shapes of what it allocates
     (see ``compiled_loop_needs``).
 

@@ -10,13 +10,19 @@ import csv
 import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from jax_td3.errors import CheckpointError, ConfigError, RunDirectoryInUse
 from jax_td3.run.checkpoint import CHECKPOINT_DIR
 from jax_td3.run.logger import CONFIG_FILE, METRICS_FILE
 from jax_td3.settings import TrainSettings, settings_from_values
+
+if TYPE_CHECKING:
+    from jax_td3.run.checkpoint import Checkpoint
+
+PathLike = str | os.PathLike[str]
 
 EPISODES_FILE = "episodes.csv"
 RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR)
@@ -31,18 +37,18 @@ LOCK_FILE = ".lock"
 RESUME_MAY_CHANGE = frozenset({"total_steps", "chunk_steps", "skip_nonfinite"})
 
 
-def holds_run(out_dir) -> bool:
+def holds_run(out_dir: PathLike) -> bool:
     """True if ``out_dir`` already holds (part of) a run: a new run must not write over it."""
     return any((Path(out_dir) / name).exists() for name in RUN_MARKERS)
 
 
-def refuse_if_holds_run(out_dir) -> None:
+def refuse_if_holds_run(out_dir: PathLike) -> None:
     """ConfigError when a new run would write over the run in ``out_dir``."""
     if holds_run(out_dir):
         raise ConfigError(f"{out_dir} already holds a run; pass `resume` to continue it, or choose another `out`")
 
 
-def latest_checkpoint(out_dir: Path):
+def latest_checkpoint(out_dir: PathLike) -> Checkpoint:
     """The newest complete checkpoint in ``out_dir`` (warning about and skipping broken ones); CheckpointError
     when there is none."""
     from jax_td3.run.checkpoint import latest_valid_checkpoint
@@ -53,13 +59,13 @@ def latest_checkpoint(out_dir: Path):
     return checkpoint
 
 
-def _same(a, b) -> bool:
+def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
         return a is not None and b is not None and list(a) == list(b)
     return a == b
 
 
-def resumed_settings(out_dir, saved: dict, saved_config: dict, wanted: dict, requested: set[str],
+def resumed_settings(out_dir: PathLike, saved: dict, saved_config: dict, wanted: dict, requested: set[str],
                      done_steps: int) -> TrainSettings:
     """The settings to continue a run with: the run's own (``saved``; its config as a checkpoint records it,
     ``{"algo": ..., "fields": {...}}``), with the settings of ``RESUME_MAY_CHANGE`` that ``requested`` names
@@ -83,7 +89,8 @@ def resumed_settings(out_dir, saved: dict, saved_config: dict, wanted: dict, req
     return settings.validate()
 
 
-def already_finished(checkpoint, total_steps: int, out_dir, announce: Callable[[str], None]) -> dict | None:
+def already_finished(checkpoint: Checkpoint, total_steps: int, out_dir: PathLike,
+                     announce: Callable[[str], None]) -> dict | None:
     """The summary of a resumed run that has nothing left to do (None when it has): its ``checkpoint`` is at
     ``total_steps`` or beyond. Says so through ``announce``."""
     done = int(checkpoint.metadata["env_steps"])
@@ -136,7 +143,7 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def hold(out_dir):
+def hold(out_dir: PathLike) -> Iterator[Path]:
     """Hold ``out_dir`` (created if missing) for one run: an exclusive ``flock`` on ``out_dir/.lock``,
     released on exit, and by the kernel when the process dies (even by SIGKILL).
 
