@@ -33,11 +33,14 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jax_td3.errors import CheckpointError
+
+if TYPE_CHECKING:  # for annotations only: the config is imported when a checkpoint's is read
+    from jax_td3.config import TD3Config
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -74,7 +77,7 @@ def _split(tree: Any, arrays: dict[str, np.ndarray], path: str) -> Any:
     raise TypeError(f"cannot store {type(tree).__name__} at {path or '/'} in a checkpoint")
 
 
-def _join(tree: Any, arrays) -> Any:
+def _join(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(tree, dict):
         if set(tree) == {"__array__"}:
             return arrays[tree["__array__"]]
@@ -153,7 +156,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return _header(start, str(path))[0]
 
 
-def config_from_checkpoint(contents: dict):
+def config_from_checkpoint(contents: dict) -> TD3Config:
     """The algorithm config a checkpoint's contents were trained with."""
     from jax_td3.config import make_config
 

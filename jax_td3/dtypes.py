@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from jax_td3.errors import ConfigError
 
@@ -21,7 +22,7 @@ X64_HINT = ('float64 needs JAX\'s x64 mode: call jax.config.update("jax_enable_x
             'using jax_td3 (or work inside `with jax.enable_x64(True):`)')
 
 
-def dtype_named(dtype) -> np.dtype:
+def dtype_named(dtype: DTypeLike) -> np.dtype:
     """The NumPy dtype of ``dtype`` ("float32"/"float64" or a NumPy dtype); ConfigError for another."""
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     if name not in DTYPES:
@@ -33,10 +34,10 @@ def x64_enabled() -> bool:
     """Whether JAX makes float64 arrays here (the process-wide flag, or a ``jax.enable_x64`` scope)."""
     import jax
 
-    return bool(jax.config.jax_enable_x64)
+    return bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]  # JAX's stubs omit its flags
 
 
-def float_dtype(dtype) -> np.dtype:
+def float_dtype(dtype: DTypeLike) -> np.dtype:
     """``dtype_named(dtype)`` for code that builds JAX arrays in it: ConfigError for float64 while JAX's
     x64 mode is off (JAX would silently make float32)."""
     ndtype = dtype_named(dtype)
@@ -45,7 +46,7 @@ def float_dtype(dtype) -> np.dtype:
     return ndtype
 
 
-def x64_scope(dtype):
+def x64_scope(dtype: DTypeLike) -> contextlib.AbstractContextManager[object]:
     """A context for one call that works in ``dtype`` on this thread: JAX's x64 mode switched on for its
     duration (and back off after) for float64 when it is off; nothing otherwise."""
     if dtype_named(dtype) == np.float64 and not x64_enabled():

@@ -18,12 +18,14 @@ loop's backends exchange states in this layout.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Sequence
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpy.typing import DTypeLike
 
 from jax_td3.adapters.base import STATE_FAMILIES, NeutralState, quantity_names, tensor_names
 from jax_td3.config import TD3Config
@@ -38,7 +40,7 @@ _ADAM = {"actor_adam_m": ("actor", "mu"), "actor_adam_v": ("actor", "nu"),
          "critic_adam_m": ("critic", "mu"), "critic_adam_v": ("critic", "nu")}
 
 
-def adam_moments(opt_state) -> optax.ScaleByAdamState:
+def adam_moments(opt_state: Any) -> optax.ScaleByAdamState:
     """The Adam part of an optimizer state made by ``update.adam``."""
     return adam_state(opt_state)
 
@@ -47,12 +49,14 @@ def adam_moments(opt_state) -> optax.ScaleByAdamState:
 
 def _neutral_layer(config: TD3Config, layer: str, critic_index: int) -> str:
     if critic_index and config.critic_arch == "mlp":
-        number = int(re.fullmatch(r"l(\d+)", layer).group(1))
+        match = re.fullmatch(r"l(\d+)", layer)
+        assert match is not None, layer  # the MLP critics' layers are l1, l2, ...
+        number = int(match.group(1))
         return f"l{number + critic_index * (len(config.critic_hidden_sizes) + 1)}"
     return layer
 
 
-def param_layout(config: TD3Config, network: str, params) -> Iterator[tuple[str, tuple, bool]]:
+def param_layout(config: TD3Config, network: str, params: Any) -> Iterator[tuple[str, tuple, bool]]:
     """``(neutral tensor name, (layer, "kernel"|"bias", critic index or None), transpose)`` for every
     parameter of ``params``, a tree of ``network`` ("actor" or "critic"), in report order."""
     is_critic = network == "critic"
@@ -64,13 +68,13 @@ def param_layout(config: TD3Config, network: str, params) -> Iterator[tuple[str,
             yield f"{name}.bias", (layer, "bias", index), False
 
 
-def _get(params, index) -> np.ndarray:
+def _get(params: Any, index: tuple[str, str, int | None]) -> np.ndarray:
     layer, leaf, c = index
     x = np.asarray(params["params"][layer][leaf])
     return x if c is None else x[c]
 
 
-def neutral_tensors(config: TD3Config, network: str, params) -> dict[str, np.ndarray]:
+def neutral_tensors(config: TD3Config, network: str, params: Any) -> dict[str, np.ndarray]:
     """``{neutral tensor name: array}`` of one params tree (or a tree shaped like it: gradients, moments)."""
     return {name: (_get(params, index).T if transpose else _get(params, index))
             for name, index, transpose in param_layout(config, network, params)}
@@ -93,7 +97,8 @@ def to_neutral(config: TD3Config, state: TrainState) -> NeutralState:
     return out
 
 
-def _tree_from_neutral(config: TD3Config, fam: str, network: str, template, state: NeutralState, source: str):
+def _tree_from_neutral(config: TD3Config, fam: str, network: str, template: Any, state: NeutralState,
+                       source: str) -> dict[str, Any]:
     """A params tree shaped like ``template`` filled from the ``fam`` entries of ``state``."""
     pairs = list(param_layout(config, network, template))
     expected = {name for name, _, _ in pairs}
@@ -146,7 +151,7 @@ WEIGHT_FIELDS = {"actor": "actor_params", "critic": "critic_params", "actor_targ
                  "critic_target": "critic_target_params"}
 
 
-def layout_name(path) -> str:
+def layout_name(path: Sequence[Any]) -> str:
     """``l1.kernel`` for the tree path of a params leaf (the "params" level left out)."""
     return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path if getattr(k, "key", None) != "params")
 
@@ -187,7 +192,7 @@ class JaxAdapter:
 
     name = "jax"
 
-    def __init__(self, config: TD3Config, dtype="float64", *, seed: int = 0):
+    def __init__(self, config: TD3Config, dtype: DTypeLike = "float64", *, seed: int = 0):
         self.config = config
         self.dtype = float_dtype(dtype)
         self.train_state = init_train_state(config, jax.random.PRNGKey(seed), self.dtype)
@@ -205,7 +210,7 @@ class JaxAdapter:
     def state(self) -> NeutralState:
         return to_neutral(self.config, jax.device_get(self.train_state))
 
-    def update(self, batch, target_noise) -> dict:
+    def update(self, batch: Sequence[np.ndarray], target_noise: np.ndarray) -> dict[str, Any]:
         config = self.config
         with jax.default_matmul_precision("highest"):
             new_state, metrics, internals = self._update(
@@ -214,7 +219,7 @@ class JaxAdapter:
         self.train_state = new_state
         new_state, metrics, internals = jax.device_get((new_state, metrics, internals))
         actor_updated = bool(metrics["actor_updated"])
-        out = {name: np.asarray(internals[name]) for name in ("target_action", "target_q", "current_q")}
+        out: dict[str, Any] = {name: np.asarray(internals[name]) for name in ("target_action", "target_q", "current_q")}
         out["critic_loss"] = np.asarray(metrics["critic_loss"])
         out.update(_prefixed("critic_grad", neutral_tensors(config, "critic", internals["critic_grads"])))
         if actor_updated:   # on the other updates the internals hold zeros, not an actor step

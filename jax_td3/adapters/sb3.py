@@ -68,9 +68,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import DTypeLike
 
 from jax_td3.adapters.base import NETWORKS, NeutralState, quantity_names
 from jax_td3.adapters.torch_ref import load_modules, modules_state, torch_dtype
@@ -107,33 +110,33 @@ def _refuse(config: TD3Config) -> None:
         raise ConfigError("`actor_q` must be q1 for SB3 (its actor ascends the first critic)")
 
 
-def dummy_env(config: TD3Config):
+def dummy_env(config: TD3Config) -> Any:
     import gymnasium as gym
 
     class _BoxEnv(gym.Env):
         """A never-stepped env that only carries the spaces SB3 builds its networks from."""
 
-        def __init__(self):
+        def __init__(self) -> None:
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, (config.obs_dim,), np.float32)
             self.action_space = gym.spaces.Box(np.asarray(config.action_low, np.float32),
                                                np.asarray(config.action_high, np.float32), dtype=np.float32)
 
-        def reset(self, *, seed=None, options=None):
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
             super().reset(seed=seed)
             return np.zeros(config.obs_dim, np.float32), {}
 
-        def step(self, action):
+        def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
             return np.zeros(config.obs_dim, np.float32), 0.0, False, False, {}
 
     return _BoxEnv()
 
 
-def _refuse_dtype(dtype) -> None:
+def _refuse_dtype(dtype: DTypeLike) -> None:
     if np.dtype(dtype).name not in ("float32", "float64"):
         raise ConfigError(f"`dtype` {np.dtype(dtype).name} is not supported by the SB3 adapter (float32, float64)")
 
 
-def make_model(config: TD3Config, dtype="float32"):
+def make_model(config: TD3Config, dtype: DTypeLike = "float32") -> Any:
     """SB3's TD3 for ``config`` on CPU; float64 converts its policy with ``.double()`` (and needs the
     observation seam of ``SB3Adapter`` during ``train``: see the module docstring)."""
     from stable_baselines3 import DDPG, TD3
@@ -163,7 +166,7 @@ def make_model(config: TD3Config, dtype="float32"):
 
 # -- layout: neutral names <-> SB3 modules ------------------------------------------------
 
-def _layer_map(model, network: str) -> dict[str, torch.nn.Parameter]:
+def _layer_map(model: Any, network: str) -> dict[str, torch.Tensor]:
     """Neutral tensor name -> SB3 parameter, for one of the four networks."""
     policy = model.policy
     out = {}
@@ -181,17 +184,17 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy().copy()
 
 
-def _model_layout(model) -> tuple[dict, dict]:
+def _model_layout(model: Any) -> tuple[dict, dict]:
     params = {network: _layer_map(model, network) for network in NETWORKS}
     return params, {network: getattr(model.policy, network).optimizer for network in ("actor", "critic")}
 
 
-def model_state(model) -> NeutralState:
+def model_state(model: Any) -> NeutralState:
     """The neutral state of an SB3 TD3/DDPG model (copies); the update counter is its ``_n_updates``."""
     return modules_state(*_model_layout(model), model._n_updates, library="SB3")
 
 
-def load_model(model, state: NeutralState) -> None:
+def load_model(model: Any, state: NeutralState) -> None:
     load_modules(*_model_layout(model), state, library="SB3")
     model._n_updates = int(state["step"])
 
@@ -202,13 +205,13 @@ class _MseSpy:
     """Stands in for ``torch.nn.functional`` in SB3's td3 module during ``train``: records the target
     of each ``mse_loss`` call and otherwise forwards to the real module."""
 
-    def __init__(self, functional, record: list):
+    def __init__(self, functional: Any, record: list) -> None:
         self._f, self._record = functional, record
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._f, name)
 
-    def mse_loss(self, input, target, *args, **kwargs):
+    def mse_loss(self, input: torch.Tensor, target: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         self._record.append(target.detach().clone())
         return self._f.mse_loss(input, target, *args, **kwargs)
 
@@ -219,13 +222,13 @@ class SB3Adapter:
 
     name = "sb3"
 
-    def __init__(self, config: TD3Config, dtype="float32"):
+    def __init__(self, config: TD3Config, dtype: DTypeLike = "float32"):
         _refuse_dtype(dtype)
         self.config = config
         self.dtype = dtype_named(dtype)
         self.torch_dtype = torch_dtype(self.dtype)
         self.model = make_model(config, self.dtype)
-        self._batch = None
+        self._batch: tuple[torch.Tensor, ...] | None = None
         self.model.replay_buffer.sample = self._sample   # instance attribute: this buffer only
         self.quantities = quantity_names(list(_layer_map(self.model, "actor")), list(_layer_map(self.model, "critic")))
 
@@ -235,7 +238,7 @@ class SB3Adapter:
     def state(self) -> NeutralState:
         return model_state(self.model)
 
-    def _sample(self, batch_size, env=None):
+    def _sample(self, batch_size: int, env: Any = None) -> Any:
         from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
         if self._batch is None:
@@ -247,11 +250,11 @@ class SB3Adapter:
         return ReplayBufferSamples(observations=obs, actions=action, next_observations=next_obs,
                                    dones=1 - not_done, rewards=reward)
 
-    def _tensor(self, x) -> torch.Tensor:
+    def _tensor(self, x: Any) -> torch.Tensor:
         return torch.as_tensor(np.array(x), dtype=self.torch_dtype)
 
     @contextlib.contextmanager
-    def _float64_observations(self, actor_update: bool):
+    def _float64_observations(self, actor_update: bool) -> Iterator[None]:
         """During ``train``: SB3's ``preprocess_obs`` keeps float64 Box observations in float64 (see the
         module docstring); exactly the expected number of calls, else RuntimeError."""
         import stable_baselines3.common.policies as policies_module
@@ -263,9 +266,9 @@ class SB3Adapter:
 
         original = policies_module.preprocess_obs
         space = self.model.observation_space
-        calls = []
+        calls: list[int] = []
 
-        def preprocess_obs(obs, observation_space, normalize_images=True):
+        def preprocess_obs(obs: Any, observation_space: Any, normalize_images: bool = True) -> torch.Tensor:
             if (observation_space is not space or not isinstance(observation_space, spaces.Box)
                     or not isinstance(obs, torch.Tensor) or obs.dtype != torch.float64):
                 raise RuntimeError("SB3 preprocessed an observation the float64 seam does not expect "
@@ -284,12 +287,13 @@ class SB3Adapter:
                                f"seam expects {expected}")
 
     @contextlib.contextmanager
-    def _shared_noise(self, noise: torch.Tensor):
+    def _shared_noise(self, noise: torch.Tensor) -> Iterator[list[int]]:
         original = torch.Tensor.normal_
-        calls = []
+        calls: list[int] = []
         std_expected = self.model.target_policy_noise
 
-        def normal_(tensor, mean=0.0, std=1.0, *, generator=None):
+        def normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, *,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
             if calls or tuple(tensor.shape) != tuple(noise.shape) or mean != 0 or std != std_expected:
                 raise RuntimeError(f"SB3 drew normal_ (shape {tuple(tensor.shape)}, mean {mean}, std {std}) "
                                    "where the adapter expected exactly one target-noise draw")
@@ -298,15 +302,15 @@ class SB3Adapter:
                 tensor.copy_(noise * std)
             return tensor
 
-        torch.Tensor.normal_ = normal_
+        torch.Tensor.normal_ = normal_  # type: ignore[method-assign, assignment]  # the seam, undone below
         try:
             yield calls
         finally:
-            torch.Tensor.normal_ = original
+            torch.Tensor.normal_ = original  # type: ignore[method-assign]  # the seam undone
         if not calls:
             raise RuntimeError("SB3 did not draw its target noise through Tensor.normal_")
 
-    def update(self, batch, target_noise) -> dict:
+    def update(self, batch: Sequence[np.ndarray], target_noise: np.ndarray) -> dict[str, Any]:
         import stable_baselines3.td3.td3 as td3_module
 
         model, policy = self.model, self.model.policy
@@ -315,19 +319,20 @@ class SB3Adapter:
         seen: dict = {"critic_calls": 0}
         targets: list = []
 
-        def on_target_critic(module, args):
+        def on_target_critic(module: torch.nn.Module, args: tuple) -> None:
             seen["target_action"] = _numpy(args[1])
 
-        def on_critic(module, args, output):
+        def on_critic(module: torch.nn.Module, args: tuple, output: Any) -> None:
             seen["current_q"] = np.stack([_numpy(q) for q in output])
 
-        def on_q1(module, args, output):
+        def on_q1(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
             if seen.get("critic_stepped"):          # the actor step's Q1(s, mu(s))
                 seen["actor_q"] = _numpy(output)
 
-        def grads(key, params):
-            def hook(optimizer, args, kwargs):
-                seen[key] = {name: _numpy(p.grad) for name, p in params.items()}
+        def grads(key: str, params: dict[str, torch.Tensor]) -> Callable[..., None]:
+            def hook(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+                # A step follows a backward pass: every parameter has its gradient.
+                seen[key] = {name: _numpy(p.grad) for name, p in params.items()}  # type: ignore[arg-type]
                 if key == "critic_grad":
                     seen["critic_stepped"] = True
             return hook
@@ -356,7 +361,7 @@ class SB3Adapter:
         logged = model.logger.name_to_value
         actor_updated = "train/actor_loss" in logged
         dtype = self.dtype
-        out = {"critic_loss": np.asarray(logged["train/critic_loss"], dtype=dtype)}
+        out: dict[str, Any] = {"critic_loss": np.asarray(logged["train/critic_loss"], dtype=dtype)}
         for key in ("target_action", "current_q"):
             if key in seen:
                 out[key] = seen[key]

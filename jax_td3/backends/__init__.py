@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jax_td3.backends.base import UPDATE_METRICS, Backend
 from jax_td3.errors import ConfigError, require_torch
 from jax_td3.settings import BACKENDS
 
+if TYPE_CHECKING:  # for annotations only: the update module imports JAX
+    from jax_td3.config import TD3Config
+    from jax_td3.update import TrainState
 
-def make_backend(name: str, config, initial_state, dtype: str = "float32") -> Backend:
+
+def make_backend(name: str, config: TD3Config, initial_state: TrainState, dtype: str = "float32") -> Backend:
     """The backend ``name`` holding ``initial_state`` (a JAX-layout train state)."""
     if name == "jax":
         from jax_td3.backends.jax_backend import JaxBackend

@@ -15,13 +15,18 @@ one line naming the backend and the option. ``backends.jax_backend.JaxBackend`` 
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from jax_td3.dtypes import dtype_named
 from jax_td3.errors import CheckpointError, ConfigError
 from jax_td3.update import Batch, TrainState
+
+if TYPE_CHECKING:  # for annotations only
+    from jax_td3.config import TD3Config
 
 # Metrics every backend reports for one update, as Python floats.
 UPDATE_METRICS = ("critic_loss", "actor_loss", "actor_updated")
@@ -104,7 +109,7 @@ def require_fused(backend: Backend, option: str) -> FusedBackend:
 
 # -- the train state as arrays keyed by tree path (what checkpoints store) ---------------
 
-def leaf_names(tree) -> list[tuple[str, object]]:
+def leaf_names(tree: Any) -> list[tuple[str, Any]]:
     """``(name, leaf)`` of every leaf of ``tree`` in ``jax.tree_util`` order; the name is the leaf's tree path
     joined by "/" (``actor_params/params/l1/kernel``), except in optimizer chains (plain tuples of states):
     a state is named by its type, not its position, and a nested chain adds no name of its own
@@ -121,10 +126,11 @@ def leaf_names(tree) -> list[tuple[str, object]]:
     raise ValueError(f"leaf names of a {type(tree).__name__} are not unique")
 
 
-def _path_name(tree, path, by_type: bool) -> str:
+def _path_name(tree: Any, path: tuple, by_type: bool) -> str:
     import jax
 
-    parts, node = [], tree
+    parts: list[str] = []
+    node = tree
     for key in path:
         if isinstance(key, jax.tree_util.SequenceKey):
             child = node[key.idx]
@@ -147,17 +153,18 @@ def _path_name(tree, path, by_type: bool) -> str:
     return "/".join(parts)
 
 
-def _is_named_tuple(x) -> bool:
+def _is_named_tuple(x: object) -> bool:
     return isinstance(x, tuple) and hasattr(x, "_fields")
 
 
-def pack_train_state(state) -> dict[str, np.ndarray]:
+def pack_train_state(state: Any) -> dict[str, np.ndarray]:
     """The leaves of a JAX-layout train state (or any subtree, e.g. actor parameters) as numpy arrays keyed
     by ``leaf_names`` (in ``jax.tree_util`` order)."""
     return {name: np.asarray(leaf) for name, leaf in leaf_names(state)}
 
 
-def unpack_tree(template, arrays, dtype: str, what: str = "checkpoint train state", hint: str = ""):
+def unpack_tree(template: Any, arrays: dict[str, Any] | Iterable[Any], dtype: str, what: str = "checkpoint train state",
+                hint: str = "") -> Any:
     """A tree shaped like ``template`` (arrays or ``jax.ShapeDtypeStruct``s) filled from ``arrays``: a dict
     keyed by ``leaf_names`` (format 2, in any order), or a list in ``jax.tree_util`` order (format 1).
     Floating leaves become ``dtype``, others keep the template's dtype. CheckpointError if they do not fit."""
@@ -189,7 +196,7 @@ def unpack_tree(template, arrays, dtype: str, what: str = "checkpoint train stat
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), out)
 
 
-def train_state_template(config):
+def train_state_template(config: TD3Config) -> TrainState:
     """The structure and shapes of ``config``'s train state (``jax.ShapeDtypeStruct`` leaves, float32: the
     dtype is the caller's to choose, and this needs no x64 mode)."""
     import jax
@@ -199,7 +206,7 @@ def train_state_template(config):
     return jax.eval_shape(lambda: init_train_state(config, jax.random.PRNGKey(0), np.float32))
 
 
-def unpack_train_state(config, dtype: str, arrays):
+def unpack_train_state(config: TD3Config, dtype: DTypeLike, arrays: dict[str, Any] | Iterable[Any]) -> TrainState:
     """Rebuild a train state (numpy leaves, floats in ``dtype``) for ``config`` from ``pack_train_state``'s
     dict, or from a format-1 checkpoint's list of leaves; CheckpointError if the arrays do not fit."""
     template = train_state_template(config)
@@ -209,7 +216,7 @@ def unpack_train_state(config, dtype: str, arrays):
                        hint=f"{config.algo} with hidden {config.hidden}")
 
 
-def _format_1_arrays(template, leaves: list, config) -> dict:
+def _format_1_arrays(template: TrainState, leaves: list, config: TD3Config) -> dict:
     """Format 1 (jax-td3 0.1.0) stored the leaves in ``jax.tree_util`` order of its train state, whose optimizer
     chains held arrays only in their Adam state: params, targets, each Adam state's (count, mu, nu), step.
     Named here from the current template, so the names (and the chain's other stages) may have moved on."""

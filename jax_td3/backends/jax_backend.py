@@ -24,10 +24,13 @@ the actor of the moment, not that of the updates in flight, so acting never wait
 from __future__ import annotations
 
 import functools
+import threading
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import DTypeLike
 
 from jax_td3 import replay
 from jax_td3.backends.base import UPDATE_METRICS
@@ -36,8 +39,11 @@ from jax_td3.networks import actor_action_numpy
 from jax_td3.update import Batch, TrainState, init_train_state, update
 from jax_td3.xla_options import compiler_options
 
+if TYPE_CHECKING:  # for annotations only
+    from jax_td3.config import TD3Config
 
-def compiled_functions(config):
+
+def compiled_functions(config: TD3Config) -> tuple[jax.stages.Wrapped, jax.stages.Wrapped]:
     """Jitted (update, multi_update) for one config, shared by every backend of that config (jit caches by
     function object, so two trainers with the same config compile once)."""
     options = compiler_options()   # read now: it depends on environment variables
@@ -45,7 +51,7 @@ def compiled_functions(config):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_functions(config, option_items: tuple):
+def _compiled_functions(config: TD3Config, option_items: tuple) -> tuple[jax.stages.Wrapped, jax.stages.Wrapped]:
     options = dict(option_items) or None
     update_fn = jax.jit(functools.partial(update, config), donate_argnums=0, compiler_options=options)
     multi_update_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3, donate_argnums=0,
@@ -54,39 +60,37 @@ def _compiled_functions(config, option_items: tuple):
 
 
 @functools.lru_cache(maxsize=16)
-def _initial_program(config, dtype):
-    def initial(seed):
+def _initial_program(config: TD3Config, dtype: np.dtype) -> jax.stages.Wrapped:
+    def initial(seed: jax.Array) -> tuple[TrainState, jax.Array]:
         init_key, fused_key = jax.random.split(jax.random.PRNGKey(seed))
         return init_train_state(config, init_key, dtype), fused_key
     return jax.jit(initial)
 
 
-def initial_state_and_key(config, seed: int, dtype) -> tuple[TrainState, jax.Array]:
+def initial_state_and_key(config: TD3Config, seed: int, dtype: DTypeLike) -> tuple[TrainState, jax.Array]:
     """(fresh train state from ``PRNGKey(seed)``'s first half, the second half for the fused path's draws), as
     one compiled program: the key split done eagerly would compile three small programs of its own (0.2 s).
     The seed is an argument, not a constant, so one program (and one on-disk cache entry) serves every seed."""
     return _initial_program(config, np.dtype(dtype))(seed)
 
 
-def compile_many_ahead(config, dtype, capacity: int, num_updates: int):
+def compile_many_ahead(config: TD3Config, dtype: DTypeLike, capacity: int, num_updates: int) -> threading.Thread:
     """Compile the fused call of ``num_updates`` updates over a device replay of ``capacity`` slots in a
     background thread and return the thread (started). Only shapes are needed, so it can start before the
     initial state exists: the compilation (about 2 s on a CPU) then overlaps building the trainer, the
     first evaluation and the warm-up steps instead of holding up the first fused call, which finds it in
     jit's cache. Hand the thread to ``JaxBackend.expect_compiled`` so that the first call waits for it."""
-    import threading
-
     dtype = np.dtype(dtype)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),  # no weak types: as loaded
                                    jax.eval_shape(functools.partial(init_train_state, config, dtype=dtype), key))
     widths = (config.obs_dim, config.act_dim, config.obs_dim, 1, 1)
-    replay_spec = replay.ReplayState(*(jax.ShapeDtypeStruct((capacity, w), dtype) for w in widths),
+    replay_spec = replay.ReplayState(*(jax.ShapeDtypeStruct((capacity, w), dtype) for w in widths),  # type: ignore[call-arg, arg-type]  # shapes standing in for arrays, to lower
                                      jax.ShapeDtypeStruct((), jnp.int32), jax.ShapeDtypeStruct((), jnp.int32))
     multi_update = compiled_functions(config)[1]
-    x64 = bool(jax.config.jax_enable_x64)   # the caller's, perhaps scoped to its thread: a new thread would not see it
+    x64 = bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]  # JAX's stubs omit its flags; the caller's, perhaps scoped to its thread: a new thread would not see it
 
-    def compile_it():
+    def compile_it() -> None:
         try:
             with jax.enable_x64(x64):
                 multi_update.lower(state, replay_spec, key, num_updates).compile()
@@ -100,14 +104,14 @@ def compile_many_ahead(config, dtype, capacity: int, num_updates: int):
 
 
 @jax.jit
-def split_key(key) -> tuple[jax.Array, jax.Array]:
+def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``jax.random.split(key)`` unpacked into its two keys, as one compiled program (split then unpack,
     eagerly, compile two small programs of their own: 0.13 s)."""
     carried, used = jax.random.split(key)
     return carried, used
 
 
-def _host_copy(tree):
+def _host_copy(tree: Any) -> Any:
     """NumPy copies (not views: the next update may donate the device buffers)."""
     return jax.tree_util.tree_map(np.array, jax.device_get(tree))
 
@@ -115,21 +119,22 @@ def _host_copy(tree):
 class JaxBackend:
     name = "jax"
 
-    def __init__(self, config, initial_state: TrainState, dtype: str = "float32"):
+    def __init__(self, config: TD3Config, initial_state: TrainState, dtype: str = "float32"):
         float_dtype(dtype)
         self.config = config
         self.dtype = np.dtype(dtype)
-        self._train_state = None
-        self._host_actor = None     # host copy of the current state's actor, taken when first acted with
-        self._acting_params = None  # held host actor (overlap); None: act with the current state's
+        self._train_state: TrainState | None = None
+        self._host_actor: Any = None     # host copy of the current state's actor, taken when first acted with
+        self._acting_params: Any = None  # held host actor (overlap); None: act with the current state's
         self.load_state(initial_state)
         self._update, self._multi_update = compiled_functions(config)
         self._add = jax.jit(replay.replay_add, donate_argnums=0)
         self._replay: replay.ReplayState | None = None
-        self._compiling = None  # the thread of compile_many_ahead, until the first fused call
+        self._compiling: threading.Thread | None = None  # the thread of compile_many_ahead, until the first fused call
 
     @property
     def _state(self) -> TrainState:
+        assert self._train_state is not None  # load_state in __init__ sets it
         return self._train_state
 
     @_state.setter
@@ -146,14 +151,14 @@ class JaxBackend:
         return np.asarray(actions, np.float64)
 
     # -- what acting uses: the current actor, or parameters held while updates run -------
-    def _acting(self):
+    def _acting(self) -> Any:
         if self._acting_params is not None:
             return self._acting_params
         if self._host_actor is None:
             self._host_actor = _host_copy(self._state.actor_params)  # waits for the updates in flight
         return self._host_actor
 
-    def hold_acting_params(self, params=None) -> None:
+    def hold_acting_params(self, params: Any = None) -> None:
         """From now on ``act``/``act_batch`` use these actor parameters (default: the current state's),
         whatever later updates do, until ``release_acting_params`` or ``load_state``."""
         if params is None:
@@ -166,7 +171,7 @@ class JaxBackend:
         """Act with the current state's actor again."""
         self._acting_params = None
 
-    def acting_params(self):
+    def acting_params(self) -> Any:
         """The held actor parameters as numpy arrays (a copy), or None when acting uses the current state."""
         if self._acting_params is None:
             return None
@@ -191,7 +196,7 @@ class JaxBackend:
         """``num_updates`` updates in one compiled call, sampling the device replay with ``key``."""
         return self.fetch_metrics(self.dispatch_many(key, num_updates))
 
-    def expect_compiled(self, thread) -> None:
+    def expect_compiled(self, thread: threading.Thread) -> None:
         """The first fused call waits for this ``compile_many_ahead`` thread rather than compile twice."""
         self._compiling = thread
 
@@ -220,8 +225,8 @@ class JaxBackend:
             ring = np.zeros((capacity, filled.shape[1]), self.dtype)
             ring[:size] = filled
             fields.append(jnp.asarray(ring))
-        self._replay = replay.ReplayState(*fields, jnp.asarray(int(buffer_state["position"]), jnp.int32),
-                                          jnp.asarray(size, jnp.int32))
+        fields += [jnp.asarray(int(buffer_state["position"]), jnp.int32), jnp.asarray(size, jnp.int32)]
+        self._replay = replay.ReplayState(*fields)
 
     def drop_replay(self) -> None:
         """Forget the device copy (it is rebuilt from the host buffer, e.g. after loading a checkpoint)."""
@@ -237,6 +242,6 @@ class JaxBackend:
         # Own copies, one device buffer per leaf: the update donates its input state, and a fresh
         # state's targets alias its params. Going through numpy avoids compiling a copy per shape.
         host = _host_copy(state)
-        if self._state is not None:
+        if self._train_state is not None:
             host = jax.tree_util.tree_map(lambda t, x: x.astype(t.dtype), self._state, host)
         self._state = jax.device_put(host)

@@ -6,6 +6,8 @@ in float64 the two give the same run (the parity suite holds them to ~1e-9).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import jax
 import numpy as np
 import torch
@@ -16,11 +18,15 @@ from jax_td3.convert import make_torch_agent, state_from_torch, state_to_torch
 from jax_td3.dtypes import float_dtype
 from jax_td3.update import Batch, TrainState
 
+if TYPE_CHECKING:  # for annotations only
+    from jax_td3.config import TD3Config
+
 
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, config, initial_state: TrainState, dtype: str = "float32", num_threads: int | None = None):
+    def __init__(self, config: TD3Config, initial_state: TrainState, dtype: str = "float32",
+                 num_threads: int | None = None):
         """``num_threads``: if given, torch's intra-op threads. That is a process-wide setting, so by default
         the backend leaves it to its caller (``jax-td3 train`` uses one: the loop's small MLPs run fastest
         on one)."""
@@ -34,7 +40,7 @@ class TorchBackend:
         self._template = jax.tree_util.tree_map(np.asarray, initial_state)
         self.load_state(initial_state)
 
-    def _tensor(self, x) -> torch.Tensor:
+    def _tensor(self, x: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x), dtype=self.torch_dtype)
 
     def act(self, obs: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ import contextlib
 import ctypes
 import os
 import sys
+from collections.abc import Iterator
+from typing import IO, Any
 
 
 def _flush_c_stdio() -> None:
@@ -23,7 +25,7 @@ def _flush_c_stdio() -> None:
 
 
 @contextlib.contextmanager
-def stdout_to_stderr(active: bool = True):
+def stdout_to_stderr(active: bool = True) -> Iterator[IO[str]]:
     """While inside, everything written to file descriptor 1 (Python's ``print`` and C libraries alike) goes
     to standard error; a no-op when ``active`` is false. Yields a text stream on the real standard output,
     for the one document the command prints (``sys.stdout`` itself when not active)."""
@@ -47,7 +49,7 @@ def stdout_to_stderr(active: bool = True):
         os.close(saved)
 
 
-def _on_descriptor_1(stream) -> bool:
+def _on_descriptor_1(stream: Any) -> bool:
     try:
         return stream.fileno() == 1
     except (AttributeError, OSError, ValueError):   # io.UnsupportedOperation is both of the last two

@@ -13,10 +13,14 @@ Gymnasium is imported only when these are called, like ``envs.gymnasium``.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeAlias
 
 if TYPE_CHECKING:  # imported for annotations only: Gymnasium is imported when these are called
     import gymnasium
+
+    # What ``make_vector_env`` makes (both kinds have ``call`` and take a seed per environment), and from what.
+    HostVectorEnv: TypeAlias = "gymnasium.vector.SyncVectorEnv | gymnasium.vector.AsyncVectorEnv"
+    EnvFactory: TypeAlias = Callable[[], gymnasium.Env]
 
 
 @functools.cache
@@ -62,7 +66,7 @@ def _make_async_sub_env(env_fn: Callable[[], gymnasium.Env], index: int) -> gymn
 
 
 def make_vector_env(env_fn: Callable[[], gymnasium.Env], num_envs: int,
-                    mode: str = "sync") -> gymnasium.vector.VectorEnv:
+                    mode: str = "sync") -> HostVectorEnv:
     """A Gymnasium vector env of ``num_envs`` environments made by ``env_fn`` (it must pickle for "async"),
     autoreset off (``AutoresetMode.DISABLED``: a step returns the real final observation of an episode
     that ends, and the caller resets the environments it chooses with ``reset(options={"reset_mask": ...})``)."""

@@ -53,13 +53,15 @@ import copy
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.typing import DTypeLike
+from numpy.typing import ArrayLike
 
 from jax_td3 import xla_options
 from jax_td3.config import TD3Config, static
@@ -100,7 +102,7 @@ class LoopSettings:
     expl_noise: float = _DEFAULT.expl_noise
     """Std of the Gaussian exploration noise, in units of the action scale."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # Sizes must be Python numbers here; under tracing (vmap, tree_map) only the leaf changes.
         if isinstance(self.num_envs, int) and isinstance(self.total_steps, int):
             self.check()
@@ -150,7 +152,7 @@ class LoopSettings:
     def updates(self) -> int:
         return self.updates_after(self.vector_steps)
 
-    def replace(self, **changes) -> LoopSettings:
+    def replace(self, **changes: Any) -> LoopSettings:
         return dataclasses.replace(self, **changes)
 
 
@@ -205,7 +207,8 @@ class CompiledResult(NamedTuple):
 
 # -- one agent --------------------------------------------------------------------------
 
-def init_agent(config: TD3Config, settings: LoopSettings, env: JaxEnv, seed, dtype) -> AgentState:
+def init_agent(config: TD3Config, settings: LoopSettings, env: JaxEnv, seed: jax.Array,
+               dtype: DTypeLike) -> AgentState:
     key = jax.random.key(seed)
     init_key, reset_key, loop_key = jax.random.split(key, 3)
     env_state, obs = over_envs(env.reset_from, (0,))(env.draw_resets(reset_key, settings.num_envs, dtype))
@@ -231,7 +234,8 @@ class StepDraws(NamedTuple):
     target_noise: jax.Array     # (M, batch, act_dim) N(0, 1): target-policy smoothing
 
 
-def draw_block(config: TD3Config, settings: LoopSettings, env: JaxEnv, key, num_steps: int, dtype) -> StepDraws:
+def draw_block(config: TD3Config, settings: LoopSettings, env: JaxEnv, key: jax.Array, num_steps: int,
+               dtype: DTypeLike) -> StepDraws:
     keys = jax.random.split(key, 5)
     act, batch = config.act_dim, config.batch_size
     n, m = settings.num_envs, settings.max_updates_per_step
@@ -244,7 +248,8 @@ def draw_block(config: TD3Config, settings: LoopSettings, env: JaxEnv, key, num_
         target_noise=jax.random.normal(keys[4], (num_steps, m, batch, act), dtype))
 
 
-def explore(config: TD3Config, settings: LoopSettings, actor_params, obs, transition, draws: StepDraws):
+def explore(config: TD3Config, settings: LoopSettings, actor_params: Any, obs: jax.Array, transition: jax.Array,
+            draws: StepDraws) -> jax.Array:
     """One environment's action for transition number ``transition``: uniform over the box before
     ``learning_starts``; then mu(s) + N(0, expl_noise * scale), clipped."""
     low = jnp.asarray(config.action_low, obs.dtype)
@@ -256,17 +261,18 @@ def explore(config: TD3Config, settings: LoopSettings, actor_params, obs, transi
     return jnp.where(exploration.in_warmup(transition, settings.learning_starts), uniform, policy)
 
 
-def updates_this_step(settings: LoopSettings, step):
+def updates_this_step(settings: LoopSettings, step: jax.Array) -> jax.Array:
     """Updates at vector step ``step`` (at or after ``first_learning_step``): floor(j p / q) - floor((j - 1) p / q)
     for the j-th learning step, computed from (j - 1) mod q so that it never overflows int32."""
     return schedule.updates_at(schedule.learning_step(step, settings.learning_starts, settings.num_envs),
                                *settings.update_fraction)
 
 
-def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step, draws: StepDraws) -> AgentState:
+def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step: jax.Array,
+          draws: StepDraws) -> AgentState:
     """The updates of vector step ``step`` (``updates_this_step``) on batches from the agent's replay."""
 
-    def one_update(agent, replay_bits, target_noise):
+    def one_update(agent: AgentState, replay_bits: jax.Array, target_noise: jax.Array) -> AgentState:
         batch = replay_gather(agent.replay, replay_indices_from_bits(agent.replay, replay_bits))
         train_state, metrics = update(config, agent.train_state, batch, target_noise)
         return agent._replace(
@@ -284,7 +290,7 @@ def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step, dr
                             (draws.replay_bits, draws.target_noise))[0]
     count = updates_this_step(settings, step)
 
-    def slot(agent, x):
+    def slot(agent: AgentState, x: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[AgentState, None]:
         index, replay_bits, target_noise = x
         # ``count`` is not batched over agents, so under vmap this stays a real branch.
         return jax.lax.cond(index < count, lambda a: one_update(a, replay_bits, target_noise), lambda a: a,
@@ -294,11 +300,11 @@ def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step, dr
     return jax.lax.scan(slot, agent, (slots, draws.replay_bits, draws.target_noise))[0]
 
 
-def over_envs(fn, in_axes):
+def over_envs(fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable[..., Any]:
     """``jax.vmap(fn, in_axes)`` over the environment axis. With one environment, ``fn`` runs unbatched on
     the squeezed arguments: N = 1 then compiles to the single-environment program step for step (a vmap of
     size 1 is fused differently by XLA and moves float32 results by an ulp)."""
-    def call(*args):
+    def call(*args: Any) -> Any:
         batched = [a for a, axis in zip(args, in_axes) if axis is not None]
         if jax.tree_util.tree_leaves(batched)[0].shape[0] != 1:
             return jax.vmap(fn, in_axes)(*args)
@@ -307,8 +313,9 @@ def over_envs(fn, in_axes):
     return call
 
 
-def act_in_env(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params, obs, env_state, transition,
-               draws: StepDraws):
+def act_in_env(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params: Any, obs: jax.Array,
+               env_state: Any, transition: jax.Array,
+               draws: StepDraws) -> tuple[tuple[jax.Array, jax.Array, jax.Array, jax.Array], Any, jax.Array]:
     """One environment's step: act, step, and reset it if the episode ended. Returns the transition's
     (action, next_obs, reward, terminated) and the environment's state and observation to go on from."""
     action = explore(config, settings, actor_params, obs, transition, draws)
@@ -320,13 +327,13 @@ def act_in_env(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_par
     return (action, next_obs, reward, terminated), env_state, obs
 
 
-def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, step,
+def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, step: jax.Array,
              draws: StepDraws) -> AgentState:
     """Vector step number ``step`` (0-based, the same for all agents): act in and step the N environments,
     store their N transitions, reset those whose episode ended, update."""
     n = settings.num_envs
     transitions = step * n + jnp.arange(n, dtype=jnp.int32)
-    env_draws = draws._replace(replay_bits=None, target_noise=None)
+    env_draws = draws._replace(replay_bits=None, target_noise=None)  # type: ignore[arg-type]  # not the environments'
     step_one = functools.partial(act_in_env, config, settings, env)
     (action, next_obs, reward, terminated), env_state, obs = over_envs(step_one, (None, 0, 0, 0, 0))(
         agent.train_state.actor_params, agent.obs, agent.env_state, transitions, env_draws)
@@ -338,8 +345,8 @@ def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: Agen
                         lambda a: learn(config, settings, a, step, draws), lambda a: a, agent)
 
 
-def run_steps(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, first_step,
-              num_steps: int):
+def run_steps(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, first_step: jax.Array,
+              num_steps: int) -> AgentState:
     """``num_steps`` vector steps from vector step ``first_step``."""
     key, block_key = jax.random.split(agent.key)
     draws = draw_block(config, settings, env, block_key, num_steps, agent.obs.dtype)
@@ -348,12 +355,13 @@ def run_steps(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: Age
     return agent._replace(key=key)
 
 
-def evaluate(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params, key, dtype):
+def evaluate(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params: Any, key: jax.Array,
+             dtype: DTypeLike) -> jax.Array:
     """Returns of ``eval_episodes`` noiseless episodes, run side by side (one batch of environments) for
     the time limit; an episode that ends earlier stops counting reward there."""
     env_states, obs = jax.vmap(lambda k: env.reset(k, dtype))(jax.random.split(key, settings.eval_episodes))
 
-    def one_step(carry, _):
+    def one_step(carry: tuple, _: None) -> tuple[tuple, None]:
         env_states, obs, returns, running = carry
         actions = actor_action(config, actor_params, obs)
         env_states, obs, rewards, terminated, truncated = jax.vmap(env.step)(env_states, actions)
@@ -377,12 +385,13 @@ def progress_block(eval_every: int) -> int:
     return block if block >= max(target // 10, 1) else eval_every
 
 
-def batch_hyperparameters(config: TD3Config, settings: LoopSettings, num_agents: int, dtype):
+def batch_hyperparameters(config: TD3Config, settings: LoopSettings, num_agents: int,
+                          dtype: DTypeLike) -> tuple[TD3Config, LoopSettings]:
     """Config and settings whose numeric leaves are arrays of shape (K,) in ``dtype``.
 
     A leaf may be a scalar (the same for every agent) or a sequence of K values (a sweep).
     """
-    def broadcast(x):
+    def broadcast(x: Any) -> np.ndarray:
         x = np.asarray(x, dtype)
         if x.ndim == 0:
             return np.full((num_agents,), x)
@@ -397,7 +406,7 @@ class _Pieces:
     """The parts every program of a ``ChunkedRun`` is made of: agents initialised, trained for some vector
     steps and evaluated, all K at once, sharded over ``mesh``."""
 
-    def __init__(self, config: TD3Config, settings: LoopSettings, env: JaxEnv, dtype, mesh: Mesh,
+    def __init__(self, config: TD3Config, settings: LoopSettings, env: JaxEnv, dtype: DTypeLike, mesh: Mesh,
                  on_progress: Callable | None = None):
         self.settings, self.env, self.dtype = settings, env, dtype
         self.on_progress = on_progress
@@ -405,14 +414,14 @@ class _Pieces:
         self.shard = lambda tree: jax.tree_util.tree_map(
             lambda x: jax.lax.with_sharding_constraint(x, agent_sharding), tree)
 
-    def init(self, hparams, seeds):
+    def init(self, hparams: Any, seeds: jax.Array) -> AgentState:
         env, dtype = self.env, self.dtype
         return self.shard(jax.vmap(lambda h, s: init_agent(h[0], h[1], env, s, dtype))(hparams, seeds))
 
-    def eval_keys(self, seeds):
+    def eval_keys(self, seeds: jax.Array) -> jax.Array:
         return self.shard(jax.vmap(jax.random.key)(exploration.evaluation_seed(seeds)))
 
-    def train_for(self, hparams, agents, first_step, num_steps: int):
+    def train_for(self, hparams: Any, agents: AgentState, first_step: jax.Array, num_steps: int) -> AgentState:
         """``num_steps`` vector steps from ``first_step`` (not batched: the same for every agent)."""
         # All agents share the update counter, so it enters vmap unbatched: the delayed actor update's
         # lax.cond inside ``update`` then stays a branch instead of becoming a select of both sides.
@@ -420,22 +429,25 @@ class _Pieces:
         shared_step = agents.train_state.step[0]
         env = self.env
 
-        def one(h, agent, step):
+        def one(h: Any, agent: AgentState, step: jax.Array) -> tuple[AgentState, jax.Array]:
             agent = agent._replace(train_state=agent.train_state._replace(step=step))
             agent = run_steps(h[0], h[1], env, agent, first_step, num_steps)
-            return agent._replace(train_state=agent.train_state._replace(step=None)), agent.train_state.step
+            # The step leaves the vmap unbatched (out_axes None), beside the agent.
+            return (agent._replace(train_state=agent.train_state._replace(step=None)),  # type: ignore[arg-type]
+                    agent.train_state.step)
 
         in_axes = (0, _agent_axes(agents), None)
         agents, step = jax.vmap(one, in_axes, out_axes=(0, None))(hparams, agents, shared_step)
         step = jnp.broadcast_to(step, (num_agents,))
         return self.shard(agents._replace(train_state=agents.train_state._replace(step=step)))
 
-    def train_blocks(self, hparams, agents, first_step, num_blocks: int, block: int):
+    def train_blocks(self, hparams: Any, agents: AgentState, first_step: jax.Array, num_blocks: int,
+                     block: int) -> AgentState:
         """``num_blocks`` x ``block`` vector steps from ``first_step``, reporting progress (in transitions)
         after each block."""
         n = self.settings.num_envs
 
-        def progress(agents, block_index):
+        def progress(agents: AgentState, block_index: jax.Array) -> tuple[AgentState, None]:
             first = first_step + block_index * block
             agents = self.train_for(hparams, agents, first, block)
             if self.on_progress is not None:
@@ -444,13 +456,14 @@ class _Pieces:
 
         return jax.lax.scan(progress, agents, jnp.arange(num_blocks, dtype=jnp.int32))[0]
 
-    def draws(self, hparams, keys, num_steps: int) -> StepDraws:
+    def draws(self, hparams: Any, keys: jax.Array, num_steps: int) -> StepDraws:
         """The random draws of one block of ``num_steps`` vector steps for all K agents (what ``run_steps``
         draws at once; for the memory they take: ``ChunkedRun.allocation_shapes``)."""
         env, dtype = self.env, self.dtype
         return jax.vmap(lambda h, k: draw_block(h[0], h[1], env, k, num_steps, dtype))(hparams, keys)
 
-    def evaluate_all(self, hparams, agents, eval_keys):
+    def evaluate_all(self, hparams: Any, agents: AgentState,
+                     eval_keys: jax.Array) -> tuple[AgentState, jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
         """(agents with the loss sums reset, returns (K, E), report): report is (critic_loss, actor_loss,
         updates), each (K,), the means over the updates since the last evaluation."""
         env, dtype = self.env, self.dtype
@@ -496,7 +509,7 @@ def _check_dims(config: TD3Config, env: JaxEnv) -> None:
                           f"{spec.obs_dim}/{spec.act_dim}")
 
 
-def _to_host(x) -> np.ndarray:
+def _to_host(x: Any) -> np.ndarray:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         x = multihost_utils.process_allgather(x, tiled=True)
@@ -522,8 +535,9 @@ class ChunkedRun:
                 agents, evaluation = run.evaluate(agents, done)
     """
 
-    def __init__(self, config: TD3Config, settings: LoopSettings, seeds, *, env: JaxEnv, dtype=jnp.float32,
-                 chunk_steps: int | None = None, devices=None, on_progress: Callable | None = None,
+    def __init__(self, config: TD3Config, settings: LoopSettings, seeds: ArrayLike, *, env: JaxEnv,
+                 dtype: DTypeLike = jnp.float32, chunk_steps: int | None = None,
+                 devices: Sequence[jax.Device] | None = None, on_progress: Callable | None = None,
                  compiler_options: dict | None = None):
         _check_dims(config, env)
         settings.check()
@@ -550,9 +564,9 @@ class ChunkedRun:
         self.compile_seconds = 0.0
         self.run_seconds = 0.0
         self._executables: dict = {}
-        self._eval_keys = None
+        self._eval_keys: jax.Array | None = None
 
-    def for_agents(self, seeds, config: TD3Config, settings: LoopSettings | None = None) -> ChunkedRun:
+    def for_agents(self, seeds: ArrayLike, config: TD3Config, settings: LoopSettings | None = None) -> ChunkedRun:
         """This run for other seeds or other hyperparameter values (the leaves of ``config`` and ``settings``;
         the same sizes and number of agents), sharing its compiled programs: they take those as inputs."""
         settings = self.settings if settings is None else settings
@@ -560,7 +574,7 @@ class ChunkedRun:
         other.seeds = np.asarray(seeds, np.int32).reshape(-1)
         hparams = batch_hyperparameters(config, settings, len(self.seeds), self.dtype)
         if len(other.seeds) != len(self.seeds) or \
-                jax.tree_util.tree_structure(hparams) != jax.tree_util.tree_structure(self.hparams):
+                jax.tree_util.tree_structure(hparams) != jax.tree_util.tree_structure(self.hparams):  # type: ignore[operator]  # PyTreeDef's stub does not resolve
             raise ConfigError("`for_agents` takes as many seeds, and a config and settings of the same sizes")
         other.hparams = jax.tree_util.tree_map(lambda x: global_array(x, self.sharding), hparams)
         other.seed_array = global_array(other.seeds, self.sharding)
@@ -594,7 +608,7 @@ class ChunkedRun:
         """Shapes and dtypes of the agents' whole state (``jax.eval_shape`` of its initialisation)."""
         return jax.eval_shape(self.pieces.init, self.hparams, self.seed_array)
 
-    def allocation_shapes(self, done_steps: int = 0) -> tuple[AgentState, StepDraws]:
+    def allocation_shapes(self, done_steps: int = 0) -> tuple[AgentState, StepDraws | None]:
         """(agents, draws): shapes and dtypes of what the run from ``done_steps`` allocates, from
         ``jax.eval_shape`` of the functions that allocate it: the agents' whole state (leading axis K) and
         the largest block of random draws it makes at once (all K agents')."""
@@ -608,13 +622,13 @@ class ChunkedRun:
                  for b in sorted(blocks)]
         return agents, max(draws, key=_tree_bytes) if draws else None
 
-    def _compile(self, name, make, *args) -> None:
+    def _compile(self, name: Hashable, make: Callable[[], jax.stages.Wrapped], *args: Any) -> None:
         if name not in self._executables:
             start = time.perf_counter()
             self._executables[name] = make().lower(*args).compile(self.options)
             self.compile_seconds += time.perf_counter() - start
 
-    def _call(self, name, make, *args):
+    def _call(self, name: Hashable, make: Callable[[], jax.stages.Wrapped], *args: Any) -> Any:
         """Run the compiled program ``name`` (compiled on first use, timed apart from its runs)."""
         self._compile(name, make, *args)
         start = time.perf_counter()
@@ -622,7 +636,7 @@ class ChunkedRun:
         self.run_seconds += time.perf_counter() - start
         return out
 
-    def _keys(self):
+    def _keys(self) -> jax.Array:
         if self._eval_keys is None:
             self._eval_keys = self._call("eval_keys", lambda: jax.jit(self.pieces.eval_keys), self.seed_array)
         return self._eval_keys
@@ -669,11 +683,11 @@ class ChunkedRun:
             return settings.vector_steps - first, settings.vector_steps - first
         return self.chunk_steps // n, self.block
 
-    def _train_program(self, num: int, block: int):
+    def _train_program(self, num: int, block: int) -> jax.stages.Wrapped:
         return jax.jit(lambda h, a, first: self.pieces.train_blocks(h, a, first, num // block, block),
                        donate_argnums=1)
 
-    def _evaluate_program(self):
+    def _evaluate_program(self) -> jax.stages.Wrapped:
         return jax.jit(self.pieces.evaluate_all, donate_argnums=1)
 
     def evaluate(self, agents: AgentState, step: int) -> tuple[AgentState, Evaluation]:
@@ -734,19 +748,21 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
     if np.any(position != size) or np.any(size > capacity):
         raise ConfigError(f"the saved replay ({saved:,} slots) has wrapped and cannot become {capacity:,} slots")
 
-    def resize(x):
+    def resize(x: Any) -> np.ndarray:
         x = np.asarray(x)[:, :capacity]
         return np.concatenate([x, np.zeros((x.shape[0], capacity - x.shape[1]) + x.shape[2:], x.dtype)], axis=1)
 
-    return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in Batch._fields}))
+    # Host arrays in the device layout's place: ``agents_from_host`` places them on the devices.
+    return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in Batch._fields}))  # type: ignore[arg-type]
 
 
-def _tree_bytes(tree) -> int:
+def _tree_bytes(tree: Any) -> int:
     return sum(int(np.prod(x.shape, dtype=np.int64)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
 
 
-def train_compiled(config: TD3Config, settings: LoopSettings, seeds, *, env: JaxEnv, dtype=jnp.float32,
-                   chunk_steps: int | None = None, devices=None, on_progress: Callable | None = None,
+def train_compiled(config: TD3Config, settings: LoopSettings, seeds: ArrayLike, *, env: JaxEnv,
+                   dtype: DTypeLike = jnp.float32, chunk_steps: int | None = None,
+                   devices: Sequence[jax.Device] | None = None, on_progress: Callable | None = None,
                    on_eval: Callable | None = None, compiler_options: dict | None = None) -> CompiledResult:
     """Train ``len(seeds)`` agents from start to end as one ``ChunkedRun``; see the module docstring.
 

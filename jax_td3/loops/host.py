@@ -52,6 +52,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import numpy as np
 
@@ -60,6 +62,13 @@ from jax_td3.errors import ConfigError, NonFiniteError
 from jax_td3.loops import exploration, schedule
 from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy  # noqa: F401  (evaluate_policy: re-export)
 from jax_td3.settings import TrainSettings
+
+if TYPE_CHECKING:  # for annotations only
+    import jax
+
+    from jax_td3.config import TD3Config
+    from jax_td3.envs import HostEnv
+    from jax_td3.noise import GaussianNoise, OrnsteinUhlenbeckNoise
 
 
 @dataclasses.dataclass
@@ -83,7 +92,7 @@ class StepRecord:
     """(environment index, return, length) of every episode that ended in the step, in index order."""
 
 
-def first_nonfinite_leaf(tree) -> str | None:
+def first_nonfinite_leaf(tree: Any) -> str | None:
     """Path of the first parameter array holding a NaN or infinity, or None if all are finite."""
     import jax
 
@@ -93,12 +102,13 @@ def first_nonfinite_leaf(tree) -> str | None:
     return None
 
 
-def env_rng_state(env) -> dict | None:
+def env_rng_state(env: Any) -> dict | None:
     rng = getattr(env.unwrapped, "np_random", None)
     return rng.bit_generator.state if rng is not None else None
 
 
-def make_noise(settings: TrainSettings, action_scale, act_dim: int):
+def make_noise(settings: TrainSettings, action_scale: Iterable[float],
+               act_dim: int) -> GaussianNoise | OrnsteinUhlenbeckNoise:
     from jax_td3.noise import GaussianNoise, OrnsteinUhlenbeckNoise
 
     if settings.exploration == "ou":
@@ -119,7 +129,7 @@ class Trainer:
 
     num_envs = 1
 
-    def __init__(self, config, settings: TrainSettings, env=None, eval_env=None):
+    def __init__(self, config: TD3Config, settings: TrainSettings, env: Any = None, eval_env: HostEnv | None = None):
         from jax_td3.backends import compile_many_ahead, initial_state_and_key, make_backend
         from jax_td3.buffer import ReplayBuffer
         from jax_td3.dtypes import float_dtype
@@ -165,7 +175,7 @@ class Trainer:
             if getattr(settings, option) not in (1, False):  # fused updates on a device replay
                 require_fused(self.backend, option)
         if compiling is not None:
-            self.backend.expect_compiled(compiling)
+            self._fused.expect_compiled(compiling)
         self.buffer = ReplayBuffer(settings.buffer_size, self.spec.obs_dim, self.spec.act_dim, self.dtype)
         self.noise = make_noise(settings, self.spec.action_scale, self.spec.act_dim)
         n = self.num_envs
@@ -192,33 +202,39 @@ class Trainer:
         self.env.action_space.seed(settings.seed)
 
     @property
+    def _fused(self) -> FusedBackend:
+        """The backend as a ``FusedBackend``: only ``updates_per_call`` > 1 and ``overlap`` use the fused calls,
+        and ``__init__`` made sure (``require_fused``) that the backend has them when either is set."""
+        return cast(FusedBackend, self.backend)
+
+    @property
     def done(self) -> bool:
         return self.env_steps >= self.settings.total_steps
 
     @property
-    def episode_return(self):
+    def episode_return(self) -> Any:
         """The current episode's return so far (``VectorTrainer``: an array over the environments)."""
         return self._per_env(self.running_return)
 
     @episode_return.setter
-    def episode_return(self, value) -> None:
+    def episode_return(self, value: Any) -> None:
         self.running_return[:] = value
 
     @property
-    def episode_length(self):
+    def episode_length(self) -> Any:
         """The current episode's steps so far (``VectorTrainer``: an array over the environments)."""
         return self._per_env(self.running_length)
 
     @episode_length.setter
-    def episode_length(self, value) -> None:
+    def episode_length(self, value: Any) -> None:
         self.running_length[:] = value
 
     # -- the environment side: one environment (VectorTrainer: a vector env) ----------------
-    def _per_env(self, values):
+    def _per_env(self, values: Any) -> Any:
         """A per-environment sequence of N values as the run shows and stores it: the one value here."""
         return values[0]
 
-    def _rows(self, value) -> np.ndarray:
+    def _rows(self, value: Any) -> np.ndarray:
         """``_per_env``'s inverse for arrays: the value of each environment as rows (N, ...)."""
         return np.asarray(value)[None]
 
@@ -238,7 +254,7 @@ class Trainer:
         self._check_finite("observation", obs, f"{self.settings.env}'s reset", skippable=False)
         return obs
 
-    def _step_envs(self, env_actions: np.ndarray):
+    def _step_envs(self, env_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Step each environment with its row of ``env_actions``: (next_obs, rewards, terminated, truncated),
         each with a leading axis of N (next_obs: the real final observation where an episode ended)."""
         next_obs, reward, terminated, truncated, _ = self.env.step(env_actions[0])
@@ -249,11 +265,13 @@ class Trainer:
         """Reset the environments in ``ended`` (recording their RNG states first); the rows to go on from."""
         return self._rows(self._reset_env()) if ended[0] else next_obs
 
-    def _record(self, obs, actions, rewards, next_obs, terminated, truncated, not_done, was_random) -> StepRecord:
+    def _record(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, not_done: np.ndarray,
+                was_random: np.ndarray) -> StepRecord:
         return StepRecord(self.env_steps, obs[0], actions[0], float(rewards[0]), next_obs[0], bool(terminated[0]),
                           bool(truncated[0]), float(not_done[0]), bool(was_random[0]))
 
-    def _check_finite(self, what: str, value, where: str, skippable: bool = True) -> bool:
+    def _check_finite(self, what: str, value: Any, where: str, skippable: bool = True) -> bool:
         """False if ``value`` has a NaN/inf and non-finite transitions are skipped; raises otherwise."""
         if np.all(np.isfinite(value)):
             return True
@@ -279,6 +297,7 @@ class Trainer:
             if warm[i]:
                 actions[i] = exploration.warmup_action(self.explore_rng.random(self.low.shape), self.low, self.high)
             else:
+                assert policy is not None  # computed above: not every environment is in the warm-up
                 noise, self.noise_state[i] = self.noise.sample(self.noise_state[i], self.explore_rng)
                 actions[i] = exploration.explore_action(np.clip, policy[i], noise, self.low, self.high)
         return actions, warm
@@ -310,7 +329,7 @@ class Trainer:
         record = self._record(obs, actions, rewards, next_obs, terminated, truncated, not_done, was_random)
 
         ended_lengths = []
-        for i in np.flatnonzero(ended):
+        for i in np.flatnonzero(ended).tolist():
             episode_return, length = float(self.running_return[i]), int(self.running_length[i])
             record.ended_episodes.append((int(i), episode_return, length))
             record.episode_return, record.episode_length = episode_return, length
@@ -326,7 +345,7 @@ class Trainer:
         return self._finish_step(record, evaluating=schedule.evaluation_due(
             steps_before, self.env_steps, settings.eval_every, settings.total_steps))
 
-    def _finish_step(self, record, evaluating: bool):
+    def _finish_step(self, record: StepRecord, evaluating: bool) -> StepRecord:
         """The end of a step: with an evaluation due, the updates in flight (overlap) first; then the
         non-finite check of the step's update metrics, then the evaluation."""
         if evaluating:
@@ -339,7 +358,7 @@ class Trainer:
             record.evaluation = self.evaluate()
         return record
 
-    def _raise_nonfinite_update(self, what: str):
+    def _raise_nonfinite_update(self, what: str) -> NoReturn:
         state = self.backend.state()
         bad = first_nonfinite_leaf(state)
         detail = f"; first non-finite parameter: {bad}" if bad else ""
@@ -381,28 +400,28 @@ class Trainer:
     def _update_fused(self, num_updates: int) -> list[dict[str, float]]:
         from jax_td3.backends import split_key
 
-        if not self.backend.has_replay:
+        if not self._fused.has_replay:
             # First use, or after a restore: the host ring as it is (slots, position, size), so
             # sampled indices mean the same as in a run that was never interrupted.
-            self.backend.load_replay(self.buffer.state_dict())
+            self._fused.load_replay(self.buffer.state_dict())
         elif self.env_steps > self.device_synced:
             fresh = min(self.env_steps - self.device_synced, self.buffer.capacity)
-            self.backend.sync_replay(self.buffer.last(fresh))
+            self._fused.sync_replay(self.buffer.last(fresh))
         self.device_synced = self.env_steps
         self.fast_key, key = split_key(self.fast_key)
         self.updates += num_updates
         self.pending_updates -= num_updates
         if not self.settings.overlap:
-            return self.backend.update_many(key, num_updates)
+            return self._fused.update_many(key, num_updates)
         # Overlap: act with the actor from before this step's first block while its updates run, and
         # return the metrics of the blocks dispatched at earlier steps (they have had a block's time).
         if not any(step == self.env_steps for step, _ in self.inflight):
-            self.backend.hold_acting_params()
-        dispatched = self.backend.dispatch_many(key, num_updates)
+            self._fused.hold_acting_params()
+        dispatched = self._fused.dispatch_many(key, num_updates)
         earlier = [metrics for step, metrics in self.inflight if step < self.env_steps]
         self.inflight = [entry for entry in self.inflight if entry[0] == self.env_steps]
         self.inflight.append((self.env_steps, dispatched))
-        return [m for metrics in earlier for m in self.backend.fetch_metrics(metrics)]
+        return [m for metrics in earlier for m in self._fused.fetch_metrics(metrics)]
 
     def settle_updates(self) -> list[dict[str, float]]:
         """Overlap: wait for the updates in flight and return their metrics; acting uses the current actor
@@ -411,8 +430,8 @@ class Trainer:
         if not self.settings.overlap:
             return []
         earlier, self.inflight = self.inflight, []
-        self.backend.release_acting_params()
-        return [m for _, metrics in earlier for m in self.backend.fetch_metrics(metrics)]
+        self._fused.release_acting_params()
+        return [m for _, metrics in earlier for m in self._fused.fetch_metrics(metrics)]
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, episodes: int | None = None) -> dict:
@@ -466,7 +485,7 @@ class Trainer:
 
         if not self.settings.overlap:
             return {}
-        acting = self.backend.acting_params()
+        acting = self._fused.acting_params()
         return {"acting_params": None if acting is None else pack_train_state(acting),
                 "inflight": [{"step": step, **{k: np.asarray(v) for k, v in jax.device_get(m).items()}}
                              for step, m in self.inflight]}
@@ -491,7 +510,7 @@ class Trainer:
         self.inflight = []
         if self.settings.overlap:
             if snapshot.get("acting_params") is not None:
-                self.backend.hold_acting_params(self._unpack_actor(snapshot["acting_params"]))
+                self._fused.hold_acting_params(self._unpack_actor(snapshot["acting_params"]))
             self.inflight = [(int(entry["step"]), {k: np.asarray(v) for k, v in entry.items() if k != "step"})
                              for entry in snapshot.get("inflight", [])]
         counters = snapshot["counters"]
@@ -514,13 +533,13 @@ class Trainer:
         if isinstance(self.backend, FusedBackend):
             self.backend.drop_replay()  # rebuilt from the host buffer at the next fused call
 
-    def _unpack_actor(self, arrays):
+    def _unpack_actor(self, arrays: dict[str, Any] | Iterable[Any]) -> Any:
         from jax_td3.backends.base import train_state_template, unpack_tree
 
         return unpack_tree(train_state_template(self.config).actor_params, arrays, self.settings.dtype,
                            what="checkpoint acting parameters", hint="the actor")
 
-    def _rebuild_env(self, rng_at_reset, actions, saved_obs) -> None:
+    def _rebuild_env(self, rng_at_reset: Any, actions: Any, saved_obs: np.ndarray) -> None:
         """Replay the current episode: a reset from the saved RNG state (the seeded one for the run's first
         episode), then the saved actions. ``rng_at_reset``, ``actions``: as ``snapshot`` stores them."""
         import warnings
@@ -542,7 +561,7 @@ class Trainer:
             self.episode_actions[0].append(action)
         self.obs = self._replayed(np.asarray(obs), saved_obs)
 
-    def _replayed(self, obs: np.ndarray, saved_obs) -> np.ndarray:
+    def _replayed(self, obs: np.ndarray, saved_obs: Any) -> np.ndarray:
         """``obs``, the observation an environment replayed to; warns if it is not the saved one."""
         import warnings
 
@@ -564,7 +583,7 @@ class Trainer:
             self.eval_env.close()
 
 
-def jax_key_data(key):
+def jax_key_data(key: jax.Array) -> jax.Array:
     import jax
 
     return jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key

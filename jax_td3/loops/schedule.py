@@ -29,9 +29,19 @@ and writes N transitions; vector step v (0-based) takes the transitions v N .. v
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeVar
+
 # ``update_fraction`` is validated with the settings (the bottom layer) and re-exported here, beside the rule
 # that runs on it.
 from jax_td3.settings import update_fraction  # noqa: F401
+
+if TYPE_CHECKING:  # for annotations only: these rules run on Python ints without JAX
+    import jax
+
+    from jax_td3.settings import TrainSettings
+
+# A step counter: a Python int on the host, a JAX integer array inside a compiled program.
+Count = TypeVar("Count", int, "jax.Array")
 
 
 def first_learning_step(learning_starts: int, num_envs: int) -> int:
@@ -40,18 +50,18 @@ def first_learning_step(learning_starts: int, num_envs: int) -> int:
     return learning_starts // num_envs
 
 
-def learning_step(vector_step, learning_starts: int, num_envs: int):
+def learning_step(vector_step: Count, learning_starts: int, num_envs: int) -> Count:
     """The learning step number of vector step ``vector_step`` (0 for the first with learning on; negative
     before it). Python ints or JAX integer arrays."""
     return vector_step - first_learning_step(learning_starts, num_envs)
 
 
-def learns_at(vector_step, learning_starts: int, num_envs: int):
+def learns_at(vector_step: Count, learning_starts: int, num_envs: int) -> bool | jax.Array:
     """Whether vector step ``vector_step`` (0-based) has learning on. Python ints or JAX integer arrays."""
     return vector_step >= first_learning_step(learning_starts, num_envs)
 
 
-def updates_at(learning_step, p: int, q: int):
+def updates_at(learning_step: Count, p: int, q: int) -> Count:
     """Updates made at the learning step number ``learning_step`` (0 for the first vector step with learning
     on): floor(j p / q) - floor((j - 1) p / q) with j = ``learning_step`` + 1, computed from (j - 1) mod q so
     that it never overflows int32. Works on Python ints and on JAX integer arrays alike."""
@@ -64,15 +74,16 @@ def updates_after(vector_steps: int, learning_starts: int, num_envs: int, p: int
     return max(vector_steps - first_learning_step(learning_starts, num_envs), 0) * p // q
 
 
-def episode_updates(ended_lengths: list[int], updates_per_episode) -> int:
+def episode_updates(ended_lengths: list[int], updates_per_episode: int | str) -> int:
     """Episode schedule: the updates owed for the episodes of lengths ``ended_lengths`` that just ended
     (``updates_per_episode`` each, or with ``"steps"`` one per step they had)."""
     if updates_per_episode == "steps":
         return sum(ended_lengths)
+    assert isinstance(updates_per_episode, int)  # TrainSettings allows a positive int or "steps"
     return updates_per_episode * len(ended_lengths)
 
 
-def owed_updates(settings, num_envs: int, vector_step: int, ended_lengths: list[int],
+def owed_updates(settings: TrainSettings, num_envs: int, vector_step: int, ended_lengths: list[int],
                  fraction: tuple[int, int]) -> int:
     """The updates owed after vector step ``vector_step`` (0-based) of a host run of ``num_envs``
     environments with ``settings`` (``TrainSettings``: ``update_schedule``, ``learning_starts``,

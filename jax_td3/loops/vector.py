@@ -45,11 +45,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jax_td3.loops.host import StepRecord, Trainer
 from jax_td3.settings import TrainSettings
+
+if TYPE_CHECKING:  # for annotations only: Gymnasium is imported when the environments are made
+    from jax_td3.config import TD3Config
+    from jax_td3.envs import HostEnv
+    from jax_td3.envs.vector import EnvFactory, HostVectorEnv
 
 
 @dataclasses.dataclass
@@ -62,7 +68,7 @@ class VectorStepRecord(StepRecord):
     transitions: int = 1
 
 
-def make_vector_env(settings: TrainSettings, env_fn=None):
+def make_vector_env(settings: TrainSettings, env_fn: EnvFactory | None = None) -> HostVectorEnv:
     """The vector env of ``settings.num_envs`` environments made by ``env_fn`` (default:
     ``envs.make_env(settings.env, time_feature=...)``) in ``settings.vector_mode`` (``envs.vector``)."""
     from jax_td3.envs import make_env
@@ -85,7 +91,8 @@ class VectorTrainer(Trainer):
     environment (default ``envs.make_env`` of ``settings.env``; it must pickle for ``vector_mode`` "async").
     """
 
-    def __init__(self, config, settings: TrainSettings, eval_env=None, env_fn=None):
+    def __init__(self, config: TD3Config, settings: TrainSettings, eval_env: HostEnv | None = None,
+                 env_fn: EnvFactory | None = None):
         from jax_td3.envs import make_env
 
         settings = settings.validate()
@@ -106,11 +113,11 @@ class VectorTrainer(Trainer):
         self.env = self.vec
 
     # -- the environment side ----------------------------------------------------------------
-    def _per_env(self, values):
+    def _per_env(self, values: Any) -> Any:
         """Per-environment values as they are: one per environment."""
         return values
 
-    def _rows(self, value) -> np.ndarray:
+    def _rows(self, value: Any) -> np.ndarray:
         return np.asarray(value)
 
     def _reset_env(self, first: bool = False) -> np.ndarray:
@@ -122,14 +129,17 @@ class VectorTrainer(Trainer):
         self._check_finite("observation", obs, f"{self.settings.env}'s reset", skippable=False)
         return np.asarray(obs)
 
-    def _step_envs(self, env_actions: np.ndarray):
+    def _step_envs(self, env_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         next_obs, rewards, terminated, truncated, _ = self.vec.step(env_actions)
         return (np.asarray(next_obs), np.asarray(rewards, np.float64), np.asarray(terminated, bool),
                 np.asarray(truncated, bool))
 
-    def _record(self, obs, actions, rewards, next_obs, terminated, truncated, not_done, was_random):
-        return VectorStepRecord(self.env_steps, obs, actions, rewards, next_obs, terminated, truncated,
-                                not_done, was_random, transitions=self.num_envs)
+    def _record(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, not_done: np.ndarray,
+                was_random: np.ndarray) -> VectorStepRecord:
+        # StepRecord's one-environment fields hold arrays over the N environments here.
+        return VectorStepRecord(self.env_steps, obs, actions, rewards, next_obs, terminated, truncated,  # type: ignore[arg-type]
+                                not_done, was_random, transitions=self.num_envs)  # type: ignore[arg-type]
 
     def _reset_ended(self, ended: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """Reset the sub-environments in ``ended``, recording their RNG states first; the new observations."""
@@ -149,7 +159,7 @@ class VectorTrainer(Trainer):
         return {**super().snapshot(include_buffer),
                 "vector": {"num_envs": self.num_envs, "vector_mode": self.settings.vector_mode}}
 
-    def _rebuild_env(self, rng_at_reset, actions, saved_obs) -> None:
+    def _rebuild_env(self, rng_at_reset: Any, actions: Any, saved_obs: np.ndarray) -> None:
         """Replay every sub-environment's current episode, all in lockstep through the vector env.
 
         The episodes are aligned at their ends: with L the longest, environment i (whose episode has

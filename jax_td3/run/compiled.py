@@ -19,6 +19,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -43,6 +44,10 @@ from jax_td3.run.plot import draw_learning_curve
 from jax_td3.run.signals import StopSignals
 from jax_td3.settings import TrainSettings
 
+if TYPE_CHECKING:  # for annotations only
+    from jax_td3.config import TD3Config
+    from jax_td3.loops.compiled import AgentState, Evaluation
+
 
 def start_processes(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
     """``jax.distributed.initialize`` for a run over several processes (each its own devices; the agents
@@ -51,7 +56,7 @@ def start_processes(coordinator: str | None, num_processes: int | None, process_
     given = [x is not None for x in (coordinator, num_processes, process_id)]
     if not any(given):
         return
-    if not all(given):
+    if coordinator is None or num_processes is None or process_id is None:  # some, not all, given
         raise ConfigError("`coordinator`, `num_processes` and `process_id` go together (each process gets all "
                           "three; `process_id` 0 runs the coordinator)")
     host, _, port = coordinator.rpartition(":")
@@ -70,14 +75,14 @@ class _Reporter:
     so that its rate and wall_time exclude compilation.
     """
 
-    def __init__(self, logger, total_steps: int, num_seeds: int, progress: bool, initial: int = 0):
+    def __init__(self, logger: RunLogger | None, total_steps: int, num_seeds: int, progress: bool, initial: int = 0):
         self.logger = logger
         self.total_steps = total_steps
         self.num_seeds = num_seeds
         self.progress = progress
         self.initial = initial
-        self.bar = None
-        self.start = None
+        self.bar: Any = None      # a tqdm bar, from the first callback
+        self.start = 0.0          # perf_counter() when the bar opened
 
     def _started(self) -> None:
         if self.bar is None:
@@ -88,12 +93,12 @@ class _Reporter:
                             disable=not self.progress,
                             mininterval=0.5, desc=f"compiled x{self.num_seeds}" if self.num_seeds > 1 else "compiled")
 
-    def on_progress(self, step) -> None:
+    def on_progress(self, step: Any) -> None:
         if jax.process_index() == 0:
             self._started()
             self.bar.update(int(step) - self.bar.n)
 
-    def on_eval(self, step, returns, critic_loss, actor_loss, updates) -> None:
+    def on_eval(self, step: Any, returns: Any, critic_loss: Any, actor_loss: Any, updates: Any) -> None:
         if jax.process_index() != 0:
             return
         self._started()
@@ -107,6 +112,7 @@ class _Reporter:
                "updates": int(np.max(updates))}
         if self.num_seeds > 1:
             row.update({f"eval_return_seed{i}": float(r) for i, r in enumerate(per_seed)})
+        assert self.logger is not None  # process 0 logs, and only it reaches here
         self.logger.log_eval(row)
         self.bar.set_postfix(eval_return=f"{row['eval_return_mean']:.1f}")
 
@@ -115,8 +121,9 @@ class _Reporter:
             self.bar.close()
 
 
-def _checkpoint(out_dir, config, settings: TrainSettings, loop: LoopSettings, env_id: str, seeds, run: ChunkedRun,
-                agents, done_steps: int, curve: list, keep: int | None) -> str | None:
+def _checkpoint(out_dir: Path, config: TD3Config, settings: TrainSettings, loop: LoopSettings, env_id: str,
+                seeds: np.ndarray, run: ChunkedRun, agents: AgentState, done_steps: int, curve: list,
+                keep: int | None) -> str | None:
     """A checkpoint of the whole run at ``done_steps``: what resumes it exactly, and every agent's train
     state (for ``eval`` and ``export``). Single-process runs only."""
     if jax.process_count() > 1:
@@ -139,7 +146,7 @@ def _checkpoint(out_dir, config, settings: TrainSettings, loop: LoopSettings, en
     return str(save_checkpoint(out_dir, done_steps, contents, metadata, keep=keep))
 
 
-def _resume_point(out_dir: Path, plan, requested: set[str]):
+def _resume_point(out_dir: Path, plan: Any, requested: set[str]) -> tuple[Any, TrainSettings]:
     """(checkpoint, settings to continue with) of the compiled run in ``out_dir`` (``directory.resumed_settings``)."""
     checkpoint = latest_checkpoint(out_dir)
     contents = checkpoint.contents
@@ -152,7 +159,7 @@ def _resume_point(out_dir: Path, plan, requested: set[str]):
     return checkpoint, settings
 
 
-def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bool = True,
+def train_compiled_run(plan: Any, *, preset: str | None, num_seeds: int, progress: bool = True,
                        announce: Callable[[str], None] | None = None, resume: bool = False,
                        requested: set[str] | None = None) -> dict:
     """Run ``plan`` (a ``run.training.RunPlan``) as a compiled run of ``num_seeds`` agents (seeds ``seed``,
@@ -213,7 +220,7 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
         keep = plan.keep_checkpoints
         last_checkpoint = str(checkpoint.path) if checkpoint is not None else None
 
-        def log(evaluation):
+        def log(evaluation: Evaluation) -> None:
             if first_process:
                 reporter.on_eval(evaluation.step, evaluation.returns, evaluation.critic_loss,
                                  evaluation.actor_loss, evaluation.updates)
@@ -268,7 +275,7 @@ def train_compiled_run(plan, *, preset: str | None, num_seeds: int, progress: bo
             "resumed_from_step": int(checkpoint.metadata["env_steps"]) if checkpoint is not None else None,
             "last_checkpoint": last_checkpoint,
         }
-        if first_process:
+        if logger is not None:  # the first process's
             logger.finish(summary)
             draw_learning_curve(out_dir)
     summary["out"] = str(out_dir)

@@ -16,15 +16,16 @@ import dataclasses
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import numpy as np
 
 from jax_td3.config import TD3Config, config_for_env
 from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
 from jax_td3.loops import schedule
-from jax_td3.loops.host import Trainer
+from jax_td3.loops.host import StepRecord, Trainer
 from jax_td3.presets import DEFAULTS, resolve
 from jax_td3.run.checkpoint import BEST_AGENT_FILE, config_from_checkpoint
 from jax_td3.run.checks import check_run_memory, ensure_writable_dir
@@ -43,6 +44,10 @@ from jax_td3.run.plot import draw_learning_curve
 from jax_td3.run.signals import StopSignals
 from jax_td3.settings import OutputSettings, TrainSettings, settings_from_values
 
+if TYPE_CHECKING:  # for annotations only
+    from jax_td3.envs import HostEnv
+    from jax_td3.run.logger import RunLogger
+
 # Config fields a run may set; the environment gives the others (sizes and action box).
 CONFIG_SETTINGS = tuple(f.name for f in dataclasses.fields(TD3Config)
                         if f.name not in ("obs_dim", "act_dim", "action_low", "action_high"))
@@ -54,14 +59,16 @@ def uses_vector_loop(settings: TrainSettings) -> bool:
     return settings.num_envs > 1 or settings.updates_per_step != 1
 
 
-def ended_episodes(record) -> list[tuple[float, int]]:
+def ended_episodes(record: StepRecord) -> list[tuple[float, int]]:
     """(return, length) of each episode that ended in the step of ``record`` (a vector step may end several)."""
     if hasattr(record, "ended_episodes"):
         return [(episode_return, length) for _, episode_return, length in record.ended_episodes]
-    return [] if record.episode_return is None else [(record.episode_return, record.episode_length)]
+    if record.episode_return is None or record.episode_length is None:  # set together, when an episode ended
+        return []
+    return [(record.episode_return, record.episode_length)]
 
 
-def _mean(values) -> float | None:
+def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
@@ -108,7 +115,7 @@ def _best_so_far(out_dir: Path, resumed_step: int) -> float:
     return float(max(logged)) if logged else -np.inf
 
 
-def _stop_on_nonfinite(logger, out_dir: Path, trainer: Trainer, err: NonFiniteError):
+def _stop_on_nonfinite(logger: RunLogger, out_dir: Path, trainer: Trainer, err: NonFiniteError) -> NoReturn:
     """Record why the run stopped (summary.json) and re-raise; no checkpoint of the bad state is written."""
     from jax_td3.run.checkpoint import list_checkpoints
 
@@ -314,8 +321,9 @@ def plan_run(values: dict, preset: str | None = None, *, compiled: bool = False,
 
 def train(algo: str | None = None, out: str | Path | None = None, *, preset: str | None = None,
           resume: bool = False, compiled: bool = False, num_seeds: int | None = None, progress: bool = True,
-          environment=None, announce: Callable[[str], None] | None = None, coordinator: str | None = None,
-          num_processes: int | None = None, process_id: int | None = None, **values) -> dict:
+          environment: HostEnv | None = None, announce: Callable[[str], None] | None = None,
+          coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+          **values: Any) -> dict:
     """Train as ``jax-td3 train`` does; returns the summary that summary.json holds.
 
     ``values`` are any ``TrainSettings`` fields (``env``, ``total_steps``, ``seed``, ``backend`` ...),
@@ -378,7 +386,7 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
         return _train_in(out_dir, plan, preset, resume, requested, progress, environment, announce)
 
 
-def _resume_point(out_dir: Path, plan: RunPlan, requested: set[str]):
+def _resume_point(out_dir: Path, plan: RunPlan, requested: set[str]) -> tuple[Any, TD3Config, TrainSettings]:
     """(checkpoint, config, settings) to continue the Gymnasium run in ``out_dir`` with
     (``directory.resumed_settings``)."""
     checkpoint = latest_checkpoint(out_dir)
@@ -393,8 +401,8 @@ def _resume_point(out_dir: Path, plan: RunPlan, requested: set[str]):
     return checkpoint, config, settings
 
 
-def _train_in(out_dir: Path, plan: RunPlan, preset, resume: bool, requested: set[str], progress: bool,
-              environment, announce) -> dict:
+def _train_in(out_dir: Path, plan: RunPlan, preset: str | None, resume: bool, requested: set[str], progress: bool,
+              environment: HostEnv | None, announce: Callable[[str], None]) -> dict:
     """``train`` of the Gymnasium loop in ``out_dir``, which the caller holds."""
     from jax_td3.envs import env_spec, make_env
 
@@ -419,6 +427,7 @@ def _train_in(out_dir: Path, plan: RunPlan, preset, resume: bool, requested: set
                       "checkpoint_every": plan.checkpoint_every, "keep_checkpoints": plan.keep_checkpoints,
                       "save_buffer": plan.save_buffer}
     check_run_memory(config, settings)  # refuse at once what cannot fit, before allocating it
+    trainer: Trainer
     if uses_vector_loop(settings):
         from jax_td3.loops.vector import VectorTrainer
 
