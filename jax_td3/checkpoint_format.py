@@ -88,15 +88,18 @@ def _join(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
 
 
 def encode(contents: dict, metadata: dict) -> bytes:
-    """The bytes of a checkpoint file (the current format version) holding ``contents``."""
+    """The bytes of a checkpoint file (the current format version) holding ``contents``; the header records
+    the version of jax-td3 that wrote it unless ``metadata`` names one."""
+    from jax_td3 import __version__
+
     arrays: dict[str, np.ndarray] = {}
     structure = _split(contents, arrays, "")
     arrays[JSON_KEY] = np.frombuffer(json.dumps(structure).encode(), np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as allow_pickle; these are array names
     payload = buffer.getvalue()
-    header = dict(metadata, format_version=FORMAT_VERSION, payload_bytes=len(payload),
-                  payload_sha256=hashlib.sha256(payload).hexdigest())
+    header = dict({"jax_td3_version": __version__}, **metadata, format_version=FORMAT_VERSION,
+                  payload_bytes=len(payload), payload_sha256=hashlib.sha256(payload).hexdigest())
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
 
 

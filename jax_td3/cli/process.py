@@ -24,8 +24,14 @@ def use_dtype(dtype: str | None) -> None:
 
 
 def use_torch_threads(threads: int = 1) -> None:
-    import torch
-
+    """torch's intra-op threads, when PyTorch is installed (what needs it and finds it missing says so
+    itself, in one line)."""
+    try:
+        import torch
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        return
     torch.set_num_threads(threads)
 
 

@@ -70,7 +70,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, contents: dict, metad
     directory = checkpoint_dir(run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / checkpoint_name(step)
-    _write_atomically(path, encode(contents, _with_version(metadata, step)))
+    _write_atomically(path, encode(contents, _with_step(metadata, step)))
     # Temporary files of writers killed mid-save (one writer per run, so none is in use now).
     for stale in directory.glob(".ckpt-*.tmp"):
         stale.unlink(missing_ok=True)
@@ -87,17 +87,15 @@ def save_best_agent(run_dir: str | os.PathLike, step: int, contents: dict, metad
     holds the evaluation that made it the best (``eval_return_mean``, ``eval_return_std``, ``step``).
     """
     path = Path(run_dir) / BEST_AGENT_FILE
-    _write_atomically(path, encode(contents, _with_version(metadata, step)), prefix=".best-")
+    _write_atomically(path, encode(contents, _with_step(metadata, step)), prefix=".best-")
     for stale in path.parent.glob(".best-*.tmp"):   # of writers killed mid-save
         stale.unlink(missing_ok=True)
     return path
 
 
-def _with_version(metadata: dict, step: int) -> dict:
-    """``metadata`` with the step and the version of jax-td3 that wrote the file (the caller's wins)."""
-    from jax_td3 import __version__
-
-    return {"jax_td3_version": __version__, **metadata, "step": int(step)}
+def _with_step(metadata: dict, step: int) -> dict:
+    """``metadata`` with the step (``encode`` adds the version of jax-td3 that wrote the file)."""
+    return {**metadata, "step": int(step)}
 
 
 __all__ = ["BEST_AGENT_FILE", "CHECKPOINT_DIR", "FORMAT_VERSION", "MAGIC", "SUFFIX", "Checkpoint", "CheckpointError",
