@@ -98,8 +98,8 @@ def encode(contents: dict, metadata: dict) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as allow_pickle; these are array names
     payload = buffer.getvalue()
-    header = dict({"jax_td3_version": __version__}, **metadata, format_version=FORMAT_VERSION,
-                  payload_bytes=len(payload), payload_sha256=hashlib.sha256(payload).hexdigest())
+    header = {"jax_td3_version": __version__, **metadata, "format_version": FORMAT_VERSION,
+              "payload_bytes": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest()}
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
 
 
