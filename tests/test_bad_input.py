@@ -191,3 +191,15 @@ def test_export_to_an_unwritable_place(finished_run, capsys):
 def test_unwritable_outputs_and_absurd_tolerances_are_refused_before_any_work(argv, message, finished_run, capsys):
     argv = [str(finished_run) if a == "RUN" else a for a in argv]
     assert message in one_line_error(capsys, argv)
+
+
+def test_a_library_warning_is_one_line_during_a_command_and_the_format_is_restored():
+    import warnings
+
+    from jax_td3.cli import _warnings_on_one_line
+
+    before = warnings.formatwarning
+    with _warnings_on_one_line("train"):
+        shown = warnings.formatwarning("tensorboardX is not installed", UserWarning, "training.py", 176, None)
+    assert shown == "jax-td3 train: warning: tensorboardX is not installed\n"
+    assert warnings.formatwarning is before

@@ -10,9 +10,13 @@ and the command layer's own ``UsageError`` become one line on stderr and exit st
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
 from jax_td3.cli.args import ArgumentParser, UsageError, flag
 
@@ -39,6 +43,20 @@ def as_flags(err: Exception) -> str:
     return re.sub(r"`(\w+)`", lambda match: flag(match.group(1)), str(err))
 
 
+@contextlib.contextmanager
+def _warnings_on_one_line(name: str) -> Iterator[None]:
+    """A library warning (an optional package missing, say) printed as one line, not with its source line."""
+    def one_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+        return f"jax-td3 {name}: warning: {message}\n"
+
+    saved = warnings.formatwarning
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -59,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     from jax_td3.errors import JaxTD3Error, NonFiniteError
 
     try:
-        return int(module.run(args) or 0)
+        with _warnings_on_one_line(name):
+            return int(module.run(args) or 0)
     except NonFiniteError as err:
         kept = err.last_good_checkpoint or "none written yet"
         print(f"jax-td3 {name}: error: {as_flags(err)}; training stopped, last good checkpoint: {kept}",

@@ -92,7 +92,8 @@ def draw_learning_curve(run_dir: str | os.PathLike) -> Path | None:
         drawn = _paint(run_dir)
         return drawn if drawn is not None else plot_runs([run_dir], run_dir / CURVE_FILE)
     except (ImportError, JaxTD3Error) as err:  # a finished run is not failed for want of its picture
-        warnings.warn(f"learning curve not drawn ({err})", stacklevel=2)
+        hint = "; pip install 'jax-td3[logging]'" if isinstance(err, ImportError) else ""
+        warnings.warn(f"learning curve not drawn ({err}{hint})", stacklevel=2)
         return None
 
 
