@@ -215,12 +215,110 @@ class SeedDDPGConfig(TD3Config):
     reward_scale: float = 0.01
 
 
+FASTTD3_SOURCE = ("FastTD3 (Seo et al. 2025), github.com/younggyoseo/FastTD3 at commit "
+                  "229ed59bbf43ea2f7a2d5d90d1076314839944d7: fast_td3/hyperparams.py, BaseArgs")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FastTD3Config(TD3Config):
+    """FastTD3 (Seo et al. 2025): TD3 with twin C51 distributional critics, n-step returns,
+    observation normalisation, AdamW and per-environment exploration scales.
+
+    Defaults are FastTD3's ``BaseArgs`` in ``fast_td3/hyperparams.py`` (repository
+    younggyoseo/FastTD3, commit 229ed59bbf43ea2f7a2d5d90d1076314839944d7); the MuJoCo Playground
+    overrides (``MuJoCoPlaygroundArgs``: support +-10, gamma 0.97) are a preset, not defaults.
+    Inherited TD3 fields keep their meaning (``hidden`` is the actor's sizes, ``policy_freq`` is
+    FastTD3's ``policy_frequency``, ``policy_noise``/``noise_clip`` are in units of the action scale,
+    which is FastTD3's absolute scale on its [-1, 1] boxes); ``init``, ``critic_weight_decay``,
+    ``target_update`` and ``actor_q`` do not apply and must keep their defaults. What the update
+    computes is in docs/algorithms.md.
+    """
+
+    algo: ClassVar[str] = "fasttd3"
+    num_critics: ClassVar[int] = 2
+    target_policy_smoothing: ClassVar[bool] = True
+    critic_arch: ClassVar[str] = "distributional"
+    critic_loss: ClassVar[str] = "cross_entropy"
+
+    hidden: tuple[int, ...] = static((512, 256, 128))
+    """Actor hidden sizes (FastTD3: actor_hidden_dim 512, then //2 and //4)."""
+    critic_hidden: tuple[int, ...] | None = static((1024, 512, 256))
+    """Critic hidden sizes (FastTD3: critic_hidden_dim 1024, then //2 and //4)."""
+    batch_size: int = static(32768)
+    tau: float = 0.1
+    policy_noise: float = 0.001
+    num_atoms: int = static(101)
+    """Atoms of each critic's categorical distribution over the support linspace(v_min, v_max, num_atoms)."""
+    v_min: float = -250.0
+    """Lowest value of the critics' support."""
+    v_max: float = 250.0
+    """Highest value of the critics' support."""
+    use_cdq: bool = static(True)
+    """Clipped double Q: both critics learn the projected target of the target critic whose expected
+    value is lower (per sample), and the actor ascends the minimum of the two expected values. Off:
+    each critic learns its own target's projection and the actor ascends their mean."""
+    n_step: int = static(1)
+    """Steps summed into each transition's return (FastTD3's num_steps); the replay computes them."""
+    disable_bootstrap: bool = static(False)
+    """Do not bootstrap at time limits either (FastTD3's flag): the replay's bootstrap mask is then
+    1 only where the n-step window did not end an episode for any reason."""
+    init_scale: float = 0.01
+    """Std of the normal draw of the actor's output layer weights (its bias starts at zero)."""
+    weight_decay: float = 0.1
+    """AdamW's decoupled weight decay, for both networks."""
+    actor_lr_end: float | None = None
+    """Actor learning rate at the end of the cosine schedule; None: constant (FastTD3's default)."""
+    critic_lr_end: float | None = None
+    """Critic learning rate at the end of the cosine schedule; None: constant."""
+    lr_schedule_updates: int = static(0)
+    """Updates over which the cosine schedule runs (the loop sets it from the run's length); 0: none."""
+    max_grad_norm: float = 0.0
+    """Clip each network's gradient to this global norm before AdamW; 0 (the default): no clipping."""
+    obs_normalization: bool = static(True)
+    """Normalise actor and critic inputs with running statistics held in the train state."""
+    critic_layer_norm: bool = static(False)
+    """LayerNorm after each critic hidden layer, before its ReLU (FastTD3 suggests trying it on DM Control)."""
+    bfloat16_matmuls: bool = static(False)
+    """Compute the networks' matrix products in bfloat16 (parameters and losses stay in the state's dtype)."""
+    std_min: float = 0.001
+    """Lowest per-environment exploration noise std (units of the action scale)."""
+    std_max: float = 0.4
+    """Highest per-environment exploration noise std (units of the action scale)."""
+
+    def validate(self) -> "FastTD3Config":
+        super().validate()
+        defaults = TD3Config()
+        for name, why in (("init", "its networks use PyTorch's initialisation"),
+                          ("critic_weight_decay", "AdamW's weight_decay decays both networks"),
+                          ("target_update", "its critic target moves on every update and it has no actor target"),
+                          ("actor_q", "use_cdq chooses what the actor ascends")):
+            if getattr(self, name) != getattr(defaults, name):
+                raise ConfigError(f"fasttd3 does not use {name} ({why})")
+        if self.num_atoms < 2:
+            raise ConfigError(f"num_atoms must be >= 2, got {self.num_atoms}")
+        if not self.v_min < self.v_max:
+            raise ConfigError(f"v_min must be < v_max, got {self.v_min} >= {self.v_max}")
+        if self.n_step < 1:
+            raise ConfigError(f"n_step must be >= 1, got {self.n_step}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.init_scale < 0:
+            raise ConfigError("weight_decay, max_grad_norm and init_scale must be >= 0")
+        if not 0 <= self.std_min <= self.std_max:
+            raise ConfigError(f"need 0 <= std_min <= std_max, got {self.std_min}, {self.std_max}")
+        for name in ("actor_lr_end", "critic_lr_end"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        if self.lr_schedule_updates < 0:
+            raise ConfigError(f"lr_schedule_updates must be >= 0, got {self.lr_schedule_updates}")
+        return self
+
+
 CONFIGS: dict[str, type[TD3Config]] = {
     c.algo: c for c in (TD3Config, OurDDPGConfig, DDPGConfig, SeedDDPGConfig)
 }
 ALGOS = tuple(CONFIGS)
 
-for _cls in CONFIGS.values():
+for _cls in (*CONFIGS.values(), FastTD3Config):
     jax.tree_util.register_dataclass(_cls)
 
 
