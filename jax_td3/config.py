@@ -258,10 +258,8 @@ class FastTD3Config(TD3Config):
     value is lower (per sample), and the actor ascends the minimum of the two expected values. Off:
     each critic learns its own target's projection and the actor ascends their mean."""
     n_step: int = static(1)
-    """Steps summed into each transition's return (FastTD3's num_steps); the replay computes them."""
-    disable_bootstrap: bool = static(False)
-    """Do not bootstrap at time limits either (FastTD3's flag): the replay's bootstrap mask is then
-    1 only where the n-step window did not end an episode for any reason."""
+    """Steps summed into each transition's return (FastTD3's num_steps); the replay computes them.
+    FastTD3's ``disable_bootstrap`` is the loop's ``bootstrap_truncation=False``, one setting for all algorithms."""
     init_scale: float = 0.01
     """Std of the normal draw of the actor's output layer weights (its bias starts at zero)."""
     weight_decay: float = 0.1
