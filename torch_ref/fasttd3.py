@@ -393,8 +393,13 @@ class FastTD3:
     def train(self, batch: Batch, target_noise: torch.Tensor, record: bool = False) -> dict[str, Any]:
         """One whole update: normalise the batch's observations (statistics unchanged), critic step,
         actor step on every policy_freq-th update, Polyak on the critic target. Returns critic_loss,
-        actor_loss (0 when the actor did not move), actor_updated, q_mean, critic_lr, actor_lr; with
-        ``record`` also the intermediates of ``update_main`` and ``update_pol``."""
+        actor_loss (0 when the actor did not move), actor_updated, q_mean (critic 1's mean expected value
+        on the batch, before the step), critic_lr, actor_lr. With ``record`` also: target_action (B, A),
+        projected (2, B, atoms: both target critics' projections), cdq_choice (B,) bool (True where
+        critic 1's projection has the strictly lower value; computed with use_cdq off too, when each
+        critic learns its own), target_dist (2, B, atoms: what each critic learns), critic_logits
+        (2, B, atoms, before the step), critic_grads and, on actor updates, actor_grads (name -> tensor,
+        before clipping), critic_grad_norm / actor_grad_norm (before clipping), actor_q (B,)."""
         self.step += 1
         critic_lr, actor_lr = self.learning_rates(self.step - 1)
         for group in self.q_optimizer.param_groups:
