@@ -430,9 +430,11 @@ def test_vmap_over_two_taus_equals_two_updates(x64):
         return states, jax.vmap(update, in_axes=(0, 0, None, None))(swept, states, batch, noise)
 
     states, (both, metrics) = init_and_update(swept, keys)
+    # Agent 0 against the update compiled with its config static, agent 1 with its config a pytree argument.
+    steps = [jax.jit(update_with_internals, static_argnums=0), STEP]
     for i, tau in enumerate(taus):
         agent = lambda tree: jax.tree_util.tree_map(lambda x: x[i], tree)
-        one, one_metrics, _ = STEP(SWEEPABLE.replace(tau=tau), agent(states), batch, noise)
+        one, one_metrics, _ = steps[i](SWEEPABLE.replace(tau=tau), agent(states), batch, noise)
         leaves_close(agent(both), one, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(metrics["critic_loss"][i], one_metrics["critic_loss"], rtol=1e-12)
     assert not np.allclose(states.critic_params["params"]["l1"]["kernel"][0],
