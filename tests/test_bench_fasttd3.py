@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from jax_td3.bench import flops
 from jax_td3.bench.torch_fasttd3 import FastAgent, project
 from jax_td3.config import FastTD3Config
 
@@ -44,6 +45,34 @@ def _batch(generator, config):
     return [3 * torch.randn(b, config.obs_dim, **f64) + 1, (2 * torch.rand(b, config.act_dim, **f64) - 1) * high,
             3 * torch.randn(b, config.obs_dim, **f64) + 1, reward, bootstrap,
             torch.full((b,), 0.9, dtype=torch.float64)]
+
+
+def test_flops_match_a_hand_count_for_a_tiny_fasttd3():
+    # obs 3, act 1, actor 4, critic 5, 3 atoms, batch 2, policy_freq 2. Sum of n_in * n_out: actor
+    # 3*4 + 4*1 = 16, one critic (3+1)*5 + 5*3 = 35; a matmul pass costs 2 * B * sum = 4 * sum here.
+    config = FastTD3Config(obs_dim=3, act_dim=1, hidden=(4,), critic_hidden=(5,), num_atoms=3, batch_size=2)
+    actor_pass, critic_pass = 4 * 16, 4 * 35
+    critic_no_first, actor_no_first = 4 * 15, 4 * 4     # input gradients skip the first layer
+    every_update = (actor_pass + 2 * critic_pass         # the actor on next_obs, both target critics
+                    + 2 * critic_pass + 2 * critic_pass  # both critics forward and weight gradients
+                    + 2 * critic_no_first)               # their input gradients
+    actor_update = (actor_pass + 2 * critic_pass         # mu(s), both critics at it
+                    + 2 * critic_pass                    # both critics' input gradients, first layer too
+                    + actor_pass + actor_no_first)       # actor weight and input gradients
+    assert every_update + actor_update / 2 == 1376 == flops.matmul_flops(config, batch=2)
+    # Element-wise: 2 critics x 2 samples x 3 atoms = 12 elements, 19 FLOPs each every update and 9 on
+    # actor steps; 6 target atoms x 9; target action 2 x 9; parameters: critics 2 x (20+5 + 15+3) = 86
+    # (AdamW 12 + Polyak 3 each), actor 12+4 + 4+1 = 21 (AdamW 12 on actor steps).
+    elementwise = 12 * 19 + 6 * 9 + 2 * 9 + 86 * (12 + 3) + (12 * 9 + 21 * 12) / 2
+    assert elementwise == 1770 == flops.elementwise_flops(config, batch=2)
+    assert flops.update_flops(config, batch=2) == 1376 + 1770
+    clipped = config.replace(max_grad_norm=1.0)
+    assert flops.elementwise_flops(clipped, batch=2) == 1770 + 3 * 86 + 3 * 21 / 2
+    # The actor step's critic products are stacked (both critics), as the target critics' are.
+    gemms = flops.update_gemms(config.replace(batch_size=256), 256)
+    assert gemms[(2, 256, 5, 3)] == 2 + 1 / 2     # forward: target critics, critics; at mu(s)
+    assert gemms[(2, 256, 3, 5)] == 1 + 1 / 2     # input gradient: critic step; actor step
+    assert gemms[(1, 256, 3, 4)] == 1 + 1 / 2     # the actor on next_obs; on obs at actor steps
 
 
 # -- a plain re-computation of the spec ---------------------------------------------------------------
