@@ -5,6 +5,7 @@ plain re-computation of docs/algorithms.md and against the JAX update, its FLOP 
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from jax_td3.bench import flops
+from jax_td3.bench.suite import SuiteSettings, cell_config
 from jax_td3.bench.torch_fasttd3 import FastAgent, project
+from jax_td3.cli import main
 from jax_td3.config import FastTD3Config
 
 HAS_JAX_FASTTD3 = importlib.util.find_spec("jax_td3.fasttd3.update") is not None
@@ -305,3 +308,37 @@ def test_fast_sample_draws_whole_rows_of_the_device_buffer():
     offsets = torch.tensor([[200.0], [300.0], [400.0]])
     torch.testing.assert_close(torch.stack([reward, bootstrap, discount]), index + offsets)
     assert noise.shape == (64, 2)
+
+
+def test_a_fasttd3_only_grid_defaults_to_its_sizes_and_the_default_grid_leaves_it_out():
+    record = SuiteSettings(algos=("fasttd3",)).record()
+    assert record["hidden"] == [[1024, 512, 256]] and record["batch"] == [4096, 32768]
+    assert (record["fasttd3_obs_dim"], record["fasttd3_act_dim"]) == (67, 21)
+    assert SuiteSettings().record()["algos"] == ["td3", "ourddpg"]
+    config = cell_config("fasttd3", (1024, 512, 256), 4096)
+    assert (config.hidden, config.critic_hidden, config.num_atoms, config.batch_size) == (
+        (512, 256, 128), (1024, 512, 256), 101, 4096)
+
+
+def test_tiny_fasttd3_run_times_the_fast_torch_update_and_the_jax_update(tmp_path):
+    impls = ["torch_ref", "torch_tuned", "torch_cudagraph", "jax_jit", "jax_vmap"]
+    code = main(["bench", "--algos", "fasttd3", "--hidden", "16-8", "--batch", "8", "--impls", *impls,
+                 "--repetitions", "2", "--min-rep-time", "0.002", "--device", "cpu", "--out-dir", str(tmp_path),
+                 "--name", "tiny", "--no-progress", "--no-plots"])
+    assert code == 0
+    rows = {row["impl"]: row for row in json.loads((tmp_path / "tiny.json").read_text())["rows"]}
+    assert list(rows) == impls
+    assert rows["torch_ref"]["status"] == rows["jax_vmap"]["status"] == "skipped"
+    assert "CUDA" in rows["torch_cudagraph"]["reason"]
+    config = cell_config("fasttd3", (16, 8), 8)
+    measured = ["torch_tuned", "jax_jit"] if HAS_JAX_FASTTD3 else ["torch_tuned"]
+    if not HAS_JAX_FASTTD3:
+        assert rows["jax_jit"]["status"] == "skipped" and "jax_td3.fasttd3.update" in rows["jax_jit"]["reason"]
+    for impl in measured:
+        row = rows[impl]
+        assert row["status"] == "ok", row
+        assert row["flops_per_update"] == flops.update_flops(config, 8) > flops.matmul_flops(config, 8)
+        # The floor charges the element-wise FLOPs at the matmul rate: floor time x that rate = all FLOPs.
+        assert row["floor_s_per_update"] * row["floor_rate_flops_per_s"] == pytest.approx(
+            row["flops_per_update"], rel=1e-9)
+    assert "| fasttd3 | 16-8 | 8 | torch_tuned |" in (tmp_path / "tiny.md").read_text()
