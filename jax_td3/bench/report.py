@@ -69,8 +69,13 @@ def _fasttd3_headline(rows: list[dict]) -> list[str]:
         row = _find(rows, "fasttd3", other, hidden, batch)
         if row is not None:
             parts.append(f"{jax_row['updates_per_s'] / row['updates_per_s']:.2f}x {other}")
-    return [f"- fasttd3, 1024-512-256 / batch {batch}: {jax_row['impl']} {jax_row['updates_per_s']:.2f} updates/s "
+    return [f"- fasttd3, 1024-512-256 / batch {batch}: {jax_row['impl']} {_rate(jax_row['updates_per_s'])} updates/s "
             f"({100 * jax_row['floor_fraction']:.0f}% of the compute floor); " + ", ".join(parts)]
+
+
+def _rate(updates_per_s: float) -> str:
+    """Whole updates/s, or three significant digits below 100 (FastTD3's big cells run below 1 on a CPU)."""
+    return f"{updates_per_s:.0f}" if updates_per_s >= 100 else f"{updates_per_s:.3g}"
 
 
 def markdown(results: dict) -> str:
@@ -108,7 +113,7 @@ def markdown(results: dict) -> str:
         t = row["per_update_s"]
         out.append(f"{head} {row['updates_per_call']} | "
                    f"{1e3 * t['median']:.3f} [{1e3 * t['min']:.3f}, {1e3 * t['max']:.3f}] | "
-                   f"{row['updates_per_s']:.0f} | {row['compile_s']:.2f} | "
+                   f"{_rate(row['updates_per_s'])} | {row['compile_s']:.2f} | "
                    f"{row['achieved_flops_per_s'] / 1e9:.1f} | {100 * row['floor_fraction']:.1f} |")
     out.append("")
     return "\n".join(out)
