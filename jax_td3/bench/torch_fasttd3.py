@@ -264,10 +264,10 @@ class FastAgent:
                         raise ValueError(f"the JAX parameters have {len(values)} layers where this network has "
                                          f"{len(tensors)}")
                     for tensor, value in zip(tensors, values):  # biases (stack, out) -> (stack, 1, out)
-                        tensor.copy_(torch.as_tensor(np.asarray(value).reshape(tensor.shape), dtype=self.dtype))
+                        tensor.copy_(torch.as_tensor(np.array(value).reshape(tensor.shape), dtype=self.dtype))
         normalizer = state.obs_normalizer
-        self.obs_mean.copy_(torch.as_tensor(np.asarray(normalizer.mean), dtype=self.dtype))
-        self.obs_var.copy_(torch.as_tensor(np.asarray(normalizer.var), dtype=self.dtype))
+        self.obs_mean.copy_(torch.as_tensor(np.array(normalizer.mean), dtype=self.dtype))
+        self.obs_var.copy_(torch.as_tensor(np.array(normalizer.var), dtype=self.dtype))
         self.step = int(state.step)
 
 
