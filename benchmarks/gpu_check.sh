@@ -9,9 +9,13 @@
 #               matmul precision
 #   2. bench    the update suite: JAX against PyTorch eager, torch.compile and CUDA graphs, float32 and
 #               bfloat16 rows, 256-256 and 1024-1024 at batch 256 and 4096
-#   3. seeds    the compiled training loop (JAX-native Pendulum) with 1, 8 and 64 agents vmapped
-#   4. brax     the Brax scaling table, when Brax is installed (`bench compiled brax`)
-#   5. gym      a Gymnasium training run, when Gymnasium is installed
+#   3. fasttd3  the FastTD3 update at its sizes (critic 1024-512-256, 101 atoms, batch 32,768): JAX
+#               (jax_td3.fasttd3.update, jit and scan) against the fast PyTorch update eager, torch.compile
+#               and torch.compile mode="reduce-overhead" (CUDA graphs), float32 and bfloat16 rows (JAX:
+#               bfloat16_matmuls; PyTorch: autocast); a row whose side is missing is recorded as skipped
+#   4. seeds    the compiled training loop (JAX-native Pendulum) with 1, 8 and 64 agents vmapped
+#   5. brax     the Brax scaling table, when Brax is installed (`bench compiled brax`)
+#   6. gym      a Gymnasium training run, when Gymnasium is installed
 # Results: DIR/gpu-NAME.json and DIR/gpu-NAME.md (NAME: the GPU's name, or cpu-smoke), next to the
 # files each step writes (DIR defaults to benchmarks/results; with --smoke to a new temporary folder).
 # The exit status is 0 when no step failed (a skipped step names its reason), 1 otherwise.
@@ -25,7 +29,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) smoke=1 ;;
         --out-dir) out_dir="${2:?--out-dir needs a folder}"; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (use --smoke, --out-dir DIR)" >&2; exit 2 ;;
     esac
     shift
@@ -81,13 +85,33 @@ if [ "$smoke" = 1 ]; then
     step bench "${jax_td3[@]}" bench --algos td3 --hidden 32-32 --batch 16 --impls torch_tuned jax_jit jax_scan \
         --repetitions 1 --min-rep-time 0.01 --scan-updates 10 --no-plots --no-progress \
         --out-dir "$out_dir" --name "gpu-$name-bench"
-    step seeds "${jax_td3[@]}" bench compiled seeds --num-seeds 2 --total-steps 400 --learning-starts 200 \
-        --eval-every 400 --eval-episodes 1 --repeats 1 --out-dir "$out_dir"
 else
     # -x: the first parity failure is the one to read; JAX runs on the GPU, torch on CUDA.
     step parity "$PYTHON" -m pytest -q -x -p no:cacheprovider parity_tests
     step bench "${jax_td3[@]}" bench --device cuda --algos td3 --hidden 256-256 1024-1024 --batch 256 4096 \
         --repetitions 3 --no-progress --out-dir "$out_dir" --name "gpu-$name-bench"
+fi
+
+# FastTD3: the JAX update may be missing from an older checkout, PyTorch from an install without the
+# torch extra; the step runs while either side can be measured (the other's rows say why they are skipped).
+if has jax_td3.fasttd3.update || has torch; then
+    if [ "$smoke" = 1 ]; then
+        step fasttd3 "${jax_td3[@]}" bench --algos fasttd3 --hidden 32-16-8 --batch 16 --impls torch_tuned jax_jit \
+            --repetitions 1 --min-rep-time 0.01 --no-plots --no-progress --out-dir "$out_dir" \
+            --name "gpu-$name-fasttd3"
+    else
+        step fasttd3 "${jax_td3[@]}" bench --device cuda --algos fasttd3 --batch 32768 \
+            --impls jax_jit jax_scan torch_tuned torch_compile torch_cudagraph --repetitions 3 --no-progress \
+            --out-dir "$out_dir" --name "gpu-$name-fasttd3"
+    fi
+else
+    skip fasttd3 "neither jax_td3.fasttd3.update nor PyTorch is installed"
+fi
+
+if [ "$smoke" = 1 ]; then
+    step seeds "${jax_td3[@]}" bench compiled seeds --num-seeds 2 --total-steps 400 --learning-starts 200 \
+        --eval-every 400 --eval-episodes 1 --repeats 1 --out-dir "$out_dir"
+else
     step seeds "${jax_td3[@]}" bench compiled seeds --num-seeds 1,8,64 --total-steps 10000 --repeats 2 \
         --out-dir "$out_dir"
 fi
@@ -146,8 +170,8 @@ lines = [f"# GPU check: {name}{' (smoke, CPU)' if smoke else ''}", "",
          f"{result['date']}, JAX devices: {', '.join(devices)}", "",
          "| step | status | seconds | command |", "|---|---|---|---|"]
 lines += [f"| {s['step']} | {s['status']} | {s['seconds']} | `{s['command']}` |" for s in steps]
-lines += ["", f"Each step's output is in gpu-{name}.log; the bench and seeds steps also wrote their own "
-          "JSON and Markdown files here."]
+lines += ["", f"Each step's output is in gpu-{name}.log; the bench, fasttd3 and seeds steps also wrote "
+          "their own JSON and Markdown files here."]
 (out_dir / f"gpu-{name}.md").write_text("\n".join(lines) + "\n")
 print(f"gpu check: {out_dir / f'gpu-{name}.md'}")
 sys.exit(1 if any(s["status"].startswith("failed") for s in steps) else 0)

@@ -9,12 +9,17 @@ Every JAX runner calls the project's one update (``jax_td3.update.update`` or
 ``jax_td3.replay.multi_update``); the PyTorch ones (``jax_td3.bench.torch_runners``) are
 ``torch_ref`` as written and ``jax_td3.bench.torch_tuned``, imported only when a PyTorch row runs:
 without PyTorch (the torch extra) those rows are ``Unavailable``.
+
+FastTD3 rows (``config.algo`` "fasttd3") keep the implementation names: ``jax_jit`` and ``jax_scan``
+run ``jax_td3.fasttd3.update.update`` (``fasttd3_runners``); ``torch_tuned``, ``torch_compile`` and
+``torch_cudagraph`` run ``jax_td3.bench.torch_fasttd3`` eager, compiled, and compiled with
+mode="reduce-overhead"; ``torch_ref`` and ``jax_vmap`` are not timed for it.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, cast
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +27,7 @@ import numpy as np
 
 from jax_td3.bench.replay_data import device_replay
 from jax_td3.bench.runner import Runner, Setup, Unavailable
-from jax_td3.config import TD3Config
+from jax_td3.config import FastTD3Config, TD3Config
 from jax_td3.errors import MissingExtraError, require_torch
 from jax_td3.loops.agents import train_state_axes
 from jax_td3.replay import ReplayState, draw_updates, multi_update, replay_gather, replay_indices_from_bits
@@ -153,13 +158,16 @@ def _jax_vmap(config: TD3Config, setup: Setup, data: Data) -> Runner:
 
 def _torch_runner(name: str) -> Callable:
     def build(config: TD3Config, setup: Setup, data: Data) -> Runner:
+        if config.algo == "fasttd3" and name == "torch_ref":
+            raise Unavailable("torch_ref is timed for TD3 and OurDDPG; FastTD3's PyTorch rows are the fast "
+                              "update (torch_tuned, torch_compile, torch_cudagraph)")
         try:
             require_torch("the PyTorch rows")
         except MissingExtraError as err:
             raise Unavailable(str(err)) from None
-        from jax_td3.bench.torch_runners import BUILDERS
+        from jax_td3.bench.torch_runners import BUILDERS, FASTTD3_BUILDERS
 
-        return BUILDERS[name](config, setup, data)
+        return (FASTTD3_BUILDERS if config.algo == "fasttd3" else BUILDERS)[name](config, setup, data)
     return build
 
 
@@ -172,4 +180,11 @@ _BUILDERS = {
 
 
 def build(name: str, config: TD3Config, setup: Setup, data: Data) -> Runner:
+    if config.algo == "fasttd3" and not name.startswith("torch_"):
+        from jax_td3.bench import fasttd3_runners
+
+        if name not in fasttd3_runners.BUILDERS:
+            raise Unavailable(f"{name} is not timed for FastTD3 (its JAX rows: "
+                              f"{', '.join(fasttd3_runners.BUILDERS)})")
+        return fasttd3_runners.BUILDERS[name](cast(FastTD3Config, config), setup, data)
     return _BUILDERS[name](config, setup, data)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from jax_td3.replay import ReplayState
 
 FIELDS = ("obs", "action", "next_obs", "reward", "not_done")   # Fujimoto's order, as Batch and ReplayState
+NSTEP_FIELDS = ("obs", "action", "next_obs", "reward", "bootstrap", "discount")   # FastTD3's Batch
 
 
 def random_transitions(config: TD3Config, count: int, seed: int) -> dict[str, np.ndarray]:
@@ -29,6 +30,16 @@ def random_transitions(config: TD3Config, count: int, seed: int) -> dict[str, np
         "reward": rng.standard_normal((count, 1), np.float32),
         "not_done": (rng.uniform(size=(count, 1)) > 0.005).astype(np.float32),
     }
+
+
+def random_nstep_transitions(config: TD3Config, count: int, seed: int) -> dict[str, np.ndarray]:
+    """``count`` random float32 n-step transitions of FastTD3's batch: obs, action, next_obs (count, width);
+    reward, bootstrap, discount (count,)."""
+    data = random_transitions(config, count, seed)
+    rng = np.random.default_rng(seed + 1)
+    return {"obs": data["obs"], "action": data["action"], "next_obs": data["next_obs"],
+            "reward": data["reward"][:, 0], "bootstrap": data["not_done"][:, 0],
+            "discount": np.full(count, config.gamma, np.float32) ** rng.integers(1, 4, count).astype(np.float32)}
 
 
 def device_replay(data: dict[str, np.ndarray]) -> ReplayState:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 HEADLINE: dict[str, Any] = {"hidden": [256, 256], "batch": 256}
+FASTTD3_HEADLINE: dict[str, Any] = {"hidden": [1024, 512, 256]}   # at the largest batch measured
 
 
 def write_json(results: dict, path: Path) -> Path:
@@ -47,7 +48,34 @@ def headline_ratios(results: dict) -> list[str]:
         floor = f"{100 * scan['floor_fraction']:.0f}% of the compute floor"
         lines.append(f"- {algo}, 256-256 / batch 256: jax_scan {scan['updates_per_s']:.0f} updates/s "
                      f"({floor}); " + ", ".join(parts))
+    if "fasttd3" in results["settings"]["algos"]:
+        lines += _fasttd3_headline(rows)
     return lines
+
+
+def _fasttd3_headline(rows: list[dict]) -> list[str]:
+    """JAX (jit, else scan) against the fast PyTorch paths at FastTD3's sizes and the largest batch measured."""
+    hidden = FASTTD3_HEADLINE["hidden"]
+    batches = [r["batch"] for r in rows if r["algo"] == "fasttd3" and r["hidden"] == hidden and r["status"] == "ok"]
+    if not batches:
+        return []
+    batch = max(batches)
+    jax_row = next((row for impl in ("jax_jit", "jax_scan")
+                    if (row := _find(rows, "fasttd3", impl, hidden, batch)) is not None), None)
+    if jax_row is None:
+        return []
+    parts = []
+    for other in ("torch_tuned", "torch_compile", "torch_cudagraph"):
+        row = _find(rows, "fasttd3", other, hidden, batch)
+        if row is not None:
+            parts.append(f"{jax_row['updates_per_s'] / row['updates_per_s']:.2f}x {other}")
+    return [f"- fasttd3, 1024-512-256 / batch {batch}: {jax_row['impl']} {_rate(jax_row['updates_per_s'])} updates/s "
+            f"({100 * jax_row['floor_fraction']:.0f}% of the compute floor); " + ", ".join(parts)]
+
+
+def _rate(updates_per_s: float) -> str:
+    """Whole updates/s, or three significant digits below 100 (FastTD3's big cells run below 1 on a CPU)."""
+    return f"{updates_per_s:.0f}" if updates_per_s >= 100 else f"{updates_per_s:.3g}"
 
 
 def markdown(results: dict) -> str:
@@ -59,7 +87,10 @@ def markdown(results: dict) -> str:
            + (f", GPU {machine['gpu']['name']}" if machine.get("gpu") else "") + ".",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v) + ".",
            f"Load average before/after: {results['loadavg_before']} / {results['loadavg_after']}. "
-           f"float32; obs_dim {settings['obs_dim']}, act_dim {settings['act_dim']}; "
+           f"float32; obs_dim {settings['obs_dim']}, act_dim {settings['act_dim']}"
+           + (f" (fasttd3: obs_dim {settings.get('fasttd3_obs_dim')}, act_dim {settings.get('fasttd3_act_dim')}, "
+              f"101 atoms, hidden = the critic's sizes, the actor's half of each)"
+              if "fasttd3" in settings["algos"] else "") + "; "
            f"{settings['repetitions']} repetitions of >= {settings['min_rep_s']} s each; "
            f"jax_scan K <= {settings['scan_updates']} updates per call, jax_vmap N <= {settings['vmap_agents']} "
            f"agents (fewer in big cells: about one second per call; column 'per call').", ""]
@@ -70,7 +101,7 @@ def markdown(results: dict) -> str:
         out += ["Headline (jax_scan vs the others, higher is faster for jax_scan):", "", *ratios, ""]
     out += ["ms/update is the median over repetitions with [min, max]; for jax_vmap it is per agent-update. "
             "floor = the update's matmuls at this machine's best measured speed for each shape "
-            "(benchmarks/README.md).", "",
+            "(benchmarks/README.md); for fasttd3 plus its counted element-wise FLOPs at the same rate.", "",
             "| algo | hidden | batch | implementation | per call | ms/update [min, max] | updates/s | compile s "
             "| GFLOP/s | % of floor |",
             "|---|---|---|---|---|---|---|---|---|---|"]
@@ -82,7 +113,7 @@ def markdown(results: dict) -> str:
         t = row["per_update_s"]
         out.append(f"{head} {row['updates_per_call']} | "
                    f"{1e3 * t['median']:.3f} [{1e3 * t['min']:.3f}, {1e3 * t['max']:.3f}] | "
-                   f"{row['updates_per_s']:.0f} | {row['compile_s']:.2f} | "
+                   f"{_rate(row['updates_per_s'])} | {row['compile_s']:.2f} | "
                    f"{row['achieved_flops_per_s'] / 1e9:.1f} | {100 * row['floor_fraction']:.1f} |")
     out.append("")
     return "\n".join(out)

@@ -22,7 +22,8 @@ from jax_td3.run.checks import format_bytes
 if TYPE_CHECKING:
     from jax_td3.config import TD3Config
 
-ALGOS = ("td3", "ourddpg")           # OurDDPG is the DDPG the suite times (TD3's networks, one critic)
+DEFAULT_ALGOS = ("td3", "ourddpg")   # OurDDPG is the DDPG the suite times (TD3's networks, one critic)
+ALGOS = (*DEFAULT_ALGOS, "fasttd3")    # FastTD3 only when asked for (--algos fasttd3): its cells are big
 GRIDS = ("default", "quick", "full")
 FULL_HIDDEN = ((64, 64), (256, 256), (400, 300), (1024, 1024))
 FULL_BATCH = (100, 256, 1024, 4096)
@@ -31,6 +32,11 @@ DEFAULT_BATCH = (100, 256)
 DEVICES = ("auto", "cpu", "cuda")
 # HalfCheetahBulletEnv-v0's observation and action sizes.
 OBS_DIM, ACT_DIM = 26, 6
+# FastTD3: a humanoid's sizes (DeepMind Control humanoid: 67 observations, 21 actions). Its hidden sizes
+# are the critic's; the actor's are half of each (FastTD3's 1024-512-256 critic, 512-256-128 actor).
+FASTTD3_OBS_DIM, FASTTD3_ACT_DIM = 67, 21
+FASTTD3_HIDDEN = ((1024, 512, 256),)
+FASTTD3_BATCH = (4096, 32768)      # the grid of a FastTD3-only run (FastTD3's default batch is 32,768)
 CALL_BUDGET_S = 1.0
 
 
@@ -42,6 +48,8 @@ class SuiteSettings:
     """"default": td3 and ourddpg, 256-256 x batch 100, 256, 5 repetitions of >= 0.3 s;
     "quick": td3 only, 3 repetitions of >= 0.1 s; "full": 4 hidden sizes x 4 batch sizes."""
     algos: tuple[str, ...] | None = None
+    """None: td3 and ourddpg (quick: td3). With fasttd3 alone, hidden and batch default to FastTD3's
+    (critic 1024-512-256, batch 4096 and 32768)."""
     hidden: tuple[tuple[int, ...], ...] | None = None
     batch: tuple[int, ...] | None = None
     impls: tuple[str, ...] | None = None
@@ -83,11 +91,14 @@ class SuiteSettings:
             if not ok:
                 raise ConfigError(message)
         quick, full = self.grid == "quick", self.grid == "full"
+        fasttd3_only = self.algos is not None and set(self.algos) == {"fasttd3"}
+        default_hidden = FASTTD3_HIDDEN if fasttd3_only else FULL_HIDDEN if full else DEFAULT_HIDDEN
+        default_batch = FASTTD3_BATCH if fasttd3_only else FULL_BATCH if full else DEFAULT_BATCH
         return {
             "grid": self.grid,
-            "algos": list(self.algos or (("td3",) if quick else ALGOS)),
-            "hidden": [list(h) for h in (self.hidden or (FULL_HIDDEN if full else DEFAULT_HIDDEN))],
-            "batch": list(self.batch or (FULL_BATCH if full else DEFAULT_BATCH)),
+            "algos": list(self.algos or (("td3",) if quick else DEFAULT_ALGOS)),
+            "hidden": [list(h) for h in (self.hidden or default_hidden)],
+            "batch": list(self.batch or default_batch),
             "impls": list(self.impls or IMPLEMENTATIONS),
             "repetitions": self.repetitions or (3 if quick else 5),
             "min_rep_s": self.min_rep_time or (0.1 if quick else 0.3),
@@ -96,6 +107,8 @@ class SuiteSettings:
             "torch_device": _torch_device(self.device),
             "obs_dim": OBS_DIM,
             "act_dim": ACT_DIM,
+            "fasttd3_obs_dim": FASTTD3_OBS_DIM,
+            "fasttd3_act_dim": FASTTD3_ACT_DIM,
             "dtype": "float32",
             "seed": self.seed,
         }
@@ -112,11 +125,29 @@ def _torch_device(device: str) -> str:
     return device
 
 
+def cell_config(algo: str, hidden: tuple[int, ...], batch: int) -> TD3Config:
+    """The config one cell times: TD3/OurDDPG at HalfCheetah's sizes; FastTD3 at a humanoid's, with
+    ``hidden`` its critic's sizes and half of each its actor's."""
+    from jax_td3.config import FastTD3Config, make_config
+
+    if algo == "fasttd3":
+        return FastTD3Config(obs_dim=FASTTD3_OBS_DIM, act_dim=FASTTD3_ACT_DIM, action_low=(-1.0,) * FASTTD3_ACT_DIM,
+                             action_high=(1.0,) * FASTTD3_ACT_DIM, hidden=tuple(max(1, h // 2) for h in hidden),
+                             critic_hidden=hidden, batch_size=batch).validate()
+    return make_config(algo, obs_dim=OBS_DIM, act_dim=ACT_DIM, max_action=1.0, hidden=hidden, batch_size=batch)
+
+
 def state_bytes(config: TD3Config, agents: int = 1) -> int:
     """A lower bound of one cell's memory: its float32 train state (actor and critics, their targets,
     Adam's two moments of each), ``agents`` times. Replay data, activations and compiled code come on top."""
     from jax_td3.run.checks import train_state_bytes
 
+    if config.algo == "fasttd3":   # counted from the layer sizes: actor x 3, critics x 4 (no actor target)
+        from jax_td3.bench.flops import layer_sizes
+
+        actor, critic = layer_sizes(config)
+        count = lambda layers: sum(n_in * n_out + n_out for n_in, n_out in layers)
+        return agents * 4 * (3 * count(actor) + 4 * config.num_critics * count(critic))
     return agents * train_state_bytes(config, np.float32)
 
 
@@ -174,10 +205,9 @@ def run_grid(settings: dict, progress: bool,
     from jax_td3.bench import flops
     from jax_td3.bench.implementations import build
     from jax_td3.bench.matmul_rate import MatmulRates, peak_rate
-    from jax_td3.bench.replay_data import random_transitions
+    from jax_td3.bench.replay_data import random_nstep_transitions, random_transitions
     from jax_td3.bench.runner import Setup, Unavailable
     from jax_td3.bench.timing import time_calls
-    from jax_td3.config import make_config
 
     # float32 rows and floors are true float32 (NVIDIA GPUs would otherwise use TF32 in both frameworks);
     # bf16 rows override this locally.
@@ -200,8 +230,7 @@ def run_grid(settings: dict, progress: bool,
     bar = tqdm(cells, desc="bench", disable=not progress, dynamic_ncols=True)
     for algo, hidden, batch, impl, bf16 in bar:
         bar.set_postfix_str(f"{algo} {'-'.join(map(str, hidden))} b{batch} {impl}{' bf16' if bf16 else ''}")
-        config = make_config(algo, obs_dim=OBS_DIM, act_dim=ACT_DIM, max_action=1.0, hidden=hidden,
-                             batch_size=batch)
+        config = cell_config(algo, hidden, batch)
         row = {"algo": algo, "hidden": list(hidden), "batch": batch, "impl": impl,
                "matmul_dtype": "bfloat16" if bf16 else "float32"}
         need = state_bytes(config, settings["vmap_agents"] if impl == "jax_vmap" else 1)
@@ -223,7 +252,8 @@ def run_grid(settings: dict, progress: bool,
                       vmap_agents=max(2, min(settings["vmap_agents"], updates_in_budget)),
                       bf16=bf16, seed=settings["seed"])
         if algo not in data_cache:
-            data_cache[algo] = random_transitions(config, setup.replay_size, settings["seed"])
+            transitions = random_nstep_transitions if algo == "fasttd3" else random_transitions
+            data_cache[algo] = transitions(config, setup.replay_size, settings["seed"])
         try:
             runner = build(impl, config, setup, data_cache[algo])
             timing = time_calls(runner.call, runner.sync, runner.updates_per_call,
@@ -236,7 +266,9 @@ def run_grid(settings: dict, progress: bool,
             update_flops = flops.update_flops(config, batch)
             # The floor of the products as this runner batches them (N vmapped agents: stacked).
             floor = rates.floor(flops.update_gemms(config, batch, runner.agents))
-            floor["floor_s"] /= runner.agents
+            # FastTD3's counted element-wise work is charged at the update's matmul rate.
+            floor["floor_s"] = (floor["floor_s"] / runner.agents
+                                + flops.elementwise_flops(config, batch) / floor["matmul_rate_flops_per_s"])
             median = timing.median_s
             row.update(status="ok", notes=runner.notes, agents=runner.agents,
                        updates_per_call=timing.updates_per_call, calls_per_rep=timing.calls_per_rep,

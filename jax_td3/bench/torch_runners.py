@@ -1,5 +1,7 @@
 """The PyTorch runners of the update suite (``implementations.IMPLEMENTATIONS``): ``torch_ref`` as
-written, and the tuned update (``torch_tuned``) eager, under ``torch.compile`` and in a CUDA graph.
+written, and the tuned update (``torch_tuned``) eager, under ``torch.compile`` and in a CUDA graph;
+for FastTD3 (``FASTTD3_BUILDERS``) the fast update of ``torch_fasttd3`` eager, under ``torch.compile``
+and under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs).
 
 Imported by ``implementations.build`` only when a PyTorch row runs (PyTorch is the torch extra).
 """
@@ -13,10 +15,11 @@ import numpy as np
 import torch
 
 import torch_ref
-from jax_td3.bench.replay_data import FIELDS
+from jax_td3.bench.replay_data import FIELDS, NSTEP_FIELDS
 from jax_td3.bench.runner import Runner, Setup, Unavailable
+from jax_td3.bench.torch_fasttd3 import FastAgent
 from jax_td3.bench.torch_tuned import CudaGraphUpdate, TunedAgent
-from jax_td3.config import TD3Config
+from jax_td3.config import FastTD3Config, TD3Config
 from jax_td3.convert import make_torch_agent
 
 Data = dict[str, np.ndarray]   # random_transitions: {field: (count, width)}
@@ -86,4 +89,31 @@ BUILDERS = {
     "torch_tuned": _torch_tuned,
     "torch_compile": lambda config, setup, data: _torch_tuned(config, setup, data, compiled=True),
     "torch_cudagraph": _torch_cudagraph,
+}
+
+
+def _torch_fasttd3(config: FastTD3Config, setup: Setup, data: Data, compile_mode: str | None = None) -> Runner:
+    """FastTD3's fast update: eager (``compile_mode`` None) or both losses under torch.compile."""
+    if compile_mode == "reduce-overhead" and not (torch.cuda.is_available()
+                                                  and torch.device(setup.torch_device).type == "cuda"):
+        raise Unavailable("CUDA graphs need a CUDA device; this run has none")
+    torch.manual_seed(setup.seed)
+    agent = FastAgent(config, setup.torch_device, torch.float32, replay_capacity=setup.replay_size)
+    agent.add(*(data[name] for name in NSTEP_FIELDS))
+    if compile_mode is not None:
+        torch._dynamo.reset()   # fresh compiler caches per cell, as for the tuned TD3 update
+        agent.compile(**({} if compile_mode == "default" else {"mode": compile_mode}))
+
+    def call() -> None:
+        with _autocast(setup):
+            batch, noise = agent.sample()
+            agent.update(batch, noise)
+    notes = "" if compile_mode is None else f"torch.compile mode {compile_mode}"
+    return Runner(call, _torch_sync(setup.torch_device), 1, notes=notes)
+
+
+FASTTD3_BUILDERS = {
+    "torch_tuned": _torch_fasttd3,
+    "torch_compile": lambda config, setup, data: _torch_fasttd3(config, setup, data, "default"),
+    "torch_cudagraph": lambda config, setup, data: _torch_fasttd3(config, setup, data, "reduce-overhead"),
 }

@@ -76,7 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--full", action="store_true", default=None,
                       help="hidden 64-64, 256-256, 400-300, 1024-1024 x batch 100, 256, 1024, 4096 (long on a CPU)")
     grid.add_argument("--algos", nargs="+", choices=ALGOS,
-                      help="algorithms (ourddpg is the DDPG variant timed; default both, --quick td3)")
+                      help="algorithms (ourddpg is the DDPG variant timed; default td3 and ourddpg, --quick td3); "
+                           "fasttd3 at a humanoid's sizes (obs 67, act 21, 101 atoms; hidden = the critic's sizes, "
+                           "the actor's half of each), alone by default critic 1024-512-256 x batch 4096, 32768")
     grid.add_argument("--hidden", nargs="+", type=_hidden, help="hidden sizes to time, e.g. 256-256 400-300")
     grid.add_argument("--batch", nargs="+", type=positive_int, help="batch sizes to time, e.g. 100 256")
     grid.add_argument("--impls", nargs="+", choices=list(IMPLEMENTATIONS),
