@@ -110,7 +110,7 @@ def rollout(cheetah):
         wrapped = wrapper.wrap_for_brax_training(cheetah.env, episode_length=LIMIT)
         start = wrapped.reset(jax.random.key_data(keys))     # Brax's wrappers take raw uint32 keys
         wrapped_final = jax.lax.scan(lambda s, a: (wrapped.step(s, a), None), start, actions)[0]
-        return state.obs, final.obs, wrapped_final.obs
+        return state.obs, final.obs, start.obs, wrapped_final.obs
 
     return ours(keys), raw(keys)
 
@@ -141,15 +141,17 @@ def test_reset_and_step_shapes_under_vmap(rollout):
 def test_truncation_keeps_the_true_final_observation(rollout):
     """At the time limit the step returns the observation the physics reached, not a reset observation.
     Playground's training wrapper (``wrap_for_brax_training``) returns its cached reset observation there
-    (Playground issue #305); that observation is ``raw_start`` below, and this test would fail with it."""
-    (obs0, (obs, _, terminated, truncated)), (raw_start, raw_final, wrapped_final) = rollout
+    (Playground issue #305), and this test would fail with it."""
+    (obs0, (obs, _, terminated, truncated)), (raw_start, raw_final, wrapped_start, wrapped_final) = rollout
     at_limit = np.arange(1, LIMIT + 1) >= LIMIT
     np.testing.assert_array_equal(np.asarray(truncated), np.stack([at_limit, at_limit], axis=1))
     assert not np.asarray(terminated).any()                # a truncation, not a termination
     np.testing.assert_array_equal(obs0, raw_start)         # our reset is Playground's
     np.testing.assert_array_equal(obs[-1], raw_final)      # the true final observation
     assert np.abs(np.asarray(obs[-1]) - np.asarray(raw_start)).max() > 1e-3   # ... which is not the start
-    np.testing.assert_array_equal(wrapped_final, raw_start)   # the wrapper's: the start again, the check above fails
+    # The wrapper's observation at the same step is its cached start again; the check above fails on it.
+    np.testing.assert_array_equal(wrapped_final, wrapped_start)
+    assert np.abs(np.asarray(wrapped_final) - np.asarray(raw_final)).max() > 1e-3
 
 
 def test_playgrounds_done_is_termination(cheetah):
@@ -158,10 +160,14 @@ def test_playgrounds_done_is_termination(cheetah):
     import jax
     import jax.numpy as jnp
 
-    state, _ = cheetah.reset(jax.random.key(0), jnp.float32)
-    data = state.state.data
-    broken = state._replace(state=state.state.replace(data=data.replace(qvel=data.qvel.at[0].set(jnp.nan))))
-    _, obs, reward, terminated, truncated = jax.jit(cheetah.step)(broken, jnp.zeros(6, jnp.float32))
+    @jax.jit
+    def first_step_from_a_broken_state(key):
+        state, _ = cheetah.reset(key, jnp.float32)
+        data = state.state.data
+        broken = state._replace(state=state.state.replace(data=data.replace(qvel=data.qvel.at[0].set(jnp.nan))))
+        return cheetah.step(broken, jnp.zeros(6, jnp.float32))[3:]
+
+    terminated, truncated = first_step_from_a_broken_state(jax.random.key(0))
     assert bool(terminated) and not bool(truncated)
 
 
