@@ -87,6 +87,9 @@ class TrainSettings:
     """Compiled loop: env steps per compiled call (a checkpoint and stop point); None: ``eval_every``."""
     brax_backend: str = "spring"
     """Brax's physics backend for ``brax:NAME`` environments."""
+    playground_impl: str = "auto"
+    """MuJoCo Playground's physics for ``playground:NAME`` environments: "jax" (MJX), "warp" (MuJoCo Warp,
+    NVIDIA GPUs) or "auto" ("jax" when JAX sees no NVIDIA GPU, else the task's default)."""
 
     @property
     def warmup_steps(self) -> int:

@@ -247,13 +247,19 @@ def test_every_config_field_has_a_flag_or_comes_from_the_environment():
 
 
 @pytest.mark.parametrize("name", [n for n in MODULES if n.startswith("jax_td3.loops")])
-def test_loops_never_mention_brax(name):
-    """The compiled loop steps any JAX-native environment; a Brax-specific rule in it would mean the
-    environment interface is missing something."""
+def test_loops_never_mention_brax_or_playground(name):
+    """The compiled loop steps any JAX-native environment; a Brax- or Playground-specific rule in it would
+    mean the environment interface is missing something."""
     assert "brax" not in MODULES[name].read_text().lower()
-    assert not any(m.split(".")[0] in ("brax", "mujoco", "gymnasium") for m in imported_names(MODULES[name]))
+    assert "playground" not in MODULES[name].read_text().lower()
+    assert not any(m.split(".")[0] in ("brax", "mujoco", "mujoco_playground", "gymnasium")
+                   for m in imported_names(MODULES[name]))
 
 
-def test_only_the_brax_adapter_imports_brax():
-    importers = {n for n in MODULES if any(m.split(".")[0] in ("brax", "mujoco") for m in imported_names(MODULES[n]))}
-    assert importers == {"jax_td3.envs.brax"}
+def test_only_the_adapters_import_brax_mujoco_or_playground():
+    """Each physics library is imported by its adapter alone (``envs.brax``, ``envs.playground``)."""
+    def importers(*libraries):
+        return {n for n in MODULES if any(m.split(".")[0] in libraries for m in imported_names(MODULES[n]))}
+
+    assert importers("brax", "mujoco") == {"jax_td3.envs.brax"}
+    assert importers("mujoco_playground") == {"jax_td3.envs.playground"}

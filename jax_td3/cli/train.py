@@ -9,6 +9,7 @@ from typing import Any
 
 from jax_td3.cli.args import add_config_flags, given, nonnegative_int, positive_int, updates_per_episode
 from jax_td3.envs.brax import BACKENDS as BRAX_BACKENDS
+from jax_td3.envs.playground import IMPLS as PLAYGROUND_IMPLS
 from jax_td3.presets import DEFAULTS, PRESETS
 from jax_td3.settings import BACKENDS, DTYPES, EXPLORATIONS, SCHEDULES, VECTOR_MODES
 
@@ -41,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--brax-backend", choices=BRAX_BACKENDS, default=None,
                      help=f"Brax's physics for --env brax:NAME (the brax extra; default {d['brax_backend']}, the "
                           f"fastest measured on a CPU)")
+    run.add_argument("--playground-impl", choices=PLAYGROUND_IMPLS, default=None,
+                     help=f"MuJoCo Playground's physics for --env playground:NAME (the playground extra): jax "
+                          f"(MJX), warp (MuJoCo Warp, NVIDIA GPUs) or auto (default {d['playground_impl']}: jax "
+                          f"without an NVIDIA GPU, else the task's own)")
     run.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                      help="with --compiled: run over several processes (jax.distributed); every process gets the "
                           "same flags and its own --process-id, and the agents are sharded over all their devices")

@@ -192,7 +192,8 @@ def train_compiled_run(plan: Any, *, preset: str | None, num_seeds: int, progres
             refuse_if_holds_run(out_dir)
         loop = compiled_settings(settings)
         loop.check()
-        env = make_jax_env(settings.env, brax_backend=settings.brax_backend)
+        env = make_jax_env(settings.env, brax_backend=settings.brax_backend,
+                           playground_impl=settings.playground_impl)
         float_dtype(settings.dtype)
         if checkpoint is not None:
             from jax_td3.run.checkpoint import config_from_checkpoint
