@@ -347,7 +347,7 @@ def make_config(algo: str, **overrides: Any) -> TD3Config:
     unknown = set(overrides) - known
     if unknown:
         owners = sorted({other for other, c in CONFIGS.items() if unknown & {f.name for f in dataclasses.fields(c)}})
-        elsewhere = f" (only {', '.join(owners)} has it)" if owners else ""
+        elsewhere = f" ({', '.join(owners)} only)" if owners else ""
         names = ", ".join(f"`{name}`" for name in sorted(unknown))
         raise ConfigError(f"{algo} has no setting {names}{elsewhere}")
     return cls(**overrides).validate()

@@ -181,8 +181,8 @@ def fasttd3_to_torch(state: Any, agent: Any) -> None:
         for tensor, values in moments.items():
             optimizer.state[tensor] = {"step": torch.tensor(float(count)), **values}
     statistics = state.obs_normalizer
-    mean = torch.as_tensor(np.asarray(statistics.mean), dtype=agent.dtype)[None]
-    var = torch.as_tensor(np.asarray(statistics.var), dtype=agent.dtype)[None]
+    mean = torch.as_tensor(np.array(statistics.mean), dtype=agent.dtype)[None]
+    var = torch.as_tensor(np.array(statistics.var), dtype=agent.dtype)[None]
     agent.obs_normalizer.load_state_dict({"_mean": mean, "_var": var, "_std": var.sqrt(),
                                           "count": torch.tensor(int(np.asarray(statistics.count)))})
     agent.step = int(np.asarray(state.step))
