@@ -27,23 +27,30 @@ def _torch_layout() -> Any:
 
 def make_torch_agent(config: TD3Config, dtype: Any = "float32", device: Any = "cpu") -> Any:
     """The torch_ref agent with the same architecture and hyperparameters as ``config`` (``dtype``: a
-    torch dtype or a name)."""
+    torch dtype or a name); ``torch_ref.FastTD3`` for fasttd3 (``make_fasttd3_agent``)."""
+    if config.algo == "fasttd3":
+        return make_fasttd3_agent(config, dtype, device)
     return _torch_layout().make_agent(config, dtype, device)
 
 
 def state_to_torch(config: TD3Config, state: TrainState, agent: Any) -> None:
-    """Load a JAX train state into a torch_ref agent: online and target weights, Adam states, counter."""
+    """Load a JAX train state into a torch_ref agent: online and target weights, Adam states, counter
+    (fasttd3: ``fasttd3_to_torch``)."""
+    if config.algo == "fasttd3":
+        fasttd3_to_torch(state, agent)
+        return
     _torch_layout().load_agent(agent, jax_layout.to_neutral(config, state), source="from JAX")
 
 
 def state_from_torch(config: TD3Config, agent: Any, template: TrainState) -> TrainState:
     """A JAX train state holding the torch agent's weights, targets, Adam states and counter.
 
-    ``template`` (e.g. ``init_train_state(config, key, dtype)``) gives the tree structure.
+    ``template`` (e.g. ``init_train_state(config, key, dtype)``) gives the tree structure (fasttd3:
+    ``fasttd3_from_torch``).
     """
+    if config.algo == "fasttd3":
+        return fasttd3_from_torch(agent, template)  # type: ignore[no-any-return]  # a FastTD3 TrainState
     return jax_layout.from_neutral(config, _torch_layout().agent_state(agent), template, source="torch")
-
-
 
 
 # -- FastTD3: its JAX train state <-> torch_ref.FastTD3 (modules, AdamW states, normaliser) ----------------

@@ -11,11 +11,11 @@ import torch
 import torch_ref
 from jax_td3 import convert
 from jax_td3.config import ALGOS, make_config
+from jax_td3.update import Batch, init_train_state, update
 
 # FastTD3 has its own update and train state (distributional critics, AdamW, a normaliser); its
 # ``convert.fasttd3_to_torch``/``fasttd3_from_torch`` and its update are checked by their own tests.
 TD3_FAMILY = [algo for algo in ALGOS if algo != "fasttd3"]
-from jax_td3.update import Batch, init_train_state, update
 
 
 def config_for(algo):

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from jax_td3 import convert
 from jax_td3.config import ALGOS, make_config
+from jax_td3.parity import FLOAT64_TOLERANCE, default_tolerance, run_parity
 
 # FastTD3 has its own update and train state (distributional critics, AdamW, a normaliser); its
 # ``convert.fasttd3_to_torch``/``fasttd3_from_torch`` and its update are checked by their own tests.
 TD3_FAMILY = [algo for algo in ALGOS if algo != "fasttd3"]
-from jax_td3.parity import FLOAT64_TOLERANCE, default_tolerance, run_parity
 
 
 def expected_quantity_count(config) -> int:
