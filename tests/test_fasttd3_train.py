@@ -96,6 +96,39 @@ def test_backends_give_the_same_fasttd3_run_in_float64(x64):
             run.close()
 
 
+def test_a_dropped_non_finite_transition_is_left_out_of_the_n_step_windows_and_the_run_goes_on():
+    import gymnasium as gym
+
+    from jax_td3.config import config_for_env
+    from jax_td3.envs import env_spec, make_env
+    from jax_td3.loops.host import Trainer
+    from jax_td3.settings import TrainSettings
+
+    class NaNRewardAt57(gym.Wrapper):
+        steps = 0
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.steps += 1
+            return obs, float("nan") if self.steps == 57 else reward, terminated, truncated, info
+
+    env = NaNRewardAt57(make_env("Pendulum-v1"))
+    config = config_for_env("fasttd3", env_spec(env), hidden=(16, 16), critic_hidden=(16, 16), num_atoms=11,
+                            v_min=-1650.0, v_max=0.0, batch_size=16, n_step=3)
+    trainer = Trainer(config, TrainSettings(env="Pendulum-v1", total_steps=120, learning_starts=60, eval_every=1000,
+                                            eval_episodes=1, skip_nonfinite=True), env=env)
+    try:
+        while not trainer.done:
+            trainer.step()
+        assert trainer.skipped_transitions == 1 and trainer.updates == 60
+        buffer = trainer.buffer
+        assert buffer.written + buffer.pending() == 119   # every finite transition starts one, the NaN none
+        assert np.all(np.isfinite(buffer.arrays["reward"][:len(buffer)]))
+        assert np.sum(buffer.arrays["discount"][:len(buffer)] > 0.99 ** 3 + 1e-6) == 2   # the two cut windows
+    finally:
+        trainer.close()
+
+
 def start_and_kill(out, flags, delay):
     """Start a run in a child process and SIGKILL it ``delay`` seconds after its second checkpoint."""
     child = subprocess.Popen([sys.executable, "-m", "jax_td3.cli", "train", *RUN_FLAGS, "--out", str(out), *flags],
