@@ -36,12 +36,16 @@ def _torch_uniform(bound: float) -> Callable[..., jax.Array]:
     return init
 
 
-def dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:
-    """nn.Dense with PyTorch's nn.Linear init (U(+-1/sqrt(fan_in)) for weight and bias) or Flax's."""
+def dense(features: int, fan_in: int, init: str, name: str, **dense_options: Any) -> nn.Dense:
+    """nn.Dense with PyTorch's nn.Linear init (U(+-1/sqrt(fan_in)) for weight and bias) or Flax's.
+
+    ``dense_options`` go to nn.Dense as they are (FastTD3's bfloat16 products pass ``dot_general``).
+    """
     if init == "torch":
         bound = 1.0 / math.sqrt(fan_in)
-        return nn.Dense(features, kernel_init=_torch_uniform(bound), bias_init=_torch_uniform(bound), name=name)
-    return nn.Dense(features, name=name)
+        return nn.Dense(features, kernel_init=_torch_uniform(bound), bias_init=_torch_uniform(bound), name=name,
+                        **dense_options)
+    return nn.Dense(features, name=name, **dense_options)
 
 
 class Actor(nn.Module):

@@ -88,6 +88,7 @@ LAYERS = (
     ("loops", ("jax_td3.loops",)),
     ("backends, adapters, parity engine", ("jax_td3.backends", "jax_td3.adapters", "jax_td3.convert",
                                            "jax_td3.parity.compare", "jax_td3.parity.update_level")),
+    # FastTD3's update (jax_td3.fasttd3: state, normalizer, networks, losses, update) beside TD3's.
     ("algorithm", ("jax_td3.update", "jax_td3.losses", "jax_td3.networks", "jax_td3.replay", "jax_td3.buffer",
                    "jax_td3.fasttd3", "jax_td3.fasttd3.replay", "jax_td3.noise")),
     # The package root holds the version and re-exports the public API lazily (importlib, not imports).
