@@ -122,7 +122,7 @@ COUNTERS = ("step", "actor_adam_count", "critic_adam_count")
 # quantity per parameter tensor of the network it is paired with.
 QUANTITY_FAMILIES = (
     "target_action", "target_q", "current_q", "critic_loss",
-    "critic_grad", "critic_adam_m", "critic_adam_v", "critic",
+    "critic_grad", "critic_grad_norm", "critic_adam_m", "critic_adam_v", "critic",
     "actor_q", "actor_loss", "actor_grad", "actor_adam_m", "actor_adam_v",
     "actor", "critic_target", "actor_target",
 )
@@ -146,9 +146,9 @@ FASTTD3_STATE_FAMILIES = FASTTD3_NETWORKS + ADAM_FAMILIES
 NORMALIZER_ENTRIES = ("obs_normalizer.mean", "obs_normalizer.var", "obs_normalizer.count")
 FASTTD3_QUANTITY_FAMILIES = (
     "target_action", "projected", "cdq_choice", "target_dist", "critic_logits", "critic_loss", "critic_lr",
-    "critic_grad", "critic_adam_m", "critic_adam_v", "critic",
-    "actor_lr", "actor_q", "actor_loss", "actor_grad", "actor_adam_m", "actor_adam_v",
-    "actor", "critic_target", *NORMALIZER_ENTRIES, *COUNTERS,
+    "critic_grad", "critic_grad_norm", "critic_adam_m", "critic_adam_v", "critic",
+    "actor_lr", "actor_q", "actor_loss", "actor_grad", "actor_grad_norm", "actor_adam_m",
+    "actor_adam_v", "actor", "critic_target", *NORMALIZER_ENTRIES, *COUNTERS,
 )
 
 

@@ -203,12 +203,13 @@ class FastTD3JaxAdapter:
         actor_updated = bool(metrics["actor_updated"])
         out: dict[str, Any] = {name: np.asarray(internals[name]) for name in
                                ("target_action", "projected", "cdq_choice", "target_dist", "critic_logits",
-                                "critic_lr", "actor_lr")}
+                                "critic_lr", "actor_lr", "critic_grad_norm")}
         out["critic_loss"] = np.asarray(metrics["critic_loss"])
         out.update(_prefixed("critic_grad", neutral_tensors(config, "critic", internals["critic_grads"])))
         if actor_updated:   # on the other updates the internals hold zeros, not an actor step
             out["actor_q"] = np.asarray(internals["actor_q"])
             out["actor_loss"] = np.asarray(metrics["actor_loss"])
+            out["actor_grad_norm"] = np.asarray(internals["actor_grad_norm"])
             out.update(_prefixed("actor_grad", neutral_tensors(config, "actor", internals["actor_grads"])))
         out.update(to_neutral(config, new_state))
         out["actor_updated"] = actor_updated

@@ -104,11 +104,12 @@ class FastTD3TorchRefAdapter:
         actor_updated = bool(info["actor_updated"])
         out: dict[str, Any] = {name: _numpy(info[name]) for name in
                                ("target_action", "projected", "cdq_choice", "target_dist", "critic_logits",
-                                "critic_loss")}
+                                "critic_loss", "critic_grad_norm")}
         out.update(critic_lr=np.asarray(info["critic_lr"]), actor_lr=np.asarray(info["actor_lr"]))
         out.update({f"critic_grad.{name}": _numpy(g) for name, g in info["critic_grads"].items()})
         if actor_updated:
-            out.update(actor_q=_numpy(info["actor_q"]), actor_loss=_numpy(info["actor_loss"]))
+            out.update(actor_q=_numpy(info["actor_q"]), actor_loss=_numpy(info["actor_loss"]),
+                       actor_grad_norm=_numpy(info["actor_grad_norm"]))
             out.update({f"actor_grad.{name}": _numpy(g) for name, g in info["actor_grads"].items()})
         out.update(agent_state(self.agent))
         out["actor_updated"] = actor_updated
