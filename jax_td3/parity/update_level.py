@@ -189,6 +189,12 @@ def _exact(value: Any) -> bool:
     return np.asarray(value).dtype.kind in "biu"
 
 
+def _exact_mismatches(name: str, config: TD3Config, dtype: str, reported: Sequence[dict]) -> int:
+    if name == "cdq_choice":
+        return cdq_mismatches(config, dtype, reported[0], reported[1])
+    return int(np.sum(np.asarray(reported[0][name]) != np.asarray(reported[1][name])))
+
+
 def cdq_mismatches(config: TD3Config, dtype: str, a: dict, b: dict) -> int:
     """Samples where the two sides' ``cdq_choice`` differ, leaving out ties within rounding (``CDQ_TIE``):
     the expected values are those of ``a``'s ``projected`` on the support."""
@@ -266,15 +272,13 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
         checks = [name for name in names
                   if (actor_iteration or family(name) not in ACTOR_STEP_FAMILIES)
                   and name in reported[0] and name in reported[1]]
-        exact = [name for name in checks if _exact(reported[0][name]) or _exact(reported[1][name])]
-        for name in exact:
-            ours, theirs_ = reported[0][name], reported[1][name]
-            errors = (cdq_mismatches(config, dtype, reported[0], reported[1]) if name == "cdq_choice"
-                      else int(np.sum(np.asarray(ours) != np.asarray(theirs_))))
-            tracker.record_exact(name, errors, it)
+        exact = {name for name in checks if _exact(reported[0][name]) or _exact(reported[1][name])}
         differences = compare([(name, reported[0][name], reported[1][name]) for name in checks if name not in exact])
-        for name, (max_abs, max_rel) in differences.items():
-            tracker.record(name, max_abs, max_rel, it)
+        for name in checks:   # in report order, so the first divergence is the first quantity computed
+            if name in exact:
+                tracker.record_exact(name, _exact_mismatches(name, config, dtype, reported), it)
+            else:
+                tracker.record(name, *differences[name], it)
         # After the values: a tensor that moved when it should not have is named by its value first.
         errors = sum(_schedule_errors(out, prev, actor_iteration, held) for out, prev in zip(reported, before))
         tracker.record_exact("schedule", errors, it)
