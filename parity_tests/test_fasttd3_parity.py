@@ -25,7 +25,7 @@ from jax_td3.parity.update_level import NStepDraws, cdq_mismatches
 # cases that between them set every option away from its default: sizes that are not powers of two,
 # 51 and 101 atoms, n-step 3 and 1 (discount gamma^k, k <= 3), asymmetric boxes, clipped double Q on and
 # off, policy_freq 3 and 2, gradient clipping that engages, a cosine schedule, LayerNorm, no normaliser.
-CASES = {
+CASES: dict[str, dict] = {
     "default-networks": dict(obs_dim=17, act_dim=6, batch_size=8),
     "odd-cdq": dict(obs_dim=5, act_dim=2, hidden=(19, 13), critic_hidden=(37, 23, 11), num_atoms=51, batch_size=16,
                     n_step=3, gamma=0.97, use_cdq=True, policy_freq=3, max_grad_norm=0.2, tau=0.05,
@@ -182,8 +182,8 @@ def test_projection_agrees_with_torch_ref(seed, atoms, v_min, width, batch, rewa
     if reward_kind == "inside":
         reward = rng.uniform(v_min, v_max, batch)
     elif reward_kind == "beyond":
-        reward = np.where(rng.random(batch) < 0.5, v_max, v_min) + rng.choice([-1, 1], batch) * rng.uniform(0, 2 * width,
-                                                                                                           batch)
+        excess = rng.uniform(0.0, 2 * width, batch)
+        reward = np.where(rng.random(batch) < 0.5, v_max + excess, v_min - excess)
     else:
         reward = support[rng.integers(0, atoms, batch)]
     bootstrap = (rng.random(batch) < 0.5).astype(np.float64)

@@ -102,5 +102,6 @@ def make_adapter(name: str, config: TD3Config, dtype: DTypeLike = "float64", *, 
                           f"{INSTALL_HINT}") from None
 
 
-__all__ = ["ADAPTERS", "ADAPTER_SETTINGS", "Adapter", "FASTTD3_ADAPTERS", "INSTALL_HINT", "NeutralState", "THIRD_PARTY", "adapter_settings",
+__all__ = ["ADAPTERS", "ADAPTER_SETTINGS", "Adapter", "FASTTD3_ADAPTERS", "INSTALL_HINT", "NeutralState", "THIRD_PARTY",
+           "adapter_settings",
            "make_adapter", "settings_differences"]

@@ -140,7 +140,8 @@ def from_neutral(config: FastTD3Config, state: NeutralState, template: TrainStat
         trees[f"{network}_opt_state"] = with_adam_state(opt_template, adam)
     for entry in ("obs_normalizer.mean", "obs_normalizer.var"):
         if np.shape(state[entry]) != (config.obs_dim,):
-            raise ConversionError(f"{entry}: {source} shape {np.shape(state[entry])} does not match ({config.obs_dim},)")
+            raise ConversionError(f"{entry}: {source} shape {np.shape(state[entry])} does not match "
+                                  f"({config.obs_dim},)")
     count_dtype = template.obs_normalizer.count.dtype
     trees["obs_normalizer"] = NormalizerState(mean=jnp.asarray(state["obs_normalizer.mean"]),
                                               var=jnp.asarray(state["obs_normalizer.var"]),
@@ -216,5 +217,5 @@ class FastTD3JaxAdapter:
         return out
 
 
-__all__ = ["FastTD3JaxAdapter", "NETWORK_FIELDS", "fasttd3_quantities", "from_neutral", "module_paths", "neutral_tensors",
-           "observe", "param_layout", "to_neutral"]
+__all__ = ["FastTD3JaxAdapter", "NETWORK_FIELDS", "fasttd3_quantities", "from_neutral", "module_paths",
+           "neutral_tensors", "observe", "param_layout", "to_neutral"]

@@ -272,10 +272,11 @@ def compare_adapters(a: Adapter, b: Adapter, config: TD3Config, *, dtype: str = 
         checks = [name for name in names
                   if (actor_iteration or family(name) not in ACTOR_STEP_FAMILIES)
                   and name in reported[0] and name in reported[1]]
-        exact = {name for name in checks if _exact(reported[0][name]) or _exact(reported[1][name])}
-        differences = compare([(name, reported[0][name], reported[1][name]) for name in checks if name not in exact])
+        exactly = {name for name in checks if _exact(reported[0][name]) or _exact(reported[1][name])}
+        differences = compare([(name, reported[0][name], reported[1][name]) for name in checks
+                               if name not in exactly])
         for name in checks:   # in report order, so the first divergence is the first quantity computed
-            if name in exact:
+            if name in exactly:
                 tracker.record_exact(name, _exact_mismatches(name, config, dtype, reported), it)
             else:
                 tracker.record(name, *differences[name], it)
