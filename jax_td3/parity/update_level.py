@@ -54,8 +54,15 @@ FORWARD_QUANTITIES = ("target_action", "target_q", "current_q", "critic_loss")
 # atoms per sample, each a few ulps on top of the logits' dot products. The normaliser's statistics are
 # means and variances of <= ~1000 rows (the variance's cross-term uses the new mean: no catastrophic
 # cancellation for the observations' scales), and the learning rates one cosine: ulps. Same 1e-5.
-FASTTD3_FORWARD_QUANTITIES = ("projected", "target_dist", "critic_logits", "critic_lr", "actor_lr",
-                              "obs_normalizer.mean", "obs_normalizer.var")
+FASTTD3_FORWARD_QUANTITIES = ("critic_logits", "critic_lr", "actor_lr", "obs_normalizer.mean", "obs_normalizer.var")
+# The projected distributions (and the target made of them) in float32 have one more source: the two
+# frameworks' linspace put an atom of the support up to an ulp of max|z| apart, so a target's fractional
+# position b = (Tz - v_min) / delta_z differs by up to eps * max|z| / delta_z, ~eps * (atoms - 1) / 2 on a
+# symmetric support (6e-6 at 101 atoms; measured 6.5e-6 on +-10 with 101 atoms), and that share of the
+# mass moves between two neighbouring atoms. Tolerance 1e-4 (supports of up to ~1600 atoms); a wrong
+# projection moves O(1) of the mass.
+FLOAT32_PROJECTION_TOLERANCE = 1e-4
+PROJECTION_QUANTITIES = ("projected", "target_dist")
 # Which critic clipped double Q took (``cdq_choice``) is compared exactly except where the two expected
 # values sum_j proj_i[j] z_j are within rounding of each other: each is a dot product of <= ~100 terms
 # bounded by max|z|, so the two implementations' values differ by up to ~atoms * eps * max|z| (1e-14 of
@@ -70,6 +77,8 @@ def default_tolerance(dtype: str, quantity: str = "") -> float:
     """The tolerance on ``max_rel`` of ``quantity`` in a comparison in ``dtype``."""
     if dtype == "float64":
         return FLOAT64_TOLERANCE
+    if quantity in PROJECTION_QUANTITIES:
+        return FLOAT32_PROJECTION_TOLERANCE
     forward = quantity in FORWARD_QUANTITIES or quantity in FASTTD3_FORWARD_QUANTITIES
     return FLOAT32_FORWARD_TOLERANCE if forward else FLOAT32_TOLERANCE
 
