@@ -175,7 +175,8 @@ project = jax.jit(categorical_projection)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2 ** 31), atoms=st.sampled_from([2, 3, 11, 51, 101]), v_min=st.floats(-300.0, 50.0),
        width=st.floats(0.5, 600.0), batch=st.sampled_from([1, 9]),
-       reward_kind=st.sampled_from(["inside", "beyond", "atom"]), discount=st.sampled_from([0.99, 0.99 ** 2, 0.97 ** 3, 1.0, 0.0]))
+       reward_kind=st.sampled_from(["inside", "beyond", "atom"]),
+       discount=st.sampled_from([0.99, 0.99 ** 2, 0.97 ** 3, 1.0, 0.0]))
 def test_projection_agrees_with_torch_ref(seed, atoms, v_min, width, batch, reward_kind, discount):
     """Every drawn case agrees to 1e-12 (float64); mass is conserved and stays on the support on both sides."""
     from torch_ref.fasttd3 import DistributionalQNetwork
