@@ -122,7 +122,7 @@ COUNTERS = ("step", "actor_adam_count", "critic_adam_count")
 # quantity per parameter tensor of the network it is paired with.
 QUANTITY_FAMILIES = (
     "target_action", "target_q", "current_q", "critic_loss",
-    "critic_grad", "critic_grad_norm", "critic_adam_m", "critic_adam_v", "critic",
+    "critic_grad", "critic_adam_m", "critic_adam_v", "critic",
     "actor_q", "actor_loss", "actor_grad", "actor_adam_m", "actor_adam_v",
     "actor", "critic_target", "actor_target",
 )
