@@ -39,6 +39,11 @@ INIT = jax.jit(init_train_state, static_argnums=(0, 2))
 PROJECT = jax.jit(losses.categorical_projection)
 
 
+def key(seed):
+    """A PRNG key of the "rbg" kind: initialisation compiles in a fraction of threefry's time on CPU."""
+    return jax.random.key(seed, impl="rbg")
+
+
 def numpy_normalizer_update(mean, var, count, x):
     """FastTD3's rule written out in NumPy: the between-batch term uses the updated mean."""
     n = x.shape[0]
@@ -108,6 +113,13 @@ def numpy_projection(probs, reward, bootstrap, discount, z, v_min, v_max):
     return out
 
 
+def projection_atol(atoms):
+    """Absolute tolerance of a projected mass: the weights u - b and b - l carry the rounding of b, up to
+    atoms - 1, which differs by a few ulps where XLA fuses reward + bootstrap * discount * z into one
+    multiply-add and NumPy does not."""
+    return 8 * np.finfo(np.float64).eps * atoms
+
+
 def random_probs(rng, batch, atoms, dtype=np.float64):
     logits = rng.normal(0.0, 2.0, (batch, atoms))
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -135,7 +147,7 @@ def test_projection_equals_the_per_atom_rule_and_conserves_mass(x64, seed, atoms
     got = np.asarray(project(probs, reward, bootstrap, discount, v_min, v_max))
     z = np.asarray(jnp.linspace(v_min, v_max, atoms, dtype=jnp.float64))
     np.testing.assert_allclose(got, numpy_projection(probs, reward, bootstrap, discount, z, v_min, v_max),
-                               rtol=1e-12, atol=1e-15)
+                               rtol=1e-12, atol=projection_atol(atoms))
     np.testing.assert_allclose(got.sum(axis=1), probs.sum(axis=1), rtol=1e-13)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-13)
     assert np.all(got >= 0)
@@ -230,10 +242,10 @@ def make_batch(rng, dtype, batch=BATCH):
                  discount=cast(np.full(batch, 0.99 ** 3)))
 
 
-def seen_state(key=0):
+def seen_state(seed=0):
     """A fresh float64 train state whose normaliser has seen some observations (normalising is not the
     identity). Every config of these tests has CONFIG's networks, so one initialisation serves them all."""
-    state = INIT(CONFIG, jax.random.key(key), jnp.float64)
+    state = INIT(CONFIG, key(seed), jnp.float64)
     rows = np.random.default_rng(9).normal(2.0, 3.0, (50, OBS_DIM))
     return state._replace(obs_normalizer=normalizer_update(state.obs_normalizer, rows))
 
@@ -249,7 +261,7 @@ def leaves_equal(a, b):
 
 
 def test_init_state_targets_copy_and_networks_follow_fasttd3s_init(x64):
-    state = INIT(CONFIG, jax.random.key(1), jnp.float64)
+    state = INIT(CONFIG, key(1), jnp.float64)
     leaves_equal(state.critic_target_params, state.critic_params)
     assert {x.dtype for x in jax.tree_util.tree_leaves(state)} == {np.dtype("float64"), np.dtype("int32")}
     actor = state.actor_params["params"]
@@ -292,11 +304,11 @@ def test_one_update_in_float64(x64):
     target_logits = networks.critic_logits(config, state.critic_target_params, norm(batch.next_obs), expected_action)
     projected = [numpy_projection(np.asarray(jax.nn.softmax(target_logits[i])), batch.reward * 0.5, batch.bootstrap,
                                   batch.discount, z, -5.0, 5.0) for i in range(2)]
-    np.testing.assert_allclose(internals["projected"], projected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(internals["projected"], projected, rtol=1e-12, atol=projection_atol(ATOMS))
     first = (projected[0] @ z) < (projected[1] @ z)
     np.testing.assert_array_equal(internals["cdq_choice"], first)
     chosen = np.where(first[:, None], projected[0], projected[1])
-    np.testing.assert_allclose(internals["target_dist"], [chosen, chosen], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(internals["target_dist"], [chosen, chosen], rtol=1e-12, atol=projection_atol(ATOMS))
 
     logits = np.asarray(networks.critic_logits(config, state.critic_params, norm(batch.obs), batch.action))
     np.testing.assert_allclose(internals["critic_logits"], logits, rtol=1e-13)
@@ -410,7 +422,7 @@ def test_vmap_over_two_taus_equals_two_updates(x64):
     taus = [0.1, 0.6]
     swept = jax.tree_util.tree_map(lambda x: np.full((2,), x, np.float64), SWEEPABLE)
     swept = dataclasses.replace(swept, tau=np.array(taus))
-    keys = jax.random.split(jax.random.key(3), 2)
+    keys = jax.random.split(key(3), 2)
 
     @jax.jit
     def init_and_update(swept, keys):
@@ -418,9 +430,11 @@ def test_vmap_over_two_taus_equals_two_updates(x64):
         return states, jax.vmap(update, in_axes=(0, 0, None, None))(swept, states, batch, noise)
 
     states, (both, metrics) = init_and_update(swept, keys)
+    # Agent 0 against the update compiled with its config static, agent 1 with its config a pytree argument.
+    steps = [jax.jit(update_with_internals, static_argnums=0), STEP]
     for i, tau in enumerate(taus):
         agent = lambda tree: jax.tree_util.tree_map(lambda x: x[i], tree)
-        one, one_metrics, _ = STEP(SWEEPABLE.replace(tau=tau), agent(states), batch, noise)
+        one, one_metrics, _ = steps[i](SWEEPABLE.replace(tau=tau), agent(states), batch, noise)
         leaves_close(agent(both), one, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(metrics["critic_loss"][i], one_metrics["critic_loss"], rtol=1e-12)
     assert not np.allclose(states.critic_params["params"]["l1"]["kernel"][0],
@@ -431,7 +445,7 @@ def test_layer_norm_and_bfloat16_products():
     """The options FastTD3 offers: LayerNorm in the critics, bfloat16 matrix products (parameters, losses
     and metrics stay float32)."""
     config = CONFIG.replace(critic_layer_norm=True, bfloat16_matmuls=True)
-    state = INIT(config, jax.random.key(4), jnp.float32)
+    state = INIT(config, key(4), jnp.float32)
     batch = make_batch(np.random.default_rng(11), np.float32)
     step = lambda s: update_with_internals(config, s, batch, np.zeros((BATCH, ACT_DIM), np.float32))
     jaxpr = str(jax.make_jaxpr(step)(state))
@@ -455,17 +469,17 @@ def test_hundreds_of_updates_on_a_tiny_problem_stay_finite_and_learn():
     data = Batch(obs, action, obs, reward, np.zeros(n, np.float32), np.ones(n, np.float32))
 
     @jax.jit
-    def train(key):
-        state = init_train_state(config, key)
+    def train(seed_key):
+        state = init_train_state(config, seed_key)
         state = state._replace(obs_normalizer=normalizer_update(state.obs_normalizer, obs))
 
-        def one(state, key):
-            pick, noise = jax.random.split(key)
+        def one(state, step_key):
+            pick, noise = jax.random.split(step_key)
             rows = jax.random.randint(pick, (64,), 0, n)
             return update_from_key(config, state, jax.tree_util.tree_map(lambda x: jnp.asarray(x)[rows], data), noise)
-        return jax.lax.scan(one, state, jax.random.split(key, 300))
+        return jax.lax.scan(one, state, jax.random.split(seed_key, 300))
 
-    new, metrics = train(jax.random.key(0))
+    new, metrics = train(key(0))
     assert all(np.all(np.isfinite(v)) for v in metrics.values())
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(new))
     critic_loss = np.asarray(metrics["critic_loss"])

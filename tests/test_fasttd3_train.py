@@ -192,7 +192,7 @@ def test_export_holds_the_normaliser_and_acts_like_the_backend_then_eval_reads_i
     from torch_ref.fasttd3 import Actor, EmpiricalNormalization
 
     out = tmp_path / "run"
-    assert train(out, *VARIANTS["jax-1env"], "--dtype", "float64") == 0
+    assert train(out, *VARIANTS["jax-1env"]) == 0
     agent = tmp_path / "agent.pt"
     assert main(["export", str(out), "--to", "torch", str(agent)]) == 0
     blob = torch.load(agent, weights_only=True)
@@ -211,11 +211,9 @@ def test_export_holds_the_normaliser_and_acts_like_the_backend_then_eval_reads_i
     obs = np.random.default_rng(0).uniform(-8, 8, (5, 3))
     with torch.no_grad():
         exported = actor(normalizer(torch.as_tensor(obs, dtype=dtype), update=False)).numpy()
-    from jax_td3.dtypes import x64_scope
-    with x64_scope(saved_dtype):
-        backend = make_backend("jax", config, state, saved_dtype)
-        acted = np.stack([backend.act(o) for o in obs])
-    np.testing.assert_allclose(exported, acted, rtol=1e-12, atol=1e-12)
+    backend = make_backend("jax", config, state, saved_dtype)
+    acted = np.stack([backend.act(o) for o in obs])
+    np.testing.assert_allclose(exported, acted, rtol=1e-5, atol=1e-6)   # float32: torch's and NumPy's roundings
     assert not np.allclose(acted, np.asarray(make_backend("jax", config, state._replace(
         obs_normalizer=state.obs_normalizer._replace(mean=state.obs_normalizer.mean * 0 + 1)),
         saved_dtype).act_batch(obs)))   # the normaliser matters

@@ -169,14 +169,17 @@ class JaxBackend:
         self._host_normalizer = None
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return self.act_batch(np.asarray(obs)[None])[0]
+        return np.asarray(self._policy(np.asarray(obs, self.dtype)[None])[0], np.float64)
 
     def act_batch(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, self.dtype)
+        return np.asarray(self._policy(np.asarray(obs, self.dtype)), np.float64)
+
+    def _policy(self, obs: np.ndarray) -> np.ndarray:
+        """The acting actor's actions for observations (B, obs_dim) in the state's dtype (fasttd3: normalised
+        first, with the statistics as they are)."""
         if self._fasttd3 and self.config.obs_normalization:  # type: ignore[attr-defined]  # FastTD3Config's
             obs = normalize_numpy(self._normalizer(), obs)
-        actions = actor_action_numpy(self.config, self._acting(), obs)
-        return np.asarray(actions, np.float64)
+        return actor_action_numpy(self.config, self._acting(), obs)
 
     def observe(self, obs: np.ndarray) -> None:
         """fasttd3: fold ``obs`` (N, obs_dim) into the state's observation statistics (one small compiled call);

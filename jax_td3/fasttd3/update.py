@@ -126,11 +126,14 @@ def update_with_internals(config: FastTD3Config, state: TrainState, batch: Batch
     it = state.step + 1
     dtype = jax.tree_util.tree_leaves(state.critic_params)[0].dtype
     actor_lr, critic_lr = (lr.astype(dtype) for lr in learning_rates(config, state.step))
+    # The batch in the parameters' dtype (a host replay may hand over NumPy arrays of another precision).
     if config.obs_normalization:
         obs = normalize(state.obs_normalizer, batch.obs)
         next_obs = normalize(state.obs_normalizer, batch.next_obs)
     else:
-        obs, next_obs = jnp.asarray(batch.obs), jnp.asarray(batch.next_obs)
+        obs, next_obs = jnp.asarray(batch.obs, dtype), jnp.asarray(batch.next_obs, dtype)
+    action = jnp.asarray(batch.action, dtype)
+    target_noise = jnp.asarray(target_noise, dtype)
 
     # Target: smoothed action of the online actor at s', both target critics' projections, CDQ choice.
     next_action = losses.target_action(config, state.actor_params, next_obs, target_noise)
@@ -139,7 +142,7 @@ def update_with_internals(config: FastTD3Config, state: TrainState, batch: Batch
 
     # Critic: cross-entropy to the target, one AdamW step on both critics together, then Polyak.
     (critic_loss, logits), critic_grads = jax.value_and_grad(losses.critic_loss, argnums=1, has_aux=True)(
-        config, state.critic_params, obs, batch.action, target.target_dist)
+        config, state.critic_params, obs, action, target.target_dist)
     critic_params, critic_opt_state = optimizer_step(critic_optimizer(config), critic_lr, critic_grads,
                                                      state.critic_opt_state, state.critic_params)
     critic_target_params = optax.incremental_update(critic_params, state.critic_target_params, step_size=config.tau)

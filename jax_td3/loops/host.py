@@ -26,6 +26,15 @@ one batched forward per step (``loops.evaluation``), from the start states that 
 seeded with ``exploration.evaluation_seed(seed)`` would give episode after episode; every
 evaluation replays the same start states, and the returns equal a sequential evaluation's.
 
+FastTD3 (``--algo fasttd3``) runs in the same loop with three differences: before acting, every
+environment's current observation goes to ``backend.observe`` (its observation normaliser, which acting,
+evaluation and the update read); the replay is ``fasttd3.replay.NStepReplayBuffer`` (n-step returns
+over each environment's episode, ``bootstrap_truncation`` as its bootstrap rule); and the exploration noise
+is N(0, 1) x the environment's own scale x the action scale, the scales uniform in [``std_min``,
+``std_max``) and redrawn for an environment whose episode ended (``fasttd3.replay.redraw_ended``; the state
+kept in ``noise_state``). ``fasttd3_run_config`` sets its cosine learning rate's length to the run's updates
+and refuses what it cannot run yet (fused updates).
+
 Fast mode (``updates_per_call = K > 1``, JAX backend only): the trainer collects K
 steps, copies them to a device replay buffer and runs K updates in one compiled
 ``replay.multi_update`` (with the episode schedule: the updates owed after an episode, in
