@@ -218,3 +218,28 @@ def test_projection_agrees_with_torch_ref(seed, atoms, v_min, width, batch, rewa
     np.testing.assert_allclose(theirs[pile, -1], 1.0, atol=1e-12)
     pile = (bootstrap == 0) & (reward <= v_min)
     np.testing.assert_allclose(theirs[pile, 0], 1.0, atol=1e-12)
+
+
+# -- the command -------------------------------------------------------------------------------------------------
+
+def test_the_parity_command_compares_fasttd3(capsys):
+    """``jax-td3 parity --algo fasttd3`` with fasttd3 flags (the walk's small networks: one more compile)."""
+    import json
+
+    from jax_td3.cli import main
+
+    code = main(["parity", "--algo", "fasttd3", "--updates", "4", "--obs-dim", "3", "--act-dim", "2",
+                 "--hidden", "8,6", "--critic-hidden", "9,7", "--batch-size", "5", "--num-atoms", "11",
+                 "--v-min", "-5", "--v-max", "5", "--max-grad-norm", "0.1", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["passed"] and report["algo"] == "fasttd3" and report["updates"] == 4
+    assert {"projected", "cdq_choice", "obs_normalizer.var", "critic_target.qnet2.fc_head.2.bias"} <= set(
+        report["quantities"])
+
+
+def test_the_parity_command_refuses_a_fasttd3_run_in_one_line(capsys):
+    from jax_td3.cli import main
+
+    assert main(["parity", "--algo", "fasttd3", "--run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fasttd3" in err[0]
