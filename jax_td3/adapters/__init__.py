@@ -30,6 +30,11 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "sb3": ("jax_td3.adapters.sb3", "SB3Adapter"),
     "sbx": ("jax_td3.adapters.sbx", "SBXAdapter"),
 }
+# FastTD3's own adapters (its update, train state and batch differ from TD3's), by the same names.
+FASTTD3_ADAPTERS: dict[str, tuple[str, str]] = {
+    "jax": ("jax_td3.adapters.fasttd3_jax", "FastTD3JaxAdapter"),
+    "torch": ("jax_td3.adapters.fasttd3_torch_ref", "FastTD3TorchRefAdapter"),
+}
 # Adapters of implementations that are not this project's dependencies: the `thirdparty` extra.
 THIRD_PARTY = {"sb3": "stable_baselines3", "sbx": "sbx"}
 INSTALL_HINT = "pip install 'jax-td3[thirdparty]'"
@@ -79,7 +84,9 @@ def make_adapter(name: str, config: TD3Config, dtype: DTypeLike = "float64", *, 
     """
     if name not in ADAPTERS:
         raise ConfigError(f"unknown adapter {name!r}; choose from {', '.join(ADAPTERS)}")
-    module_name, class_name = ADAPTERS[name]
+    if config.algo == "fasttd3" and name not in FASTTD3_ADAPTERS:
+        raise ConfigError(f"the {name} adapter has no FastTD3; fasttd3 compares {' and '.join(FASTTD3_ADAPTERS)}")
+    module_name, class_name = (FASTTD3_ADAPTERS if config.algo == "fasttd3" else ADAPTERS)[name]
     try:
         if name == "torch":
             require_torch("the torch adapter (the PyTorch reference)")
@@ -95,5 +102,6 @@ def make_adapter(name: str, config: TD3Config, dtype: DTypeLike = "float64", *, 
                           f"{INSTALL_HINT}") from None
 
 
-__all__ = ["ADAPTERS", "ADAPTER_SETTINGS", "Adapter", "INSTALL_HINT", "NeutralState", "THIRD_PARTY", "adapter_settings",
+__all__ = ["ADAPTERS", "ADAPTER_SETTINGS", "Adapter", "FASTTD3_ADAPTERS", "INSTALL_HINT", "NeutralState", "THIRD_PARTY",
+           "adapter_settings",
            "make_adapter", "settings_differences"]

@@ -135,6 +135,23 @@ ACTOR_STEP_FAMILIES = ("actor_q", "actor_loss", "actor_grad", "actor_adam_m", "a
 DELAYED_FAMILIES = ("actor", "actor_target", "critic_target")
 
 
+# FastTD3 (``jax_td3.adapters.fasttd3_jax``, ``fasttd3_torch_ref``): no actor target, AdamW's moments in
+# the Adam families, and the observation normaliser's statistics (``obs_normalizer.mean``/``.var``: arrays;
+# ``obs_normalizer.count``: an integer). Tensor names are ``torch_ref.fasttd3``'s module paths
+# (``actor.net.0.weight``, ``critic.qnet2.fc_head.0.bias``: the twin critic is one module). Its batch is
+# seven arrays: the observations the loop collected this step (folded into the normaliser first), then
+# the n-step batch ``(obs, action, next_obs, reward, bootstrap, discount)``, reward/bootstrap/discount (B,).
+FASTTD3_NETWORKS = ("actor", "critic", "critic_target")
+FASTTD3_STATE_FAMILIES = FASTTD3_NETWORKS + ADAM_FAMILIES
+NORMALIZER_ENTRIES = ("obs_normalizer.mean", "obs_normalizer.var", "obs_normalizer.count")
+FASTTD3_QUANTITY_FAMILIES = (
+    "target_action", "projected", "cdq_choice", "target_dist", "critic_logits", "critic_loss", "critic_lr",
+    "critic_grad", "critic_grad_norm", "critic_adam_m", "critic_adam_v", "critic",
+    "actor_lr", "actor_q", "actor_loss", "actor_grad", "actor_grad_norm", "actor_adam_m",
+    "actor_adam_v", "actor", "critic_target", *NORMALIZER_ENTRIES, *COUNTERS,
+)
+
+
 def family(name: str) -> str:
     """The family of a quantity or state entry: ``critic_grad.l1.weight`` -> ``critic_grad``."""
     return name.split(".", 1)[0]
