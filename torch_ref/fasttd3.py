@@ -144,7 +144,10 @@ class DistributionalQNetwork(nn.Module):
 
         target_z = rewards.unsqueeze(1) + bootstrap.unsqueeze(1) * discount.unsqueeze(1) * q_support
         target_z = target_z.clamp(self.v_min, self.v_max)
-        b = (target_z - self.v_min) / delta_z
+        # Where (v_max - v_min) / delta_z rounds above num_atoms - 1, b at v_max would index past the last
+        # atom (FastTD3's projection then reads the next row, or past the end); clipping b keeps it on the
+        # support and changes nothing where the division is exact (FastTD3's supports of +-10 and +-250).
+        b = ((target_z - self.v_min) / delta_z).clamp(0, self.num_atoms - 1)
         lower = torch.floor(b).long()
         upper = torch.ceil(b).long()
 
