@@ -312,11 +312,11 @@ class FastTD3Config(TD3Config):
 
 
 CONFIGS: dict[str, type[TD3Config]] = {
-    c.algo: c for c in (TD3Config, OurDDPGConfig, DDPGConfig, SeedDDPGConfig)
+    c.algo: c for c in (TD3Config, OurDDPGConfig, DDPGConfig, SeedDDPGConfig, FastTD3Config)
 }
 ALGOS = tuple(CONFIGS)
 
-for _cls in (*CONFIGS.values(), FastTD3Config):
+for _cls in CONFIGS.values():
     jax.tree_util.register_dataclass(_cls)
 
 
@@ -346,7 +346,10 @@ def make_config(algo: str, **overrides: Any) -> TD3Config:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(overrides) - known
     if unknown:
-        raise ConfigError(f"unknown {algo} setting(s): {', '.join(sorted(unknown))}")
+        owners = sorted({other for other, c in CONFIGS.items() if unknown & {f.name for f in dataclasses.fields(c)}})
+        elsewhere = f" ({', '.join(owners)} only)" if owners else ""
+        names = ", ".join(f"`{name}`" for name in sorted(unknown))
+        raise ConfigError(f"{algo} has no setting {names}{elsewhere}")
     return cls(**overrides).validate()
 
 

@@ -26,6 +26,21 @@ into modules built from the config, with no JAX installed::
     actor.load_state_dict(blob["actor"])
     action = actor(torch.as_tensor(obs, dtype=dtype)[None])[0]
 
+A fasttd3 checkpoint exports ``torch_ref.fasttd3`` modules instead (``module`` is "torch_ref.fasttd3"):
+"actor" (``Actor``), "critic" and "critic_target" (``Critic``, the twin distributional critics) and
+"obs_normalizer" (``EmpiricalNormalization``: the running statistics the actor's observations are
+normalised with, ``(obs - mean) / (std + 0.01)``); the config then holds FastTD3's fields too::
+
+    from torch_ref.fasttd3 import Actor, EmpiricalNormalization
+
+    actor = Actor(c["obs_dim"], c["act_dim"], c["action_low"], c["action_high"], c["hidden"], c["init_scale"],
+                  dtype=dtype)
+    actor.load_state_dict(blob["actor"])
+    normalizer = EmpiricalNormalization(c["obs_dim"], dtype=dtype)
+    normalizer.load_state_dict(blob["obs_normalizer"])
+    x = torch.as_tensor(obs, dtype=dtype)[None]
+    action = actor(normalizer(x, update=False) if c["obs_normalization"] else x)[0]
+
 The weights keep the checkpoint's dtype unless ``--dtype`` casts them. Move the
 modules to that dtype before ``load_state_dict``: loading copies into the module's
 existing tensors, so float64 weights loaded into a float32 module are rounded.
@@ -51,6 +66,9 @@ FORMAT = "jax-td3-torch-export"
 FORMAT_VERSION = 1
 TARGETS = ("torch",)
 NETWORKS = ("actor", "actor_target", "critic", "critic_target")
+# fasttd3: export key -> the torch_ref.FastTD3 attribute holding that module.
+FASTTD3_MODULES = {"actor": "actor", "critic": "qnet", "critic_target": "qnet_target",
+                   "obs_normalizer": "obs_normalizer"}
 
 
 def train_state_from_checkpoint(path: str | os.PathLike[str],
@@ -93,21 +111,30 @@ def run_settings_of(checkpoint: Checkpoint, agent: int = 0) -> dict[str, Any]:
 def torch_export(config: TD3Config, state: TrainState, dtype: str, step: int | None = None) -> dict[str, Any]:
     """The export dict (see the module docstring) of a JAX-layout train state."""
     require_torch("exporting to PyTorch")
-    from jax_td3.convert import make_torch_agent, state_to_torch
+    from jax_td3.convert import fasttd3_to_torch, make_fasttd3_agent, make_torch_agent, state_to_torch
 
-    agent = make_torch_agent(config, dtype)
-    state_to_torch(config, state, agent)
+    fasttd3 = config.algo == "fasttd3"
+    if fasttd3:
+        agent = make_fasttd3_agent(config.replace(bfloat16_matmuls=False), dtype)  # type: ignore[call-arg]  # a FastTD3Config
+        fasttd3_to_torch(state, agent)
+        modules = {name: getattr(agent, attribute) for name, attribute in FASTTD3_MODULES.items()}
+    else:
+        agent = make_torch_agent(config, dtype)
+        state_to_torch(config, state, agent)
+        modules = {name: getattr(agent, name) for name in NETWORKS}
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
     description = dict(
         fields, algo=config.algo, obs_dim=config.obs_dim, act_dim=config.act_dim,
         action_low=[float(x) for x in config.action_low], action_high=[float(x) for x in config.action_high],
         hidden=list(config.actor_hidden), critic_hidden=list(config.critic_hidden_sizes),
-        actor_class=type(agent.actor).__name__, critic_class=type(agent.critic).__name__,
+        actor_class=type(modules["actor"]).__name__, critic_class=type(modules["critic"]).__name__,
         dtype=dtype, step=step)
+    if fasttd3:
+        description["module"] = "torch_ref.fasttd3"
     blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": description}
-    for name in NETWORKS:
+    for name, module in modules.items():
         # Own, contiguous copies: a state_dict shares storage with the agent's modules.
-        blob[name] = {k: v.detach().clone().contiguous() for k, v in getattr(agent, name).state_dict().items()}
+        blob[name] = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
     return blob
 
 
@@ -121,10 +148,10 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
     import jax
     import numpy as np
 
-    from jax_td3.config import make_config
-    from jax_td3.convert import make_torch_agent, state_from_torch
+    from jax_td3.backends.base import initial_train_state
+    from jax_td3.config import CONFIGS, make_config
+    from jax_td3.convert import fasttd3_from_torch, make_fasttd3_agent, make_torch_agent, state_from_torch
     from jax_td3.errors import ConversionError
-    from jax_td3.update import init_train_state
 
     torch = require_torch("reading a PyTorch export file")
     try:
@@ -139,18 +166,28 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
     try:
         fields = {k: description[k] for k in ("obs_dim", "act_dim", "action_low", "action_high", "hidden",
                                               "critic_hidden")}
-        extra = {k: v for k, v in description.items()
-                 if k in ("gamma", "tau", "policy_noise", "noise_clip", "policy_freq", "batch_size")}
+        fasttd3 = description["algo"] == "fasttd3"
+        if fasttd3:   # every field: the networks' shapes and the normalisation depend on several
+            own = {f.name for f in dataclasses.fields(CONFIGS["fasttd3"])}
+            extra = {k: tuple(v) if isinstance(v, list) else v for k, v in description.items()
+                     if k in own and k not in fields}
+        else:
+            extra = {k: v for k, v in description.items()
+                     if k in ("gamma", "tau", "policy_noise", "noise_clip", "policy_freq", "batch_size")}
         config = make_config(description["algo"], **fields, **extra)
         dtype = description["dtype"]
     except KeyError as err:
         raise CheckpointError(f"{path}: its config lacks {err}") from None
     dtype_named(dtype)
-    agent = make_torch_agent(config, dtype)
-    for name in NETWORKS:
+    if fasttd3:
+        agent = make_fasttd3_agent(config.replace(bfloat16_matmuls=False), dtype)  # type: ignore[call-arg]  # a FastTD3Config
+        modules = {name: getattr(agent, attribute) for name, attribute in FASTTD3_MODULES.items()}
+    else:
+        agent = make_torch_agent(config, dtype)
+        modules = {name: getattr(agent, name) for name in NETWORKS}
+    for name, module in modules.items():
         if name not in blob:
             raise CheckpointError(f"{path}: no {name!r} state_dict")
-        module = getattr(agent, name)
         missing = sorted(set(module.state_dict()) - set(blob[name]))
         unexpected = sorted(set(blob[name]) - set(module.state_dict()))
         if missing or unexpected:
@@ -162,9 +199,10 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
             first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
             raise CheckpointError(f"{path}: {name} state_dict does not fit: {first}") from None
     with x64_scope(dtype):  # float64 for this call only
-        template = jax.tree_util.tree_map(np.asarray, init_train_state(config, jax.random.PRNGKey(0), np.dtype(dtype)))
+        template = jax.tree_util.tree_map(np.asarray, initial_train_state(config, jax.random.PRNGKey(0),
+                                                                          np.dtype(dtype)))
     try:
-        state = state_from_torch(config, agent, template)
+        state = fasttd3_from_torch(agent, template) if fasttd3 else state_from_torch(config, agent, template)
     except ConversionError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return config, dtype, state, description

@@ -49,3 +49,18 @@ class OrnsteinUhlenbeckNoise:
         x = (state + self.theta * (self.mu - state) * self.dt
              + self.sigma * np.sqrt(self.dt) * rng.standard_normal(self.act_dim))
         return x, x
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaledGaussianNoise:
+    """FastTD3's exploration: N(0, (scale * action_scale)^2) per dimension, where ``scale`` (the state, shape (1,))
+    is the environment's own std in units of the action scale, drawn when its episode begins."""
+
+    action_scale: tuple[float, ...]
+
+    def init(self) -> np.ndarray:
+        return np.zeros(1)  # the loop draws each environment's scale
+
+    def sample(self, state: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        scale = np.asarray(self.action_scale, np.float64)
+        return rng.standard_normal(scale.shape) * state[0] * scale, state

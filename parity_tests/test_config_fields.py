@@ -7,6 +7,10 @@ import pytest
 
 from jax_td3.config import CONFIGS
 
+# FastTD3 has its own update, state and fields (distributional critics, AdamW, n-step); its parity with
+# torch_ref.fasttd3 is checked by its own tests, not by this walk over TD3's fields.
+TD3_FAMILY = sorted(algo for algo in CONFIGS if algo != "fasttd3")
+
 # A value other than every algorithm's default for each field the update reads.
 NON_DEFAULT = dict(hidden=(7, 5, 6), critic_hidden=(6, 4, 5), policy_freq=3, batch_size=9, init="flax", gamma=0.9,
                    tau=0.05, policy_noise=0.3, noise_clip=0.4, actor_lr=2e-3, critic_lr=3e-3, adam_b1=0.8,
@@ -14,7 +18,7 @@ NON_DEFAULT = dict(hidden=(7, 5, 6), critic_hidden=(6, 4, 5), policy_freq=3, bat
                    critic_loss_scale=0.5, target_update="every_update", actor_q="min")
 
 
-@pytest.mark.parametrize("algo", sorted(CONFIGS))
+@pytest.mark.parametrize("algo", TD3_FAMILY)
 def test_every_config_field_reaches_the_pytorch_reference(algo):
     """Every field away from its default at once: JAX and torch_ref still agree update by update
     (float64), so the reference received each of them (one it ignored would make the two differ;
@@ -33,5 +37,5 @@ def test_every_config_field_reaches_the_pytorch_reference(algo):
 
 def test_the_walk_covers_every_field_the_update_reads():
     env_sized = {"obs_dim", "act_dim", "action_low", "action_high"}  # covered by make_config's box
-    for cls in CONFIGS.values():
-        assert {f.name for f in dataclasses.fields(cls)} - env_sized == set(NON_DEFAULT), cls.algo
+    for algo in TD3_FAMILY:
+        assert {f.name for f in dataclasses.fields(CONFIGS[algo])} - env_sized == set(NON_DEFAULT), algo

@@ -13,6 +13,10 @@ from jax_td3 import convert
 from jax_td3.config import ALGOS, make_config
 from jax_td3.parity import FLOAT64_TOLERANCE, default_tolerance, run_parity
 
+# FastTD3 has its own update and train state (distributional critics, AdamW, a normaliser); its
+# ``convert.fasttd3_to_torch``/``fasttd3_from_torch`` and its update are checked by their own tests.
+TD3_FAMILY = [algo for algo in ALGOS if algo != "fasttd3"]
+
 
 def expected_quantity_count(config) -> int:
     """Forward values, and per parameter tensor: grad, Adam m, Adam v, value, target value."""
@@ -40,7 +44,7 @@ def small_config(algo, **overrides):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("algo", TD3_FAMILY)
 def test_thousand_updates_agree(algo, dtype):
     """1,000 consecutive updates. float64 runs free (no re-synchronisation), except DDPG: see below."""
     config = small_config(algo)
@@ -86,7 +90,7 @@ def test_non_default_settings_agree(box, dtype):
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    algo=st.sampled_from(ALGOS),
+    algo=st.sampled_from(TD3_FAMILY),
     hidden=st.lists(st.integers(1, 24), min_size=1, max_size=3),
     batch_size=st.integers(1, 20),
     obs_dim=st.integers(1, 6),

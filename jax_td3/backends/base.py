@@ -47,10 +47,15 @@ class Backend(Protocol):
         Row i equals ``act(obs[i])`` (one batched forward instead of B)."""
 
     def update(self, batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
-        """One update on a host batch (numpy, ``Batch`` layout) with N(0, 1) target-policy noise.
+        """One update on a host batch (numpy, the algorithm's ``Batch`` layout: ``jax_td3.update.Batch``, or
+        ``jax_td3.fasttd3.state.Batch`` for fasttd3) with N(0, 1) target-policy noise.
 
         Returns ``UPDATE_METRICS`` (``actor_loss`` is 0 where the actor was not updated).
         """
+
+    def observe(self, obs: np.ndarray) -> None:
+        """Fold observations the loop collected (N, obs_dim) into the learner's observation statistics
+        (fasttd3's normaliser, which ``act``, ``act_batch`` and ``update`` read); a no-op for the others."""
 
     def state(self) -> TrainState:
         """The train state in the JAX layout with numpy leaves (a copy)."""
@@ -196,17 +201,31 @@ def unpack_tree(template: Any, arrays: dict[str, Any] | Iterable[Any], dtype: st
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), out)
 
 
-def train_state_template(config: TD3Config) -> TrainState:
+def is_fasttd3(config: TD3Config) -> bool:
+    """Whether ``config`` is FastTD3's (its own update, train state and batch: ``jax_td3.fasttd3``)."""
+    return config.algo == "fasttd3"
+
+
+def initial_train_state(config: TD3Config, key: Any, dtype: Any) -> Any:
+    """A fresh train state of ``config``'s algorithm (``update.init_train_state``, or FastTD3's)."""
+    if is_fasttd3(config):
+        from jax_td3.fasttd3.update import init_train_state as init_fasttd3
+
+        return init_fasttd3(config, key, dtype)   # type: ignore[arg-type]  # a FastTD3Config, by its algo
+    from jax_td3.update import init_train_state
+
+    return init_train_state(config, key, dtype)
+
+
+def train_state_template(config: TD3Config) -> Any:
     """The structure and shapes of ``config``'s train state (``jax.ShapeDtypeStruct`` leaves, float32: the
     dtype is the caller's to choose, and this needs no x64 mode)."""
     import jax
 
-    from jax_td3.update import init_train_state
-
-    return jax.eval_shape(lambda: init_train_state(config, jax.random.PRNGKey(0), np.float32))
+    return jax.eval_shape(lambda: initial_train_state(config, jax.random.PRNGKey(0), np.float32))
 
 
-def unpack_train_state(config: TD3Config, dtype: DTypeLike, arrays: dict[str, Any] | Iterable[Any]) -> TrainState:
+def unpack_train_state(config: TD3Config, dtype: DTypeLike, arrays: dict[str, Any] | Iterable[Any]) -> Any:
     """Rebuild a train state (numpy leaves, floats in ``dtype``) for ``config`` from ``pack_train_state``'s
     dict, or from a format-1 checkpoint's list of leaves; CheckpointError if the arrays do not fit."""
     template = train_state_template(config)

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from jax_td3 import replay
-from jax_td3.backends.base import UPDATE_METRICS
+from jax_td3.backends.base import UPDATE_METRICS, initial_train_state, is_fasttd3
 from jax_td3.dtypes import float_dtype
 from jax_td3.networks import actor_action_numpy
 from jax_td3.update import Batch, TrainState, init_train_state, update
@@ -53,7 +53,13 @@ def compiled_functions(config: TD3Config) -> tuple[jax.stages.Wrapped, jax.stage
 @functools.lru_cache(maxsize=16)
 def _compiled_functions(config: TD3Config, option_items: tuple) -> tuple[jax.stages.Wrapped, jax.stages.Wrapped]:
     options = dict(option_items) or None
-    update_fn = jax.jit(functools.partial(update, config), donate_argnums=0, compiler_options=options)
+    if is_fasttd3(config):
+        from jax_td3.fasttd3.update import update as fasttd3_update
+
+        algorithm_update: Any = fasttd3_update
+    else:
+        algorithm_update = update
+    update_fn = jax.jit(functools.partial(algorithm_update, config), donate_argnums=0, compiler_options=options)
     multi_update_fn = jax.jit(functools.partial(replay.multi_update, config), static_argnums=3, donate_argnums=0,
                               compiler_options=options)
     return update_fn, multi_update_fn
@@ -63,7 +69,7 @@ def _compiled_functions(config: TD3Config, option_items: tuple) -> tuple[jax.sta
 def _initial_program(config: TD3Config, dtype: np.dtype) -> jax.stages.Wrapped:
     def initial(seed: jax.Array) -> tuple[TrainState, jax.Array]:
         init_key, fused_key = jax.random.split(jax.random.PRNGKey(seed))
-        return init_train_state(config, init_key, dtype), fused_key
+        return initial_train_state(config, init_key, dtype), fused_key
     return jax.jit(initial)
 
 
@@ -111,6 +117,22 @@ def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return carried, used
 
 
+def normalizer_update_fn() -> Any:
+    """FastTD3's ``normalizer_update`` (imported when a fasttd3 backend is made)."""
+    from jax_td3.fasttd3.normalizer import normalizer_update
+
+    return normalizer_update
+
+
+def normalize_numpy(statistics: Any, obs: np.ndarray) -> np.ndarray:
+    """FastTD3's ``normalizer.normalize`` in NumPy on host copies of the statistics (what acting uses, as
+    ``actor_action_numpy`` is the actor's forward): (obs - mean) / (sqrt(var) + EPS)."""
+    from jax_td3.fasttd3.normalizer import EPS
+
+    mean, var = np.asarray(statistics.mean), np.asarray(statistics.var)
+    return ((obs - mean) / (np.sqrt(var) + np.asarray(EPS, var.dtype))).astype(obs.dtype)
+
+
 def _host_copy(tree: Any) -> Any:
     """NumPy copies (not views: the next update may donate the device buffers)."""
     return jax.tree_util.tree_map(np.array, jax.device_get(tree))
@@ -125,6 +147,9 @@ class JaxBackend:
         self.dtype = np.dtype(dtype)
         self._train_state: TrainState | None = None
         self._host_actor: Any = None     # host copy of the current state's actor, taken when first acted with
+        self._host_normalizer: Any = None  # fasttd3: host copy of the observation statistics, likewise
+        self._fasttd3 = is_fasttd3(config)
+        self._observe = jax.jit(normalizer_update_fn()) if self._fasttd3 else None
         self._acting_params: Any = None  # held host actor (overlap); None: act with the current state's
         self.load_state(initial_state)
         self._update, self._multi_update = compiled_functions(config)
@@ -141,14 +166,37 @@ class JaxBackend:
     def _state(self, state: TrainState) -> None:
         self._train_state = state
         self._host_actor = None  # new parameters: copy again when next acting
+        self._host_normalizer = None
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, self.dtype)[None]
-        return np.asarray(actor_action_numpy(self.config, self._acting(), obs)[0], np.float64)
+        return np.asarray(self._policy(np.asarray(obs, self.dtype)[None])[0], np.float64)
 
     def act_batch(self, obs: np.ndarray) -> np.ndarray:
-        actions = actor_action_numpy(self.config, self._acting(), np.asarray(obs, self.dtype))
-        return np.asarray(actions, np.float64)
+        return np.asarray(self._policy(np.asarray(obs, self.dtype)), np.float64)
+
+    def _policy(self, obs: np.ndarray) -> np.ndarray:
+        """The acting actor's actions for observations (B, obs_dim) in the state's dtype (fasttd3: normalised
+        first, with the statistics as they are)."""
+        if self._fasttd3 and self.config.obs_normalization:  # type: ignore[attr-defined]  # FastTD3Config's
+            obs = normalize_numpy(self._normalizer(), obs)
+        return actor_action_numpy(self.config, self._acting(), obs)
+
+    def observe(self, obs: np.ndarray) -> None:
+        """fasttd3: fold ``obs`` (N, obs_dim) into the state's observation statistics (one small compiled call);
+        a no-op for the other algorithms."""
+        if self._observe is None or not self.config.obs_normalization:  # type: ignore[attr-defined]
+            return
+        state: Any = self._state   # a FastTD3 train state
+        statistics = self._observe(state.obs_normalizer, np.asarray(obs, self.dtype))
+        self._train_state = state._replace(obs_normalizer=statistics)   # the actor's host copy stays
+        self._host_normalizer = None
+
+    def _normalizer(self) -> Any:
+        """Host copy of the state's observation statistics (fasttd3), taken when first needed."""
+        if self._host_normalizer is None:
+            state: Any = self._state   # a FastTD3 train state
+            self._host_normalizer = _host_copy(state.obs_normalizer)
+        return self._host_normalizer
 
     # -- what acting uses: the current actor, or parameters held while updates run -------
     def _acting(self) -> Any:
@@ -177,8 +225,8 @@ class JaxBackend:
             return None
         return _host_copy(self._acting_params)
 
-    def update(self, batch: Batch, target_noise: np.ndarray) -> dict[str, float]:
-        batch = Batch(*(np.asarray(x, self.dtype) for x in batch))  # NumPy in: jit's fast path
+    def update(self, batch: Any, target_noise: np.ndarray) -> dict[str, float]:
+        batch = type(batch)(*(np.asarray(x, self.dtype) for x in batch))  # NumPy in: jit's fast path
         self._state, metrics = self._update(self._state, batch, np.asarray(target_noise, self.dtype))
         metrics = jax.device_get(metrics)  # one transfer for all scalars
         return {name: float(metrics[name]) for name in UPDATE_METRICS}

@@ -75,7 +75,8 @@ def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
 
 # Every field of an algorithm config that a command line may set (the environment, or the
 # update-level parity command's own flags, give the sizes and the action box).
-CONFIG_FLAGS: dict[str, tuple[Callable[[str], Any] | tuple[str, ...], str]] = {
+# The type is a parser, a tuple of choices, or ``bool`` (a ``--name``/``--no-name`` pair).
+CONFIG_FLAGS: dict[str, tuple[Callable[[str], Any] | tuple[str, ...] | type[bool], str]] = {
     "hidden": (int_list, "actor hidden sizes, e.g. 256,256"),
     "critic_hidden": (int_list, "critic hidden sizes (default: same as --hidden; seed-ddpg: 64,32)"),
     "batch_size": (positive_int, "minibatch size"),
@@ -97,15 +98,43 @@ CONFIG_FLAGS: dict[str, tuple[Callable[[str], Any] | tuple[str, ...], str]] = {
                        "every_update (SBX's: every update, after the critic step, before the actor step)")),
     "actor_q": (("q1", "min"), "what the actor ascends: q1 (Fujimoto's) or min, the minimum over the critics (SBX's)"),
     "init": (("torch", "flax"), "parameter initialisation"),
+    # FastTD3 only (--algo fasttd3); another algorithm refuses them in one line.
+    "num_atoms": (positive_int, "fasttd3: atoms of each critic's categorical distribution (>= 2; default 101)"),
+    "v_min": (float, "fasttd3: lowest value of the critics' support (default -250)"),
+    "v_max": (float, "fasttd3: highest value of the critics' support (default 250)"),
+    "use_cdq": (bool, "fasttd3: clipped double Q, both critics learn the lower target and the actor ascends "
+                      "the minimum (default); --no-use-cdq: each critic its own target, the actor their mean"),
+    "n_step": (positive_int, "fasttd3: rewards summed into each transition's return (default 1)"),
+    "init_scale": (nonnegative_float, "fasttd3: std of the actor's output layer weights at init (default 0.01)"),
+    "weight_decay": (nonnegative_float, "fasttd3: AdamW's decoupled weight decay of both networks (default 0.1)"),
+    "actor_lr_end": (float, "fasttd3: actor learning rate at the end of a cosine schedule over the run's "
+                            "updates (default: constant)"),
+    "critic_lr_end": (float, "fasttd3: critic learning rate at the end of a cosine schedule over the run's "
+                             "updates (default: constant)"),
+    "lr_schedule_updates": (nonnegative_int, "fasttd3: updates the cosine schedule runs over (default: the run's "
+                                             "updates, when --actor-lr-end or --critic-lr-end is given)"),
+    "max_grad_norm": (nonnegative_float, "fasttd3: clip each network's gradient to this global norm "
+                                         "(default 0: no clipping)"),
+    "obs_normalization": (bool, "fasttd3: normalise the networks' observations with running statistics "
+                                "(default: on)"),
+    "critic_layer_norm": (bool, "fasttd3: LayerNorm after each critic hidden layer (default: off)"),
+    "bfloat16_matmuls": (bool, "fasttd3: the networks' matrix products in bfloat16 (default: off)"),
+    "std_min": (nonnegative_float, "fasttd3: lowest per-environment exploration noise std, in units of the "
+                                   "action scale (default 0.001)"),
+    "std_max": (nonnegative_float, "fasttd3: highest per-environment exploration noise std, in units of the "
+                                   "action scale (default 0.4)"),
 }
 
 
 def add_config_flags(parser: argparse.ArgumentParser, title: str = "networks and updates (defaults: the algorithm's, "
                      "docs/algorithms.md)") -> argparse._ArgumentGroup:
-    """One flag per algorithm config field in ``CONFIG_FLAGS`` (a tuple of strings as the type: choices)."""
+    """One flag per algorithm config field in ``CONFIG_FLAGS`` (a tuple of strings as the type: choices; ``bool``:
+    a ``--name``/``--no-name`` pair)."""
     group = parser.add_argument_group(title)
     for name, (kind, help_text) in CONFIG_FLAGS.items():
-        if isinstance(kind, tuple):
+        if kind is bool:
+            group.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif isinstance(kind, tuple):
             group.add_argument(flag(name), choices=kind, default=None, help=help_text)
         else:
             group.add_argument(flag(name), type=kind, default=None, help=help_text)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from jax_td3.cli.args import nonnegative_int
-from jax_td3.export import NETWORKS, TARGETS
+from jax_td3.export import TARGETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     c = blob["config"]
     print(f"wrote {args.out}: {c['algo']} {c['actor_class']} {tuple(c['hidden'])} and {c['critic_class']} "
           f"{tuple(c['critic_hidden'])}, {c['dtype']}, from {checkpoint.path} (step {c['step']}); "
-          f"keys: {', '.join(NETWORKS)}, config")
+          f"keys: {', '.join(key for key in blob if key not in ('format', 'format_version', 'config'))}, config")
     return 0

@@ -26,6 +26,15 @@ one batched forward per step (``loops.evaluation``), from the start states that 
 seeded with ``exploration.evaluation_seed(seed)`` would give episode after episode; every
 evaluation replays the same start states, and the returns equal a sequential evaluation's.
 
+FastTD3 (``--algo fasttd3``) runs in the same loop with three differences: before acting, every
+environment's current observation goes to ``backend.observe`` (its observation normaliser, which acting,
+evaluation and the update read); the replay is ``fasttd3.replay.NStepReplayBuffer`` (n-step returns
+over each environment's episode, ``bootstrap_truncation`` as its bootstrap rule); and the exploration noise
+is N(0, 1) x the environment's own scale x the action scale, the scales uniform in [``std_min``,
+``std_max``) and redrawn for an environment whose episode ended (``fasttd3.replay.redraw_ended``; the state
+kept in ``noise_state``). ``fasttd3_run_config`` sets its cosine learning rate's length to the run's updates
+and refuses what it cannot run yet (fused updates).
+
 Fast mode (``updates_per_call = K > 1``, JAX backend only): the trainer collects K
 steps, copies them to a device replay buffer and runs K updates in one compiled
 ``replay.multi_update`` (with the episode schedule: the updates owed after an episode, in
@@ -117,6 +126,31 @@ def make_noise(settings: TrainSettings, action_scale: Iterable[float],
     return GaussianNoise(tuple(exploration.gaussian_std(settings.expl_noise, s) for s in action_scale))
 
 
+def fasttd3_run_config(config: TD3Config, settings: TrainSettings, num_envs: int) -> TD3Config:
+    """A FastTD3 config as the host loop runs it: what it cannot run yet refused in one line, and with a
+    cosine learning rate (``actor_lr_end`` or ``critic_lr_end`` given) and no ``lr_schedule_updates``, the
+    schedule's length set to the run's updates (``schedule.total_updates``)."""
+    if settings.updates_per_call > 1:
+        raise ConfigError("fasttd3 does not run `updates_per_call` > 1 yet (fused updates on a device replay are "
+                          "TD3's); use 1")
+    if settings.exploration != "gaussian":
+        raise ConfigError(f"fasttd3 explores with per-environment noise scales (`std_min`, `std_max`), not "
+                          f"`exploration` {settings.exploration}")
+    n_step = getattr(config, "n_step")
+    if settings.learning_starts < (n_step - 1) * num_envs:
+        raise ConfigError(f"fasttd3 with `n_step` {n_step} needs `learning_starts` >= {(n_step - 1) * num_envs} "
+                          f"((n_step - 1) x num_envs), so that the replay holds a finished transition when updates "
+                          f"start")
+    lr_ends = (getattr(config, "actor_lr_end"), getattr(config, "critic_lr_end"))
+    if lr_ends == (None, None) or getattr(config, "lr_schedule_updates"):
+        return config
+    total = schedule.total_updates(settings, num_envs)
+    if total is None:
+        raise ConfigError("a cosine learning rate (`actor_lr_end`, `critic_lr_end`) with `update_schedule` episode "
+                          "needs `lr_schedule_updates` (the episode schedule's updates are not known ahead)")
+    return config.replace(lr_schedule_updates=max(total, 1))
+
+
 class Trainer:
     """All state of one training run, advanced one environment step at a time by ``step()``.
 
@@ -136,6 +170,9 @@ class Trainer:
         from jax_td3.envs import env_spec, make_env
 
         self.settings = settings.validate()
+        self.fasttd3 = config.algo == "fasttd3"
+        if self.fasttd3:
+            config = fasttd3_run_config(config, settings, self.num_envs)
         self.config = config
         if settings.update_schedule != "step" and settings.updates_per_step != 1:
             raise ConfigError("`updates_per_step` applies to `update_schedule` step; the episode schedule runs "
@@ -176,10 +213,22 @@ class Trainer:
                 require_fused(self.backend, option)
         if compiling is not None:
             self._fused.expect_compiled(compiling)
-        self.buffer = ReplayBuffer(settings.buffer_size, self.spec.obs_dim, self.spec.act_dim, self.dtype)
-        self.noise = make_noise(settings, self.spec.action_scale, self.spec.act_dim)
         n = self.num_envs
-        self.noise_state = np.stack([np.asarray(self.noise.init(), np.float64)] * n)   # (N, 0) or (N, act_dim)
+        self.buffer: Any
+        if self.fasttd3:
+            from jax_td3.fasttd3.replay import NStepReplayBuffer, draw_exploration_scales
+            from jax_td3.noise import ScaledGaussianNoise
+
+            self.buffer = NStepReplayBuffer(settings.buffer_size, self.spec.obs_dim, self.spec.act_dim, n,
+                                            config.n_step, config.gamma,  # type: ignore[attr-defined]
+                                            disable_bootstrap=not settings.bootstrap_truncation, dtype=self.dtype)
+            self.noise: Any = ScaledGaussianNoise(tuple(self.spec.action_scale))
+            # Each environment's exploration std (units of the action scale), redrawn when its episode ends.
+            self.noise_state = draw_exploration_scales(self.explore_rng, n, *self.exploration_std_range)[:, None]
+        else:
+            self.buffer = ReplayBuffer(settings.buffer_size, self.spec.obs_dim, self.spec.act_dim, self.dtype)
+            self.noise = make_noise(settings, self.spec.action_scale, self.spec.act_dim)
+            self.noise_state = np.stack([np.asarray(self.noise.init(), np.float64)] * n)  # (N, 0) or (N, act_dim)
 
         self.env_steps = 0
         self.updates = 0
@@ -200,6 +249,11 @@ class Trainer:
         self.episode_actions: list[list[np.ndarray]] = [[] for _ in range(n)]
         self.obs = self._reset_env(first=True)
         self.env.action_space.seed(settings.seed)
+
+    @property
+    def exploration_std_range(self) -> tuple[float, float]:
+        """fasttd3: (std_min, std_max) of the per-environment exploration scales."""
+        return self.config.std_min, self.config.std_max  # type: ignore[attr-defined]  # FastTD3Config's
 
     @property
     def _fused(self) -> FusedBackend:
@@ -307,6 +361,7 @@ class Trainer:
         run the updates owed and, when due, the evaluation."""
         settings, n = self.settings, self.num_envs
         obs = self._rows(self.obs)
+        self.backend.observe(obs)   # fasttd3's normaliser sees every current observation before acting
         actions, was_random = self.choose_actions(obs)
         env_actions = actions.astype(self.env_action_dtype)
         next_obs, rewards, terminated, truncated = self._step_envs(env_actions)
@@ -317,15 +372,20 @@ class Trainer:
         not_done = np.where(ends_bootstrap, 0.0, 1.0)
         ended = terminated | truncated
         where = f"{settings.env}'s step"
+        kept = np.ones(n, bool)
         for i in range(n):
             obs_finite = self._check_finite("observation", next_obs[i], where)
             if obs_finite and self._check_finite("reward", rewards[i], where):
-                self.buffer.add(obs[i], actions[i], next_obs[i], float(rewards[i]), not_done[i])
+                if not self.fasttd3:
+                    self.buffer.add(obs[i], actions[i], next_obs[i], float(rewards[i]), not_done[i])
                 self.running_return[i] += float(rewards[i])
             else:
                 self.skipped_transitions += 1
+                kept[i] = False
             self.running_length[i] += 1
             ended[i] |= not obs_finite   # a non-finite observation cannot be continued from
+        if self.fasttd3:   # all environments' step at once: the n-step windows (and their ends) are per environment
+            self.buffer.add(obs, actions, rewards, next_obs, terminated, truncated, valid=kept)
         record = self._record(obs, actions, rewards, next_obs, terminated, truncated, not_done, was_random)
 
         ended_lengths = []
@@ -338,6 +398,11 @@ class Trainer:
             self.episodes += 1
             self.running_return[i], self.running_length[i] = 0.0, 0
         self.obs = self._per_env(self._reset_ended(ended, next_obs) if ended.any() else next_obs)
+        if self.fasttd3:   # once every vector step (the generator advances alike whatever ended)
+            from jax_td3.fasttd3.replay import redraw_ended
+
+            self.noise_state = redraw_ended(self.noise_state[:, 0], ended, self.explore_rng,
+                                            *self.exploration_std_range)[:, None]
 
         vector_step = steps_before // n
         record.updates = self._run_updates(schedule.owed_updates(settings, n, vector_step, ended_lengths,

@@ -74,6 +74,16 @@ def updates_after(vector_steps: int, learning_starts: int, num_envs: int, p: int
     return max(vector_steps - first_learning_step(learning_starts, num_envs), 0) * p // q
 
 
+def total_updates(settings: TrainSettings, num_envs: int) -> int | None:
+    """The updates a host run of ``settings`` makes in all (the step schedule: ``updates_after`` the vector
+    steps that reach ``total_steps``); None with the episode schedule, whose count depends on how the episodes
+    end. What a learning-rate schedule over the whole run (FastTD3's cosine) runs over."""
+    if settings.update_schedule != "step":
+        return None
+    vector_steps = -(-settings.total_steps // num_envs)   # the run stops at the first reaching total_steps
+    return updates_after(vector_steps, settings.learning_starts, num_envs, *update_fraction(settings.updates_per_step))
+
+
 def episode_updates(ended_lengths: list[int], updates_per_episode: int | str) -> int:
     """Episode schedule: the updates owed for the episodes of lengths ``ended_lengths`` that just ended
     (``updates_per_episode`` each, or with ``"steps"`` one per step they had)."""

@@ -114,10 +114,10 @@ def train_state_bytes(config: TD3Config, dtype: DTypeLike) -> int:
     import jax
     import jax.numpy as jnp
 
-    from jax_td3.update import init_train_state
+    from jax_td3.backends.base import initial_train_state
 
     itemsize = np.dtype(dtype).itemsize
-    shapes = jax.eval_shape(lambda: init_train_state(config, jax.random.PRNGKey(0), jnp.float32))
+    shapes = jax.eval_shape(lambda: initial_train_state(config, jax.random.PRNGKey(0), jnp.float32))
     total = 0
     for leaf in jax.tree_util.tree_leaves(shapes):
         size = int(np.prod(leaf.shape, dtype=np.int64))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import numpy as np
 
-from jax_td3.config import TD3Config, config_for_env
+from jax_td3.config import CONFIGS, TD3Config, config_for_env
 from jax_td3.errors import CheckpointError, ConfigError, NonFiniteError
 from jax_td3.loops import schedule
 from jax_td3.loops.host import StepRecord, Trainer
@@ -48,9 +48,10 @@ if TYPE_CHECKING:  # for annotations only
     from jax_td3.envs import HostEnv
     from jax_td3.run.logger import RunLogger
 
-# Config fields a run may set; the environment gives the others (sizes and action box).
-CONFIG_SETTINGS = tuple(f.name for f in dataclasses.fields(TD3Config)
-                        if f.name not in ("obs_dim", "act_dim", "action_low", "action_high"))
+# Config fields a run may set, of any algorithm (``make_config`` refuses another algorithm's in one line); the
+# environment gives the others (sizes and action box).
+CONFIG_SETTINGS = tuple(dict.fromkeys(f.name for cls in CONFIGS.values() for f in dataclasses.fields(cls)
+                                      if f.name not in ("obs_dim", "act_dim", "action_low", "action_high")))
 
 
 def uses_vector_loop(settings: TrainSettings) -> bool:
@@ -362,6 +363,9 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
         if num_seeds is not None:
             requested.add("num_seeds")
         plan = plan_run(values, preset, compiled=True, num_seeds=num_seeds or 1)
+        if plan.algo == "fasttd3":
+            raise ConfigError("`compiled` does not support fasttd3 yet; train it in the Gymnasium loop (without "
+                              "`compiled`)")
         return train_compiled_run(plan, preset=preset, num_seeds=num_seeds or 1, progress=progress,
                                   announce=announce, resume=resume, requested=requested)
     if coordinator is not None or num_processes is not None or process_id is not None:
@@ -434,6 +438,7 @@ def _train_in(out_dir: Path, plan: RunPlan, preset: str | None, resume: bool, re
         trainer = VectorTrainer(config, settings, eval_env=env)  # env (made above) evaluates
     else:
         trainer = Trainer(config, settings, env=env)
+    run_config["config"] = dataclasses.asdict(trainer.config)  # as the loop runs it (fasttd3: its lr schedule)
     try:
         if checkpoint is not None:
             if checkpoint.contents["trainer"].get("buffer") is None:
