@@ -14,7 +14,8 @@ Loop semantics are the Gymnasium loop's (``jax_td3.loops.host``), through the sa
 (``jax_td3.loops.exploration``): uniform random actions for the first ``learning_starts``
 transitions, then the actor's action plus N(0, expl_noise * action_scale), clipped to the box;
 updates once more than ``learning_starts`` transitions were taken (``loops.schedule``);
-truncation bootstraps (``not_done`` = 0 only on termination); evaluation every
+truncation bootstraps (``not_done`` = 0 only on termination, unless ``bootstrap_truncation`` is off);
+evaluation every
 ``eval_every`` transitions (and at 0) as the mean return of ``eval_episodes`` noiseless
 episodes, run side by side, that start from the same states every time (their own keys).
 
@@ -29,6 +30,18 @@ learning on (j = 1, 2, ...), the agent has made floor(j p / q) updates in all. S
 vector step, U = 2 two, U = 0.25 one update on every 4th (the 4th, 8th, ...), U = 1.5 alternately one and two (1, 2,
 1, 2 ...). The schedule is a function of the step number: no state, the same on every agent and
 after a resume. With N = 1 and U = 1 this is the single-environment loop, step for step.
+
+FastTD3 (``config.algo == "fasttd3"``) runs in the same program with its own update
+(``fasttd3.update.update``), as the host loop runs it (``loops.host``): before acting, the observation
+normaliser in the train state sees the N current observations (``normalizer_update``, unless
+``obs_normalization`` is off); acting and evaluation normalise with the state's statistics; the
+exploration noise is N(0, 1) x the environment's own scale x the action scale, the scales uniform in
+[``std_min``, ``std_max``) and redrawn for an environment whose episode ended (``AgentState.explore_scale``);
+the replay is ``fasttd3.device_replay``: one ring of ``buffer_size // num_envs`` one-step transitions per
+environment, n-step returns assembled when a batch is sampled (each environment's share of a batch from
+its own finished starts). ``bootstrap_truncation`` off ends the n-step return at a time limit without
+bootstrapping (TD3: ``not_done`` 0 there too). A cosine learning rate needs ``lr_schedule_updates``
+(the ``train`` driver sets it to the run's updates with ``loops.host.fasttd3_run_config``).
 
 A sweep from Python (each agent gets one value; seeds may repeat)::
 
@@ -435,6 +448,8 @@ def fasttd3_env_step(config: Any, settings: LoopSettings, env: JaxEnv, agent: Ag
     explore_scale = jnp.where(ended, exploration_scale(config, draws.scale_uniform), agent.explore_scale)
     agent = agent._replace(train_state=train_state, replay=replay, env_state=env_state, obs=obs,
                            explore_scale=explore_scale)
+    if settings.first_learning_step >= settings.vector_steps:   # a run that never learns compiles no update
+        return agent
     return jax.lax.cond(schedule.learns_at(step, settings.learning_starts, settings.num_envs),
                         lambda a: learn(config, settings, a, step, draws), lambda a: a, agent)
 
