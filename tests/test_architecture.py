@@ -90,7 +90,8 @@ LAYERS = (
                                            "jax_td3.parity.compare", "jax_td3.parity.update_level")),
     # FastTD3's update (jax_td3.fasttd3: state, normalizer, networks, losses, update) beside TD3's.
     ("algorithm", ("jax_td3.update", "jax_td3.losses", "jax_td3.networks", "jax_td3.replay", "jax_td3.buffer",
-                   "jax_td3.fasttd3", "jax_td3.fasttd3.replay", "jax_td3.noise")),
+                   "jax_td3.fasttd3", "jax_td3.fasttd3.replay", "jax_td3.fasttd3.device_replay",
+                   "jax_td3.noise")),
     # The package root holds the version and re-exports the public API lazily (importlib, not imports).
     ("config, environments, checkpoint format", ("jax_td3", "jax_td3.config", "jax_td3.presets", "jax_td3.settings",
                                                  "jax_td3.dtypes", "jax_td3.envs", "jax_td3.checkpoint_format",

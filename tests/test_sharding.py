@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import json
     import jax
@@ -23,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     from jax_td3.loops.compiled import LoopSettings, train_compiled
     from jax_td3.config import make_config
 
-    config = make_config("td3", hidden=(8, 8), batch_size=16, max_action=2.0)
+    config = make_config(ALGO, hidden=(8, 8), batch_size=16, max_action=2.0, **EXTRA)
     settings = LoopSettings(total_steps=200, learning_starts=100, eval_every=100, eval_episodes=2)
     seeds = [10, 11, 12, 13]
     devices = jax.devices()
@@ -47,9 +49,14 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sharded_run_equals_unsharded_run():
+FASTTD3 = dict(critic_hidden=(16, 16), num_atoms=11, v_min=-60.0, v_max=0.0, n_step=2)
+
+
+@pytest.mark.parametrize("algo, extra", [("td3", {}), ("fasttd3", FASTTD3)])
+def test_sharded_run_equals_unsharded_run(algo, extra):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    script = f"ALGO = {algo!r}\nEXTRA = {extra!r}\n" + SCRIPT
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["sharded_devices"] == 4 and report["single_devices"] == 1

@@ -10,6 +10,7 @@ benchmarks' vmapped agents and anything else that vmaps the update use these axe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -21,10 +22,11 @@ from jax_td3.update import TrainState
 AGENT_AXIS = "agents"
 
 
-def train_state_axes() -> TrainState:
-    """``in_axes``/``out_axes`` of a TrainState of stacked agents that share the update counter."""
+def train_state_axes(state_type: type = TrainState) -> Any:
+    """``in_axes``/``out_axes`` of a train state of stacked agents that share the update counter: TD3's
+    ``TrainState`` or another NamedTuple whose last field is the counter (FastTD3's)."""
     # A TrainState of axis numbers, not arrays (what vmap's in_axes takes), hence _make, which is untyped.
-    return TrainState._make([0] * (len(TrainState._fields) - 1) + [None])
+    return state_type._make([0] * (len(state_type._fields) - 1) + [None])  # type: ignore[attr-defined]
 
 
 def agent_mesh(num_agents: int, devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -14,7 +14,8 @@ Loop semantics are the Gymnasium loop's (``jax_td3.loops.host``), through the sa
 (``jax_td3.loops.exploration``): uniform random actions for the first ``learning_starts``
 transitions, then the actor's action plus N(0, expl_noise * action_scale), clipped to the box;
 updates once more than ``learning_starts`` transitions were taken (``loops.schedule``);
-truncation bootstraps (``not_done`` = 0 only on termination); evaluation every
+truncation bootstraps (``not_done`` = 0 only on termination, unless ``bootstrap_truncation`` is off);
+evaluation every
 ``eval_every`` transitions (and at 0) as the mean return of ``eval_episodes`` noiseless
 episodes, run side by side, that start from the same states every time (their own keys).
 
@@ -29,6 +30,18 @@ learning on (j = 1, 2, ...), the agent has made floor(j p / q) updates in all. S
 vector step, U = 2 two, U = 0.25 one update on every 4th (the 4th, 8th, ...), U = 1.5 alternately one and two (1, 2,
 1, 2 ...). The schedule is a function of the step number: no state, the same on every agent and
 after a resume. With N = 1 and U = 1 this is the single-environment loop, step for step.
+
+FastTD3 (``config.algo == "fasttd3"``) runs in the same program with its own update
+(``fasttd3.update.update``), as the host loop runs it (``loops.host``): before acting, the observation
+normaliser in the train state sees the N current observations (``normalizer_update``, unless
+``obs_normalization`` is off); acting and evaluation normalise with the state's statistics; the
+exploration noise is N(0, 1) x the environment's own scale x the action scale, the scales uniform in
+[``std_min``, ``std_max``) and redrawn for an environment whose episode ended (``AgentState.explore_scale``);
+the replay is ``fasttd3.device_replay``: one ring of ``buffer_size // num_envs`` one-step transitions per
+environment, n-step returns assembled when a batch is sampled (each environment's share of a batch from
+its own finished starts). ``bootstrap_truncation`` off ends the n-step return at a time limit without
+bootstrapping (TD3: ``not_done`` 0 there too). A cosine learning rate needs ``lr_schedule_updates``
+(the ``train`` driver sets it to the run's updates with ``loops.host.fasttd3_run_config``).
 
 A sweep from Python (each agent gets one value; seeds may repeat)::
 
@@ -67,18 +80,21 @@ from jax_td3 import xla_options
 from jax_td3.config import TD3Config, static
 from jax_td3.envs.base import JaxEnv
 from jax_td3.errors import ConfigError
+from jax_td3.fasttd3 import device_replay
+from jax_td3.fasttd3 import networks as fasttd3_networks
+from jax_td3.fasttd3 import update as fasttd3_update
+from jax_td3.fasttd3.normalizer import normalize, normalizer_update
 from jax_td3.loops import exploration, schedule
 from jax_td3.loops.agents import AGENT_AXIS, agent_mesh, global_array, train_state_axes
 from jax_td3.networks import actor_action
 from jax_td3.replay import (
-    ReplayState,
     replay_add,
     replay_gather,
     replay_indices_from_bits,
     replay_init,
 )
 from jax_td3.settings import TrainSettings
-from jax_td3.update import Batch, TrainState, init_train_state, update
+from jax_td3.update import Batch, init_train_state, update
 
 MAX_PROGRESS_BLOCK = 1_000    # progress callbacks at least every this many steps (when a divisor allows)
 _DEFAULT = TrainSettings()    # LoopSettings' defaults are the run's
@@ -95,12 +111,18 @@ class LoopSettings:
     eval_every: int = static(_DEFAULT.eval_every)
     eval_episodes: int = static(_DEFAULT.eval_episodes)
     buffer_size: int = static(_DEFAULT.buffer_size)
+    """Replay capacity in transitions over all the agent's environments. fasttd3 keeps one ring per
+    environment of ``capacity // num_envs`` one-step transitions (FastTD3's per-environment buffer size
+    is ``buffer_size / num_envs`` here)."""
     num_envs: int = static(_DEFAULT.num_envs)
     """Environments per agent stepped together; ``total_steps`` and ``eval_every`` must be multiples."""
     updates_per_step: float = static(_DEFAULT.updates_per_step)
     """Updates per vector step (see the module docstring for fractional values)."""
     expl_noise: float = _DEFAULT.expl_noise
-    """Std of the Gaussian exploration noise, in units of the action scale."""
+    """Std of the Gaussian exploration noise, in units of the action scale (fasttd3: per-environment
+    scales from its config's ``std_min``/``std_max`` instead)."""
+    bootstrap_truncation: bool = static(_DEFAULT.bootstrap_truncation)
+    """Bootstrap at a time limit (off: a truncation ends the return like a termination)."""
 
     def __post_init__(self) -> None:
         # Sizes must be Python numbers here; under tracing (vmap, tree_map) only the leaf changes.
@@ -124,6 +146,11 @@ class LoopSettings:
     def capacity(self) -> int:
         """Replay slots actually allocated: a ring larger than the run never wraps, so it is not needed."""
         return min(self.buffer_size, self.total_steps)
+
+    @property
+    def env_capacity(self) -> int:
+        """fasttd3: one-step transitions each environment's ring holds."""
+        return self.capacity // self.num_envs
 
     @property
     def vector_steps(self) -> int:
@@ -165,7 +192,6 @@ def compiled_settings(settings: TrainSettings) -> LoopSettings:
         (settings.backend != "jax", f"`backend` {settings.backend}"),
         (settings.exploration != "gaussian", f"`exploration` {settings.exploration}"),
         (settings.update_schedule != "step", f"`update_schedule` {settings.update_schedule}"),
-        (not settings.bootstrap_truncation, "`bootstrap_truncation` off"),
         (settings.random_steps not in (None, settings.learning_starts),
          "`random_steps` other than `learning_starts`"),
         (settings.updates_per_call != 1, "`updates_per_call`"),
@@ -180,14 +206,16 @@ def compiled_settings(settings: TrainSettings) -> LoopSettings:
     return LoopSettings(total_steps=settings.total_steps, learning_starts=settings.learning_starts,
                         eval_every=settings.eval_every, eval_episodes=settings.eval_episodes,
                         buffer_size=settings.buffer_size, num_envs=settings.num_envs,
-                        updates_per_step=float(settings.updates_per_step), expl_noise=settings.expl_noise)
+                        updates_per_step=float(settings.updates_per_step), expl_noise=settings.expl_noise,
+                        bootstrap_truncation=settings.bootstrap_truncation)
 
 
 class AgentState(NamedTuple):
-    """Everything one agent carries from step to step."""
+    """Everything one agent carries from step to step (fasttd3: its own train state, which holds the
+    observation normaliser, an ``NStepReplayState`` and ``explore_scale``)."""
 
-    train_state: TrainState
-    replay: ReplayState
+    train_state: Any             # update.TrainState; fasttd3: fasttd3.state.TrainState
+    replay: Any                  # replay.ReplayState; fasttd3: fasttd3.device_replay.NStepReplayState
     env_state: Any               # the environments' own state pytree, leading axis N (num_envs)
     obs: jax.Array               # (N, obs_dim)
     key: jax.Array
@@ -195,6 +223,7 @@ class AgentState(NamedTuple):
     actor_loss_sum: jax.Array
     actor_updates: jax.Array
     updates: jax.Array
+    explore_scale: Any = None    # fasttd3: (N,) each environment's exploration std (units of the action scale)
 
 
 class CompiledResult(NamedTuple):
@@ -207,12 +236,27 @@ class CompiledResult(NamedTuple):
 
 # -- one agent --------------------------------------------------------------------------
 
+def is_fasttd3(config: TD3Config) -> bool:
+    return config.algo == "fasttd3"
+
+
 def init_agent(config: TD3Config, settings: LoopSettings, env: JaxEnv, seed: jax.Array,
                dtype: DTypeLike) -> AgentState:
     key = jax.random.key(seed)
     init_key, reset_key, loop_key = jax.random.split(key, 3)
     env_state, obs = over_envs(env.reset_from, (0,))(env.draw_resets(reset_key, settings.num_envs, dtype))
     zero = jnp.zeros((), dtype)
+    if is_fasttd3(config):
+        c: Any = config
+        scale_draws = jax.random.uniform(jax.random.fold_in(key, 3), (settings.num_envs,), dtype)
+        return AgentState(
+            train_state=fasttd3_update.init_train_state(c, init_key, dtype),
+            replay=device_replay.nstep_replay_init(settings.env_capacity, settings.num_envs, c.obs_dim, c.act_dim,
+                                                   dtype),
+            env_state=env_state, obs=obs.astype(dtype), key=loop_key,
+            critic_loss_sum=zero, actor_loss_sum=zero,
+            actor_updates=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
+            explore_scale=exploration_scale(c, scale_draws))
     return AgentState(
         train_state=init_train_state(config, init_key, dtype),
         replay=replay_init(settings.capacity, config.obs_dim, config.act_dim, dtype),
@@ -232,6 +276,7 @@ class StepDraws(NamedTuple):
     reset: Any                  # (N, ...) the environments' draws for their next episode's start (used if one ends)
     replay_bits: jax.Array      # (M, batch) uint32: replay indices (bits mod the buffer's size)
     target_noise: jax.Array     # (M, batch, act_dim) N(0, 1): target-policy smoothing
+    scale_uniform: Any = None   # fasttd3: (N,) U(0, 1): the exploration scale of an environment whose episode ends
 
 
 def draw_block(config: TD3Config, settings: LoopSettings, env: JaxEnv, key: jax.Array, num_steps: int,
@@ -240,12 +285,20 @@ def draw_block(config: TD3Config, settings: LoopSettings, env: JaxEnv, key: jax.
     act, batch = config.act_dim, config.batch_size
     n, m = settings.num_envs, settings.max_updates_per_step
     resets = env.draw_resets(keys[2], num_steps * n, dtype)
+    scales = jax.random.uniform(jax.random.fold_in(key, 5), (num_steps, n), dtype) if is_fasttd3(config) else None
     return StepDraws(
         uniform_action=jax.random.uniform(keys[0], (num_steps, n, act), dtype),
         action_noise=jax.random.normal(keys[1], (num_steps, n, act), dtype),
         reset=jax.tree_util.tree_map(lambda x: x.reshape((num_steps, n) + x.shape[1:]), resets),
         replay_bits=jax.random.bits(keys[3], (num_steps, m, batch), jnp.uint32),
-        target_noise=jax.random.normal(keys[4], (num_steps, m, batch, act), dtype))
+        target_noise=jax.random.normal(keys[4], (num_steps, m, batch, act), dtype),
+        scale_uniform=scales)
+
+
+def exploration_scale(config: Any, uniform: jax.Array) -> jax.Array:
+    """fasttd3: exploration stds uniform in [std_min, std_max) from U(0, 1) draws (the host's rule,
+    ``fasttd3.replay.draw_exploration_scales``)."""
+    return config.std_min + (config.std_max - config.std_min) * uniform
 
 
 def explore(config: TD3Config, settings: LoopSettings, actor_params: Any, obs: jax.Array, transition: jax.Array,
@@ -273,8 +326,15 @@ def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step: ja
     """The updates of vector step ``step`` (``updates_this_step``) on batches from the agent's replay."""
 
     def one_update(agent: AgentState, replay_bits: jax.Array, target_noise: jax.Array) -> AgentState:
-        batch = replay_gather(agent.replay, replay_indices_from_bits(agent.replay, replay_bits))
-        train_state, metrics = update(config, agent.train_state, batch, target_noise)
+        train_state: Any
+        if is_fasttd3(config):
+            c: Any = config
+            nstep_batch = device_replay.nstep_sample(agent.replay, replay_bits, c.n_step, c.gamma,
+                                                     settings.bootstrap_truncation)
+            train_state, metrics = fasttd3_update.update(c, agent.train_state, nstep_batch, target_noise)
+        else:
+            batch = replay_gather(agent.replay, replay_indices_from_bits(agent.replay, replay_bits))
+            train_state, metrics = update(config, agent.train_state, batch, target_noise)
         return agent._replace(
             train_state=train_state,
             critic_loss_sum=agent.critic_loss_sum + metrics["critic_loss"],
@@ -315,16 +375,25 @@ def over_envs(fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callab
 
 def act_in_env(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params: Any, obs: jax.Array,
                env_state: Any, transition: jax.Array,
-               draws: StepDraws) -> tuple[tuple[jax.Array, jax.Array, jax.Array, jax.Array], Any, jax.Array]:
+               draws: StepDraws) -> tuple[tuple[jax.Array, ...], Any, jax.Array]:
     """One environment's step: act, step, and reset it if the episode ended. Returns the transition's
-    (action, next_obs, reward, terminated) and the environment's state and observation to go on from."""
+    (action, next_obs, reward, terminated, truncated) and the environment's state and observation to go
+    on from."""
     action = explore(config, settings, actor_params, obs, transition, draws)
+    (next_obs, reward, terminated, truncated), env_state, obs = step_and_reset(env, env_state, action, draws.reset)
+    return (action, next_obs, reward, terminated, truncated), env_state, obs
+
+
+def step_and_reset(env: JaxEnv, env_state: Any, action: jax.Array,
+                   reset_draws: Any) -> tuple[tuple[jax.Array, ...], Any, jax.Array]:
+    """Step one environment and reset it where the episode ended: ((next_obs, reward, terminated,
+    truncated), state and observation to go on from)."""
     env_state, next_obs, reward, terminated, truncated = env.step(env_state, action)
     done = terminated | truncated
-    fresh_state, fresh_obs = env.reset_from(draws.reset)
+    fresh_state, fresh_obs = env.reset_from(reset_draws)
     env_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh_state, env_state)
     obs = jnp.where(done, fresh_obs.astype(next_obs.dtype), next_obs)
-    return (action, next_obs, reward, terminated), env_state, obs
+    return (next_obs, reward, terminated, truncated), env_state, obs
 
 
 def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, step: jax.Array,
@@ -335,12 +404,52 @@ def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: Agen
     transitions = step * n + jnp.arange(n, dtype=jnp.int32)
     env_draws = draws._replace(replay_bits=None, target_noise=None)  # type: ignore[arg-type]  # not the environments'
     step_one = functools.partial(act_in_env, config, settings, env)
-    (action, next_obs, reward, terminated), env_state, obs = over_envs(step_one, (None, 0, 0, 0, 0))(
+    (action, next_obs, reward, terminated, truncated), env_state, obs = over_envs(step_one, (None, 0, 0, 0, 0))(
         agent.train_state.actor_params, agent.obs, agent.env_state, transitions, env_draws)
+    ends_return = terminated if settings.bootstrap_truncation else terminated | truncated
     transition = Batch(agent.obs, action, next_obs, reward.reshape(n, 1),
-                       (1 - terminated.astype(reward.dtype)).reshape(n, 1))
+                       (1 - ends_return.astype(reward.dtype)).reshape(n, 1))
     agent = agent._replace(replay=replay_add(agent.replay, transition), env_state=env_state, obs=obs)
     # ``step`` is not batched over agents, so under vmap this stays a real branch (no wasted update).
+    return jax.lax.cond(schedule.learns_at(step, settings.learning_starts, settings.num_envs),
+                        lambda a: learn(config, settings, a, step, draws), lambda a: a, agent)
+
+
+def fasttd3_policy(config: Any, train_state: Any, obs: jax.Array) -> jax.Array:
+    """fasttd3's noiseless actions (B, act_dim) for raw observations (normalised with the state's statistics)."""
+    if config.obs_normalization:
+        obs = normalize(train_state.obs_normalizer, obs)
+    return fasttd3_networks.actor_action(config, train_state.actor_params, obs)
+
+
+def fasttd3_env_step(config: Any, settings: LoopSettings, env: JaxEnv, agent: AgentState, step: jax.Array,
+                     draws: StepDraws) -> AgentState:
+    """fasttd3's vector step ``step``: the normaliser sees the N current observations, the N environments
+    act (uniform in the warm-up, else the actor's action plus N(0, 1) x each environment's scale x the
+    action scale, clipped), step and reset where their episode ended; the ring stores the N one-step
+    transitions; an environment whose episode ended draws a new scale; then the updates owed."""
+    n = settings.num_envs
+    train_state = agent.train_state
+    if config.obs_normalization:
+        train_state = train_state._replace(obs_normalizer=normalizer_update(train_state.obs_normalizer, agent.obs))
+    dtype = agent.obs.dtype
+    low, high = jnp.asarray(config.action_low, dtype), jnp.asarray(config.action_high, dtype)
+    scale = jnp.asarray(config.action_scale, dtype)
+    noise = draws.action_noise * (agent.explore_scale[:, None] * scale)
+    policy = exploration.explore_action(jnp.clip, fasttd3_policy(config, train_state, agent.obs), noise, low, high)
+    uniform = exploration.warmup_action(draws.uniform_action, low, high)
+    transitions = step * n + jnp.arange(n, dtype=jnp.int32)
+    action = jnp.where(exploration.in_warmup(transitions, settings.learning_starts)[:, None], uniform, policy)
+    (next_obs, reward, terminated, truncated), env_state, obs = jax.vmap(functools.partial(step_and_reset, env))(
+        agent.env_state, action, draws.reset)
+    replay = device_replay.nstep_replay_add(agent.replay, agent.obs, action, reward, next_obs, terminated, truncated,
+                                            config.n_step)
+    ended = terminated | truncated
+    explore_scale = jnp.where(ended, exploration_scale(config, draws.scale_uniform), agent.explore_scale)
+    agent = agent._replace(train_state=train_state, replay=replay, env_state=env_state, obs=obs,
+                           explore_scale=explore_scale)
+    if settings.first_learning_step >= settings.vector_steps:   # a run that never learns compiles no update
+        return agent
     return jax.lax.cond(schedule.learns_at(step, settings.learning_starts, settings.num_envs),
                         lambda a: learn(config, settings, a, step, draws), lambda a: a, agent)
 
@@ -351,19 +460,26 @@ def run_steps(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: Age
     key, block_key = jax.random.split(agent.key)
     draws = draw_block(config, settings, env, block_key, num_steps, agent.obs.dtype)
     steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
-    agent, _ = jax.lax.scan(lambda a, x: (env_step(config, settings, env, a, *x), None), agent, (steps, draws))
+    step_fn = fasttd3_env_step if is_fasttd3(config) else env_step
+    agent, _ = jax.lax.scan(lambda a, x: (step_fn(config, settings, env, a, *x), None), agent, (steps, draws))
     return agent._replace(key=key)
 
 
 def evaluate(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params: Any, key: jax.Array,
-             dtype: DTypeLike) -> jax.Array:
+             dtype: DTypeLike, train_state: Any = None) -> jax.Array:
     """Returns of ``eval_episodes`` noiseless episodes, run side by side (one batch of environments) for
-    the time limit; an episode that ends earlier stops counting reward there."""
+    the time limit; an episode that ends earlier stops counting reward there. fasttd3 acts from its
+    ``train_state`` (``actor_params`` unused), normalising with its frozen statistics."""
     env_states, obs = jax.vmap(lambda k: env.reset(k, dtype))(jax.random.split(key, settings.eval_episodes))
+
+    def policy(obs: jax.Array) -> jax.Array:
+        if is_fasttd3(config):
+            return fasttd3_policy(config, train_state, obs)
+        return actor_action(config, actor_params, obs)
 
     def one_step(carry: tuple, _: None) -> tuple[tuple, None]:
         env_states, obs, returns, running = carry
-        actions = actor_action(config, actor_params, obs)
+        actions = policy(obs)
         env_states, obs, rewards, terminated, truncated = jax.vmap(env.step)(env_states, actions)
         returns = returns + jnp.where(running, rewards, jnp.zeros_like(rewards))
         return (env_states, obs, returns, running & ~(terminated | truncated)), None
@@ -467,8 +583,8 @@ class _Pieces:
         """(agents with the loss sums reset, returns (K, E), report): report is (critic_loss, actor_loss,
         updates), each (K,), the means over the updates since the last evaluation."""
         env, dtype = self.env, self.dtype
-        returns = jax.vmap(lambda h, a, k: evaluate(h[0], h[1], env, a.train_state.actor_params, k, dtype))(
-            hparams, agents, eval_keys)
+        returns = jax.vmap(lambda h, a, k: evaluate(h[0], h[1], env, a.train_state.actor_params, k, dtype,
+                                                    a.train_state))(hparams, agents, eval_keys)
         actor_updates = jnp.maximum(agents.actor_updates, 1).astype(dtype)
         critic_loss = agents.critic_loss_sum / jnp.maximum(agents.updates, 1).astype(dtype)
         report = (critic_loss, agents.actor_loss_sum / actor_updates, agents.updates)
@@ -480,7 +596,7 @@ class _Pieces:
 
 def _agent_axes(agents: AgentState) -> AgentState:
     """vmap axes of AgentState: every leaf batched, the train state as ``agents.train_state_axes``."""
-    return jax.tree_util.tree_map(lambda _: 0, agents)._replace(train_state=train_state_axes())
+    return jax.tree_util.tree_map(lambda _: 0, agents)._replace(train_state=train_state_axes(type(agents.train_state)))
 
 
 def eval_steps(settings: LoopSettings) -> np.ndarray:
@@ -507,6 +623,21 @@ def _check_dims(config: TD3Config, env: JaxEnv) -> None:
     if (config.obs_dim, config.act_dim) != (spec.obs_dim, spec.act_dim):
         raise ConfigError(f"config is for obs/act dims {config.obs_dim}/{config.act_dim}, {spec.env_id} has "
                           f"{spec.obs_dim}/{spec.act_dim}")
+
+
+def _check_fasttd3(config: Any, settings: LoopSettings) -> None:
+    """ConfigError for fasttd3 sizes its device replay cannot serve."""
+    n_step, n = config.n_step, settings.num_envs
+    if settings.env_capacity < n_step:
+        raise ConfigError(f"fasttd3's replay holds {settings.env_capacity:,} steps per environment (`buffer_size` "
+                          f"{settings.buffer_size:,} / `num_envs` {n}); `n_step` {n_step} needs at least {n_step}")
+    if settings.learning_starts < (n_step - 1) * n:
+        raise ConfigError(f"fasttd3 with `n_step` {n_step} needs `learning_starts` >= {(n_step - 1) * n} "
+                          f"((n_step - 1) x num_envs), so that every environment has a finished transition when "
+                          f"updates start")
+    if (config.actor_lr_end is not None or config.critic_lr_end is not None) and not config.lr_schedule_updates:
+        raise ConfigError("a cosine learning rate (`actor_lr_end`, `critic_lr_end`) needs `lr_schedule_updates` "
+                          "(`loops.host.fasttd3_run_config` sets it to the run's updates)")
 
 
 def _to_host(x: Any) -> np.ndarray:
@@ -541,6 +672,8 @@ class ChunkedRun:
                  compiler_options: dict | None = None):
         _check_dims(config, env)
         settings.check()
+        if is_fasttd3(config):
+            _check_fasttd3(config, settings)
         n = settings.num_envs
         # Random numbers are drawn per progress block of the evaluation period; a chunk holds whole blocks,
         # so that every chunk size draws (and computes) the same.
@@ -742,6 +875,8 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
     ring of the new size from the start (the other slots empty)."""
     replay = agents.replay
     saved = replay.obs.shape[1]
+    if isinstance(replay, device_replay.NStepReplayState):   # fasttd3: per-environment rings
+        capacity = capacity // replay.obs.shape[2]
     if saved == capacity:
         return agents
     position, size = np.asarray(replay.position), np.asarray(replay.size)
@@ -753,7 +888,8 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
         return np.concatenate([x, np.zeros((x.shape[0], capacity - x.shape[1]) + x.shape[2:], x.dtype)], axis=1)
 
     # Host arrays in the device layout's place: ``agents_from_host`` places them on the devices.
-    return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in Batch._fields}))  # type: ignore[arg-type]
+    rings = device_replay.RING_FIELDS if isinstance(replay, device_replay.NStepReplayState) else Batch._fields
+    return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in rings}))
 
 
 def _tree_bytes(tree: Any) -> int:

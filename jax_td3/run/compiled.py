@@ -200,6 +200,9 @@ def train_compiled_run(plan: Any, *, preset: str | None, num_seeds: int, progres
             config = config_from_checkpoint(checkpoint.contents)
         else:
             config = config_for_env(plan.algo, env.spec, **plan.config_overrides)
+            if config.algo == "fasttd3":   # the host loop's rules: its cosine lr over the run's updates
+                from jax_td3.loops.host import fasttd3_run_config
+                config = fasttd3_run_config(config, settings, loop.num_envs)
             seeds = settings.seed + np.arange(num_seeds)
         done = int(checkpoint.metadata["env_steps"]) if checkpoint is not None else 0
         check_compiled_seeds(settings.seed, num_seeds)

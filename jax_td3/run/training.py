@@ -363,9 +363,6 @@ def train(algo: str | None = None, out: str | Path | None = None, *, preset: str
         if num_seeds is not None:
             requested.add("num_seeds")
         plan = plan_run(values, preset, compiled=True, num_seeds=num_seeds or 1)
-        if plan.algo == "fasttd3":
-            raise ConfigError("`compiled` does not support fasttd3 yet; train it in the Gymnasium loop (without "
-                              "`compiled`)")
         return train_compiled_run(plan, preset=preset, num_seeds=num_seeds or 1, progress=progress,
                                   announce=announce, resume=resume, requested=requested)
     if coordinator is not None or num_processes is not None or process_id is not None:
