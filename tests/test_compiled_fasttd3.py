@@ -25,9 +25,10 @@ from jax_td3.loops.compiled import ChunkedRun, LoopSettings
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 CONFIG = make_config("fasttd3", hidden=(8, 8), critic_hidden=(16, 16), num_atoms=11, v_min=-60.0, v_max=0.0,
                      batch_size=16, max_action=2.0, n_step=3, policy_noise=0.2)
-# 4 environments, 120 vector steps; 30 steps per environment's ring, so the rings wrap.
+# 4 environments, 120 vector steps; 30 steps per environment's ring, so the rings wrap; 1.5 updates per
+# vector step (alternately one and two).
 SETTINGS = LoopSettings(total_steps=480, learning_starts=40, eval_every=160, eval_episodes=2, buffer_size=120,
-                        num_envs=4)
+                        num_envs=4, updates_per_step=1.5)
 CHUNK = 80
 
 
@@ -81,8 +82,8 @@ def test_run_of_two_seeds_resumes_exactly_and_normalises_what_it_saw(run):
     for x, y in zip(jax.tree_util.tree_leaves(resumed[0]), jax.tree_util.tree_leaves(agents), strict=True):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(resumed[1], curve)
-    np.testing.assert_array_equal(agents.updates, [SETTINGS.updates] * 2)    # (120 - 10) updates
-    assert SETTINGS.updates == 110 and np.all(agents.train_state.step == 110)
+    np.testing.assert_array_equal(agents.updates, [SETTINGS.updates] * 2)    # (120 - 10) x 1.5 updates
+    assert SETTINGS.updates == 165 and np.all(agents.train_state.step == 165)
     assert np.all(agents.replay.size == 30)
 
     # The normaliser saw each vector step's 4 observations before acting: the replay's obs rows.
@@ -130,6 +131,7 @@ def test_memory_estimate_is_the_bytes_the_run_allocates(run):
         largest = jax.jit(run.pieces.draws, static_argnums=2)(run.hparams, allocated.key, 4)
     assert agents.replay.obs.shape == (2, 30, 4, 3)      # K, slots per environment, N, obs_dim
     assert agents.explore_scale.shape == (2, 4) and draws.scale_uniform.shape == (2, 4, 4)
+    assert draws.replay_bits.shape == (2, 4, 2, CONFIG.batch_size)   # K, steps, up to 2 updates, batch
     assert need.total == tree_bytes(allocated) + tree_bytes(largest)
     assert "replay buffers {} at 120 transitions for 2 agents" in dict(need.parts)
 
@@ -189,6 +191,18 @@ def test_device_nstep_transitions_equal_the_host_buffers(x64, bootstrap_truncati
     np.testing.assert_array_equal(envs, np.arange(300) % num_envs)
     age = (np.asarray(slots) - (int(replay.position) - int(replay.size))) % capacity
     assert np.all(age < np.asarray(device_replay.finished_starts(replay))[np.asarray(envs)])
+
+
+@pytest.mark.parametrize("changes, settings_changes, message", [
+    ({"n_step": 12}, {}, "needs `learning_starts` >= 44"),
+    ({}, {"buffer_size": 8}, "`n_step` 3 needs at least 3"),
+    ({"actor_lr_end": 1e-4}, {}, "needs `lr_schedule_updates`"),
+])
+def test_fasttd3_sizes_the_device_replay_cannot_serve_are_refused(changes, settings_changes, message):
+    from jax_td3.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        ChunkedRun(CONFIG.replace(**changes), SETTINGS.replace(**settings_changes), [0], env=PendulumEnv())
 
 
 @pytest.mark.slow
