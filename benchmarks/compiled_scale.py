@@ -6,7 +6,8 @@ a first, untimed one (which compiles and fills the replay: one ring of STEPS tra
 then its two parts, each one compiled ``lax.scan`` timed after an untimed call:
 
 - env: the same N environments stepped STEPS times with uniform random actions, reset where an episode
-  ended as the loop does (``reset_ended``: only on steps where one ended);
+  ended as the loop does (``reset_ended``: only on steps where one ended), the random numbers drawn
+  for all steps before the scan (as the loop draws a block's);
 - updates: the loop's updates of STEPS vector steps (``learn``: 2 per step) on the full replay the first
   chunk left, without the environments.
 
@@ -55,17 +56,21 @@ def measure(env, config, n: int, steps: int) -> dict:
     act = env.spec.act_dim
 
     def env_only(agent, key):
-        def body(carry, k):
+        # The random numbers drawn for all steps at once before the scan, as the loop draws its block's.
+        ka, kr = jax.random.split(key)
+        actions = jax.random.uniform(ka, (steps, n, act), dtype, -1.0, 1.0)
+        resets = jax.tree_util.tree_map(lambda x: x.reshape((steps, n) + x.shape[1:]),
+                                        env.draw_resets(kr, steps * n, dtype))
+
+        def body(carry, x):
             env_state, total = carry
-            ka, kr = jax.random.split(k)
-            action = jax.random.uniform(ka, (n, act), dtype, -1.0, 1.0)
+            action, reset_draws = x
             env_state, next_obs, reward, terminated, truncated = jax.vmap(env.step)(env_state, action)
-            resets = env.draw_resets(kr, n, dtype)
-            env_state, _ = compiled.reset_ended(env, env_state, next_obs, terminated | truncated, resets, jax.vmap,
-                                                None)
+            env_state, _ = compiled.reset_ended(env, env_state, next_obs, terminated | truncated, reset_draws,
+                                                jax.vmap, None)
             return (env_state, total + reward.sum()), None
 
-        return jax.lax.scan(body, (agent.env_state, jnp.zeros((), dtype)), jax.random.split(key, steps))[0][1]
+        return jax.lax.scan(body, (agent.env_state, jnp.zeros((), dtype)), (actions, resets))[0][1]
 
     def updates_only(agent, first_step):
         draws = compiled.draw_block(config, settings, env, agent.key, steps, dtype)
