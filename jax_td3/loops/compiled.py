@@ -391,7 +391,7 @@ def reset_ended(env: JaxEnv, env_state: Any, next_obs: jax.Array, ended: jax.Arr
     one-environment function over the N (``jax.vmap`` or ``over_envs``).
 
     The resets are computed only on vector steps where some environment of some agent ended (a
-    ``lax.cond``): a reset can cost far more than a step (Playground's settle the model for hundreds of
+    ``lax.cond``): a reset can cost far more than a step (some environments settle the model for hundreds of
     physics steps). Under a vmap over agents (named ``agent_axis``) the predicate is reduced over the
     agents, so it is not batched and the cond stays a branch (a batched one would compute both sides);
     with agents sharded over devices the reduction is one all-reduce per vector step. Where none ended
