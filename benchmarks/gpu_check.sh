@@ -16,6 +16,14 @@
 #   4. seeds    the compiled training loop (JAX-native Pendulum) with 1, 8 and 64 agents vmapped
 #   5. brax     the Brax scaling table, when Brax is installed (`bench compiled brax`)
 #   6. gym      a Gymnasium training run, when Gymnasium is installed
+#   7. playground  FastTD3 (--preset fasttd3-playground, its settings) compiled on playground:CheetahRun and
+#               playground:T1JoystickFlatTerrain, when MuJoCo Playground is installed; each run's
+#               metrics.csv has wall-clock and return per evaluation. With FASTTD3_PLAYGROUND_RESULT set to
+#               FastTD3's data/playground_result.json, benchmarks/compare_fasttd3_curves.py puts the T1 run
+#               beside FastTD3's published curve (the JSON has no CheetahRun). Length: PLAYGROUND_STEPS
+#               transitions per task (default 5,120,000: FastTD3's first curve point), evaluations every
+#               PLAYGROUND_EVAL_EVERY (1,024,000) over 128 episodes. Skipped with --smoke (compiling MJX
+#               takes minutes on a CPU).
 # Results: DIR/gpu-NAME.json and DIR/gpu-NAME.md (NAME: the GPU's name, or cpu-smoke), next to the
 # files each step writes (DIR defaults to benchmarks/results; with --smoke to a new temporary folder).
 # The exit status is 0 when no step failed (a skipped step names its reason), 1 otherwise.
@@ -29,7 +37,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) smoke=1 ;;
         --out-dir) out_dir="${2:?--out-dir needs a folder}"; shift ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (use --smoke, --out-dir DIR)" >&2; exit 2 ;;
     esac
     shift
@@ -140,6 +148,31 @@ if has gymnasium; then
     fi
 else
     skip gym "Gymnasium is not installed (pip install 'jax-td3[envs]')"
+fi
+
+playground_runs() {  # FastTD3's Playground settings on two tasks; the T1 curve beside FastTD3's when given
+    local task status=0 run_out
+    for task in CheetahRun T1JoystickFlatTerrain; do
+        run_out="$out_dir/gpu-$name-playground-$task"
+        rm -rf "$run_out"
+        "${jax_td3[@]}" train --compiled --preset fasttd3-playground --env "playground:$task" \
+            --total-steps "${PLAYGROUND_STEPS:-5120000}" --eval-every "${PLAYGROUND_EVAL_EVERY:-1024000}" \
+            --eval-episodes 128 --no-progress --out "$run_out" || status=1
+    done
+    if [ -n "${FASTTD3_PLAYGROUND_RESULT:-}" ]; then
+        "$PYTHON" benchmarks/compare_fasttd3_curves.py "$out_dir/gpu-$name-playground-T1JoystickFlatTerrain/metrics.csv" \
+            "$FASTTD3_PLAYGROUND_RESULT" T1JoystickFlatTerrain --out "$out_dir/gpu-$name-playground-compare.json" \
+            || status=1
+    fi
+    return $status
+}
+
+if [ "$smoke" = 1 ]; then
+    skip playground "smoke: compiling MuJoCo Playground's MJX physics takes minutes on a CPU"
+elif has mujoco_playground; then
+    step playground playground_runs
+else
+    skip playground "MuJoCo Playground is not installed (pip install 'jax-td3[playground]')"
 fi
 
 "$PYTHON" - "$out_dir" "$name" "$smoke" <<'EOF'

@@ -41,6 +41,29 @@
   normalisation and AdamW (weight decay 0.1) as it has them. Evaluation every 1,000 steps over 10
   episodes. Tuned so that the final evaluation is -250 or better on seeds 0-4 with the JAX backend
   and 0-2 with the torch backend (``tests/test_fasttd3_learning.py``, opt-in with ``-m slow``).
+- ``fasttd3-playground``: FastTD3's settings for MuJoCo Playground (its ``MuJoCoPlaygroundArgs`` at commit
+  229ed59), for ``--compiled``, on ``playground:CheetahRun`` unless ``--env`` names another task: 1,024
+  environments; actor 512-256-128, critics 1024-512-256 with 101 atoms on [-10, 10]; batch 32,768; gamma
+  0.97; tau 0.1; learning rates 3e-4 (constant); AdamW weight decay 0.1; target-policy noise 0.001 clipped
+  at 0.5, the actor every 2nd update; exploration scales 0.001-0.4 per environment; 1-step returns; 2
+  updates per vector step; observation normalisation; matrix products in bfloat16 (its AMP). FastTD3 counts
+  in vector steps, we count transitions over all environments, so at 1,024 environments its per-environment
+  buffer of 10,240 is ``buffer_size`` 10,485,760, its 10 warm-up steps are ``learning_starts`` 10,240, its
+  150,000 steps ``total_steps`` 153,600,000 and its evaluation every 5,000 steps ``eval_every`` 5,120,000
+  (over 1,024 episodes, its evaluation environments). With another ``--num-envs`` give these four too.
+  ``TASK_OVERRIDES`` holds FastTD3's per-task changes for the Playground tasks it tunes (CheetahRun:
+  3-step returns, support [-500, 500], exploration scales from 0.1, target-policy noise 0.1; the Go1,
+  T1, G1 and LeapCube tasks: theirs); they apply when the run's ``--env`` is that task, and a flag given
+  explicitly still wins. FastTD3 trains the humanoid critics on Playground's ``privileged_state``; ours
+  see the actor's ``state`` (``jax_td3.envs.playground``).
+- ``fasttd3-cpu``: the same mechanisms at a size a 2-core CPU runs: FastTD3 (``--compiled``) on
+  ``brax:halfcheetah`` with 256 environments, 3-step returns, 2 updates per vector step, batch 1,024,
+  actor 128-128, critics 256-256 (101 atoms on [-500, 500]), 2,000 transitions per environment, updates
+  after 10 vector steps, 1,024,000 transitions with an evaluation of 10 episodes every 102,400. What it
+  changes from ``fasttd3-playground`` is size only (environments, batch, networks, replay, length), so
+  that one update costs milliseconds rather than seconds on a CPU; gamma, tau, noise, exploration scales,
+  weight decay and rates are FastTD3's (untuned here), and matrix products stay in float32 (bfloat16 is
+  slower on most CPUs).
 
 Values left out of a preset fall back to ``DEFAULTS`` (loop settings) and to the
 algorithm's config defaults (network and update hyperparameters).
@@ -82,6 +105,21 @@ PRESETS: dict[str, dict] = {
         v_max=0.0, batch_size=128, tau=0.01, actor_lr=1e-3, critic_lr=1e-3, policy_noise=0.2, n_step=1,
         learning_starts=1_000, updates_per_step=1, total_steps=20_000, eval_every=1_000, eval_episodes=10,
     ),
+    "fasttd3-playground": dict(
+        algo="fasttd3", env="playground:CheetahRun", num_envs=1_024, hidden=(512, 256, 128),
+        critic_hidden=(1_024, 512, 256), num_atoms=101, v_min=-10.0, v_max=10.0, batch_size=32_768, gamma=0.97,
+        tau=0.1, actor_lr=3e-4, critic_lr=3e-4, weight_decay=0.1, policy_noise=0.001, noise_clip=0.5, policy_freq=2,
+        std_min=0.001, std_max=0.4, n_step=1, updates_per_step=2, obs_normalization=True, bfloat16_matmuls=True,
+        buffer_size=10_240 * 1_024, learning_starts=10 * 1_024, total_steps=150_000 * 1_024,
+        eval_every=5_000 * 1_024, eval_episodes=1_024,
+    ),
+    "fasttd3-cpu": dict(
+        algo="fasttd3", env="brax:halfcheetah", num_envs=256, hidden=(128, 128), critic_hidden=(256, 256),
+        num_atoms=101, v_min=-500.0, v_max=500.0, batch_size=1_024, gamma=0.97, tau=0.1, actor_lr=3e-4,
+        critic_lr=3e-4, weight_decay=0.1, policy_noise=0.001, noise_clip=0.5, policy_freq=2, std_min=0.001,
+        std_max=0.4, n_step=3, updates_per_step=2, obs_normalization=True, buffer_size=2_000 * 256,
+        learning_starts=10 * 256, total_steps=4_000 * 256, eval_every=400 * 256, eval_episodes=10,
+    ),
     "seed-ddpg": dict(
         algo="seed-ddpg", env="Pendulum-v1", exploration="ou", ou_theta=0.1, ou_sigma=0.1, ou_mu=0.0, ou_dt=0.01,
         update_schedule="episode", updates_per_episode=10, learning_starts=2_000, random_steps=0,
@@ -89,16 +127,44 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
+_GO1 = dict(total_steps=50_000 * 1_024, std_min=0.2, std_max=0.8, policy_noise=0.2, updates_per_step=8)
+_HUMANOID = dict(total_steps=100_000 * 1_024)
+
+# Per-task changes to a preset, applied when the run's env (given, or the preset's) is the key; explicit
+# values still win. fasttd3-playground's are FastTD3's task classes in its hyperparams.py.
+TASK_OVERRIDES: dict[str, dict[str, dict]] = {
+    "fasttd3-playground": {
+        "playground:CheetahRun": dict(n_step=3, v_min=-500.0, v_max=500.0, std_min=0.1, policy_noise=0.1),
+        "playground:Go1JoystickFlatTerrain": _GO1,
+        "playground:Go1JoystickRoughTerrain": _GO1,
+        "playground:Go1Getup": _GO1,
+        "playground:T1JoystickFlatTerrain": _HUMANOID,
+        "playground:T1JoystickRoughTerrain": _HUMANOID,
+        "playground:G1JoystickFlatTerrain": _HUMANOID,
+        "playground:G1JoystickRoughTerrain": _HUMANOID,
+        "playground:T1LowDofJoystickFlatTerrain": dict(total_steps=1_000_000 * 1_024),
+        "playground:T1LowDofJoystickRoughTerrain": dict(total_steps=1_000_000 * 1_024),
+        "playground:LeapCubeReorient": dict(n_step=3, gamma=0.99, policy_noise=0.2, v_min=-50.0, v_max=50.0,
+                                            use_cdq=False),
+        "playground:LeapCubeRotateZAxis": dict(n_step=1, gamma=0.99, policy_noise=0.2, v_min=-10.0, v_max=10.0,
+                                               use_cdq=False),
+    },
+}
+
 
 def resolve(explicit: dict, preset: str | None) -> dict:
-    """Merge DEFAULTS <- PRESETS[preset] <- explicit values that are not None.
+    """Merge DEFAULTS <- the preset's values <- its ``TASK_OVERRIDES`` for the run's env (the explicit one,
+    else the preset's) <- explicit values that are not None.
 
     The exploration noise neither given nor set by the preset is "ou" for seed-ddpg (its
     notebook's) and the default ("gaussian") otherwise.
     """
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    given = {**(PRESETS[preset] if preset is not None else {}), **{k: v for k, v in explicit.items() if v is not None}}
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    chosen = PRESETS[preset] if preset is not None else {}
+    task = TASK_OVERRIDES.get(preset or "", {}).get(str(explicit.get("env", chosen.get("env"))), {})
+    given = {**chosen, **task, **explicit}
     merged = {**DEFAULTS, **given}
     if "exploration" not in given and merged["algo"] == "seed-ddpg":
         merged["exploration"] = "ou"

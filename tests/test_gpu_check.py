@@ -19,7 +19,8 @@ def test_gpu_check_smoke_runs_every_step_and_records_them(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr + log[-3000:]
     result = json.loads((tmp_path / "gpu-cpu-smoke.json").read_text())
     statuses = {s["step"]: s["status"] for s in result["steps"]}
-    assert list(statuses) == ["parity", "bench", "fasttd3", "seeds", "brax", "gym"]
+    assert list(statuses) == ["parity", "bench", "fasttd3", "seeds", "brax", "gym", "playground"]
+    assert statuses["playground"].startswith("skipped: smoke"), statuses
     for step in ("parity", "bench", "fasttd3", "seeds", "gym"):
         assert statuses[step] == "passed", (step, statuses)
     # Without Brax the step says so; with it, it must pass.

@@ -98,6 +98,7 @@ from jax_td3.update import Batch, init_train_state, update
 
 MAX_PROGRESS_BLOCK = 1_000    # progress callbacks at least every this many steps (when a divisor allows)
 _DEFAULT = TrainSettings()    # LoopSettings' defaults are the run's
+AGENT_VMAP_AXIS = "agent"     # the vmap over agents' axis name (for collectives across agents)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -374,38 +375,58 @@ def over_envs(fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callab
 
 
 def act_in_env(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params: Any, obs: jax.Array,
-               env_state: Any, transition: jax.Array,
-               draws: StepDraws) -> tuple[tuple[jax.Array, ...], Any, jax.Array]:
-    """One environment's step: act, step, and reset it if the episode ended. Returns the transition's
-    (action, next_obs, reward, terminated, truncated) and the environment's state and observation to go
-    on from."""
+               env_state: Any, transition: jax.Array, draws: StepDraws) -> tuple[tuple[jax.Array, ...], Any]:
+    """One environment's step: act and step. Returns the transition's (action, next_obs, reward,
+    terminated, truncated) and the environment's state after the step (``reset_ended`` resets it if the
+    episode ended)."""
     action = explore(config, settings, actor_params, obs, transition, draws)
-    (next_obs, reward, terminated, truncated), env_state, obs = step_and_reset(env, env_state, action, draws.reset)
-    return (action, next_obs, reward, terminated, truncated), env_state, obs
-
-
-def step_and_reset(env: JaxEnv, env_state: Any, action: jax.Array,
-                   reset_draws: Any) -> tuple[tuple[jax.Array, ...], Any, jax.Array]:
-    """Step one environment and reset it where the episode ended: ((next_obs, reward, terminated,
-    truncated), state and observation to go on from)."""
     env_state, next_obs, reward, terminated, truncated = env.step(env_state, action)
-    done = terminated | truncated
+    return (action, next_obs, reward, terminated, truncated), env_state
+
+
+def reset_ended(env: JaxEnv, env_state: Any, next_obs: jax.Array, ended: jax.Array, reset_draws: Any,
+                over: Callable[..., Any], agent_axis: str | None) -> tuple[Any, jax.Array]:
+    """The N environments' state and observation to go on from: each one's fresh start (from its
+    pre-drawn ``reset_draws``) where its episode ended, else its state after the step. ``over`` maps a
+    one-environment function over the N (``jax.vmap`` or ``over_envs``).
+
+    The resets are computed only on vector steps where some environment of some agent ended (a
+    ``lax.cond``): a reset can cost far more than a step (some environments settle the model for hundreds of
+    physics steps). Under a vmap over agents (named ``agent_axis``) the predicate is reduced over the
+    agents, so it is not batched and the cond stays a branch (a batched one would compute both sides);
+    with agents sharded over devices the reduction is one all-reduce per vector step. Where none ended
+    the selection would keep every state, so skipping it changes no value."""
+    some_ended = jnp.any(ended).astype(jnp.int32)
+    if agent_axis is not None:
+        some_ended = jax.lax.pmax(some_ended, agent_axis)
+
+    def fresh(operand: tuple[Any, jax.Array]) -> tuple[Any, jax.Array]:
+        env_state, next_obs = operand
+        return over(functools.partial(select_reset, env), (0, 0, 0, 0))(ended, env_state, next_obs, reset_draws)
+
+    return jax.lax.cond(some_ended > 0, fresh, lambda operand: operand, (env_state, next_obs))
+
+
+def select_reset(env: JaxEnv, ended: jax.Array, env_state: Any, next_obs: jax.Array,
+                 reset_draws: Any) -> tuple[Any, jax.Array]:
+    """One environment's state and observation to go on from: its fresh start if its episode ended."""
     fresh_state, fresh_obs = env.reset_from(reset_draws)
-    env_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh_state, env_state)
-    obs = jnp.where(done, fresh_obs.astype(next_obs.dtype), next_obs)
-    return (next_obs, reward, terminated, truncated), env_state, obs
+    env_state = jax.tree_util.tree_map(lambda a, b: jnp.where(ended, a, b), fresh_state, env_state)
+    return env_state, jnp.where(ended, fresh_obs.astype(next_obs.dtype), next_obs)
 
 
 def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, step: jax.Array,
-             draws: StepDraws) -> AgentState:
+             draws: StepDraws, agent_axis: str | None = None) -> AgentState:
     """Vector step number ``step`` (0-based, the same for all agents): act in and step the N environments,
     store their N transitions, reset those whose episode ended, update."""
     n = settings.num_envs
     transitions = step * n + jnp.arange(n, dtype=jnp.int32)
     env_draws = draws._replace(replay_bits=None, target_noise=None)  # type: ignore[arg-type]  # not the environments'
     step_one = functools.partial(act_in_env, config, settings, env)
-    (action, next_obs, reward, terminated, truncated), env_state, obs = over_envs(step_one, (None, 0, 0, 0, 0))(
+    (action, next_obs, reward, terminated, truncated), env_state = over_envs(step_one, (None, 0, 0, 0, 0))(
         agent.train_state.actor_params, agent.obs, agent.env_state, transitions, env_draws)
+    env_state, obs = reset_ended(env, env_state, next_obs, terminated | truncated, draws.reset, over_envs,
+                                 agent_axis)
     ends_return = terminated if settings.bootstrap_truncation else terminated | truncated
     transition = Batch(agent.obs, action, next_obs, reward.reshape(n, 1),
                        (1 - ends_return.astype(reward.dtype)).reshape(n, 1))
@@ -423,7 +444,7 @@ def fasttd3_policy(config: Any, train_state: Any, obs: jax.Array) -> jax.Array:
 
 
 def fasttd3_env_step(config: Any, settings: LoopSettings, env: JaxEnv, agent: AgentState, step: jax.Array,
-                     draws: StepDraws) -> AgentState:
+                     draws: StepDraws, agent_axis: str | None = None) -> AgentState:
     """fasttd3's vector step ``step``: the normaliser sees the N current observations, the N environments
     act (uniform in the warm-up, else the actor's action plus N(0, 1) x each environment's scale x the
     action scale, clipped), step and reset where their episode ended; the ring stores the N one-step
@@ -440,8 +461,9 @@ def fasttd3_env_step(config: Any, settings: LoopSettings, env: JaxEnv, agent: Ag
     uniform = exploration.warmup_action(draws.uniform_action, low, high)
     transitions = step * n + jnp.arange(n, dtype=jnp.int32)
     action = jnp.where(exploration.in_warmup(transitions, settings.learning_starts)[:, None], uniform, policy)
-    (next_obs, reward, terminated, truncated), env_state, obs = jax.vmap(functools.partial(step_and_reset, env))(
-        agent.env_state, action, draws.reset)
+    env_state, next_obs, reward, terminated, truncated = jax.vmap(env.step)(agent.env_state, action)
+    env_state, obs = reset_ended(env, env_state, next_obs, terminated | truncated, draws.reset, jax.vmap,
+                                 agent_axis)
     replay = device_replay.nstep_replay_add(agent.replay, agent.obs, action, reward, next_obs, terminated, truncated,
                                             config.n_step)
     ended = terminated | truncated
@@ -455,13 +477,15 @@ def fasttd3_env_step(config: Any, settings: LoopSettings, env: JaxEnv, agent: Ag
 
 
 def run_steps(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, first_step: jax.Array,
-              num_steps: int) -> AgentState:
-    """``num_steps`` vector steps from vector step ``first_step``."""
+              num_steps: int, agent_axis: str | None = None) -> AgentState:
+    """``num_steps`` vector steps from vector step ``first_step``; ``agent_axis``: the name of the vmap
+    over agents this runs under, if any (resets are then computed when any agent needs one)."""
     key, block_key = jax.random.split(agent.key)
     draws = draw_block(config, settings, env, block_key, num_steps, agent.obs.dtype)
     steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
     step_fn = fasttd3_env_step if is_fasttd3(config) else env_step
-    agent, _ = jax.lax.scan(lambda a, x: (step_fn(config, settings, env, a, *x), None), agent, (steps, draws))
+    agent, _ = jax.lax.scan(lambda a, x: (step_fn(config, settings, env, a, *x, agent_axis), None), agent,
+                            (steps, draws))
     return agent._replace(key=key)
 
 
@@ -547,13 +571,14 @@ class _Pieces:
 
         def one(h: Any, agent: AgentState, step: jax.Array) -> tuple[AgentState, jax.Array]:
             agent = agent._replace(train_state=agent.train_state._replace(step=step))
-            agent = run_steps(h[0], h[1], env, agent, first_step, num_steps)
+            agent = run_steps(h[0], h[1], env, agent, first_step, num_steps, AGENT_VMAP_AXIS)
             # The step leaves the vmap unbatched (out_axes None), beside the agent.
             return (agent._replace(train_state=agent.train_state._replace(step=None)),  # type: ignore[arg-type]
                     agent.train_state.step)
 
         in_axes = (0, _agent_axes(agents), None)
-        agents, step = jax.vmap(one, in_axes, out_axes=(0, None))(hparams, agents, shared_step)
+        agents, step = jax.vmap(one, in_axes, out_axes=(0, None), axis_name=AGENT_VMAP_AXIS)(hparams, agents,
+                                                                                          shared_step)
         step = jnp.broadcast_to(step, (num_agents,))
         return self.shard(agents._replace(train_state=agents.train_state._replace(step=step)))
 
