@@ -27,6 +27,10 @@ def resets(keys):
         return c + s.obs.sum(), None
     return jax.lax.scan(body, 0.0, jax.random.split(jax.random.key(1), steps))[0]
 for f, what in ((run, "step"), (resets, "reset")):
-    t = time.perf_counter(); c = jax.jit(f).lower(keys).compile(); ct = time.perf_counter() - t
-    t = time.perf_counter(); jax.block_until_ready(c(keys)); rt = time.perf_counter() - t
+    t = time.perf_counter()
+    c = jax.jit(f).lower(keys).compile()
+    ct = time.perf_counter() - t
+    t = time.perf_counter()
+    jax.block_until_ready(c(keys))
+    rt = time.perf_counter() - t
     print(f"{name} {backend} N={n} {what}: compile {ct:.1f}s, {rt/steps/n*1e6:.0f} us per env {what}", flush=True)

@@ -31,7 +31,8 @@ def main() -> None:
 
     algo = TD3.create(env="Pendulum-v1", total_timesteps=args.total_steps, eval_freq=args.eval_every,
                       batch_size=args.batch_size, fill_buffer=args.learning_starts, buffer_size=args.total_steps,
-                      learning_rate=args.learning_rate, num_envs=1, exploration_noise=0.2,  # absolute: 0.1 x action scale 2
+                      learning_rate=args.learning_rate, num_envs=1,
+                      exploration_noise=0.2,  # absolute: 0.1 x action scale 2
                       policy_delay=2, polyak=0.995, gamma=0.99)
 
     def eval_callback(algo, ts, rng):

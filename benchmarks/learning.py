@@ -122,7 +122,8 @@ def table(out: Path) -> str:
         steps = f"{r['checkpoint_step']:,}" + ("" if r["finished"] else f" of {r['total_steps']:,} (running)")
         lines.append(f"| {r['env']} | {r['algo']} | {r['backend']} | {r['seed']} | {steps} | "
                      f"{evaluation['eval_return_mean']:.1f} +- {evaluation['eval_return_std']:.1f} | "
-                     f"{f'{zoo[0]:.1f} +- {zoo[1]:.1f}' if zoo else '-'} | {ratio} | {long_cell(r, zoo)} | {best_cell(r, zoo)} |")
+                     f"{f'{zoo[0]:.1f} +- {zoo[1]:.1f}' if zoo else '-'} | {ratio} | {long_cell(r, zoo)} | "
+                     f"{best_cell(r, zoo)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,9 +4,9 @@ Trains ``jax-td3 train --algo td3 --env Pendulum-v1 --total-steps 15000 --seed S
 seeds 0-3 under each variant below, one run after another, and reports the final evaluation return
 (the mean over the evaluation episodes at step 15000) and the mean of all evaluations of the run (every
 1000 steps from step 0: the area under the learning curve, which also sees learning speed) per
-variant: mean +- std over seeds (ddof 1) and Welch's t-test against Fujimoto's settings. ``critic_loss_scale`` alone is not trained: with Adam a
-constant loss scale changes the step only through ``adam_eps`` (docs/cross-checking.md); it is part
-of the "all three" variant.
+variant: mean +- std over seeds (ddof 1) and Welch's t-test against Fujimoto's settings.
+``critic_loss_scale`` alone is not trained: with Adam a constant loss scale changes the step only
+through ``adam_eps`` (docs/cross-checking.md); it is part of the "all three" variant.
 
     python benchmarks/sbx_settings_learning.py [--out-dir DIR] [--seeds 0 1 2 3] [--steps 15000]
     python benchmarks/sbx_settings_learning.py --report DIR     # the table again, from DIR/runs

@@ -1,5 +1,5 @@
-"""ruff (pycodestyle, pyflakes, import order; configured in pyproject.toml) finds nothing in the package
-and the reference. ruff comes with the ``test`` extra, at the version pyproject.toml pins."""
+"""ruff (pycodestyle, pyflakes, import order; configured in pyproject.toml) finds nothing in the package,
+the reference and the benchmark scripts. ruff comes with the ``test`` extra, at the version pyproject.toml pins."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_ruff_is_clean_on_the_package_and_the_reference():
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "jax_td3", "torch_ref"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
+def test_ruff_is_clean_on_the_package_the_reference_and_the_benchmarks():
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "jax_td3", "torch_ref", "benchmarks"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
