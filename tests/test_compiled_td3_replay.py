@@ -216,3 +216,12 @@ def test_the_host_loop_refuses_them_in_one_line(flags, message, capsys, tmp_path
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_update_level_parity_refuses_them_for_td3(capsys):
+    from jax_td3.cli import main
+
+    assert main(["parity", "--algo", "td3", "--n-step", "2", "--std-min", "0.1", "--std-max", "0.2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("td3: --n-step, --std-min, --std-max belong to the compiled training loop (jax-td3 train "
+                        "--compiled); an update-level comparison has no replay or exploration"), err
