@@ -43,9 +43,9 @@ class TrainSettings:
     """The learner's framework: "jax" (the jitted update) or "torch" (the PyTorch reference)."""
     dtype: str = "float32"
     buffer_size: int = 1_000_000
-    """Replay capacity in transitions over all ``num_envs`` environments. fasttd3 in the compiled loop keeps one
-    ring of ``buffer_size // num_envs`` one-step transitions per environment (FastTD3's own buffer size counts
-    per environment: ours is that times ``num_envs``)."""
+    """Replay capacity in transitions over all ``num_envs`` environments. The compiled loop's per-environment
+    replay (``replay_layout``) keeps one ring of ``buffer_size // num_envs`` one-step transitions per environment
+    (FastTD3's own buffer size counts per environment: ours is that times ``num_envs``)."""
     learning_starts: int = 1_000
     """Updates start once the buffer holds more than this many transitions."""
     random_steps: int | None = None

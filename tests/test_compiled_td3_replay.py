@@ -18,7 +18,7 @@ from jax_td3.loops.compiled import ChunkedRun, LoopSettings
 from jax_td3.networks import init_critic_params
 from jax_td3.replay import replay_add, replay_gather, replay_init
 from jax_td3.update import Batch
-from tests.test_compiled_fasttd3 import ShortPendulum, host
+from tests.test_compiled_fasttd3 import ShortPendulum, check_scales_redrawn_where_an_episode_ended, host
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 GAMMA = 0.9
@@ -159,6 +159,10 @@ def test_td3_with_n_step_returns_and_exploration_scales_runs_and_resumes_exactly
     for scales in (start.explore_scale, agents.explore_scale):
         assert scales.shape == (2, 4) and np.all((scales >= 0.05) & (scales < 0.5))
     assert np.all(start.explore_scale != agents.explore_scale)
+
+
+def test_td3s_exploration_scales_are_redrawn_where_an_episode_ended_and_only_there():
+    check_scales_redrawn_where_an_episode_ended(CONFIG)
 
 
 def test_one_exploration_scale_for_all_is_the_global_std_bit_for_bit():

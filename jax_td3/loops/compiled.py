@@ -43,6 +43,12 @@ its own finished starts). ``bootstrap_truncation`` off ends the n-step return at
 bootstrapping (TD3: ``not_done`` 0 there too). A cosine learning rate needs ``lr_schedule_updates``
 (the ``train`` driver sets it to the run's updates with ``loops.host.fasttd3_run_config``).
 
+The TD3 family (TD3's update) can use two of these mechanisms, each on its own, off by default: the
+per-environment replay (``per_env_replay``: ``replay_layout`` "per_env", or ``config.n_step`` > 1), whose
+n-step windows reach TD3's unchanged update as its usual batch (``device_replay.nstep_td3_gather``:
+reward = the n-step return, not_done = bootstrap x gamma^(k-1)), and per-environment exploration scales
+(``config.std_min``/``std_max`` given: ``config.explore_scales``), drawn and redrawn as fasttd3's.
+
 A sweep from Python (each agent gets one value; seeds may repeat)::
 
     config = make_config("td3", max_action=2.0).replace(actor_lr=np.array([1e-3, 3e-4, 1e-4]))
@@ -112,16 +118,16 @@ class LoopSettings:
     eval_every: int = static(_DEFAULT.eval_every)
     eval_episodes: int = static(_DEFAULT.eval_episodes)
     buffer_size: int = static(_DEFAULT.buffer_size)
-    """Replay capacity in transitions over all the agent's environments. fasttd3 keeps one ring per
-    environment of ``capacity // num_envs`` one-step transitions (FastTD3's per-environment buffer size
-    is ``buffer_size / num_envs`` here)."""
+    """Replay capacity in transitions over all the agent's environments. The per-environment replay
+    (``per_env_replay``) keeps one ring per environment of ``capacity // num_envs`` one-step transitions
+    (FastTD3's per-environment buffer size is ``buffer_size / num_envs`` here)."""
     num_envs: int = static(_DEFAULT.num_envs)
     """Environments per agent stepped together; ``total_steps`` and ``eval_every`` must be multiples."""
     updates_per_step: float = static(_DEFAULT.updates_per_step)
     """Updates per vector step (see the module docstring for fractional values)."""
     expl_noise: float = _DEFAULT.expl_noise
-    """Std of the Gaussian exploration noise, in units of the action scale (fasttd3: per-environment
-    scales from its config's ``std_min``/``std_max`` instead)."""
+    """Std of the Gaussian exploration noise, in units of the action scale (``config.explore_scales``:
+    per-environment scales from the config's ``std_min``/``std_max`` instead)."""
     bootstrap_truncation: bool = static(_DEFAULT.bootstrap_truncation)
     """Bootstrap at a time limit (off: a truncation ends the return like a termination)."""
     replay_layout: str | None = static(_DEFAULT.replay_layout)
@@ -940,7 +946,7 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
     ring of the new size from the start (the other slots empty)."""
     replay = agents.replay
     saved = replay.obs.shape[1]
-    if isinstance(replay, device_replay.NStepReplayState):   # fasttd3: per-environment rings
+    if isinstance(replay, device_replay.NStepReplayState):   # per-environment rings
         capacity = capacity // replay.obs.shape[2]
     if saved == capacity:
         return agents
