@@ -449,7 +449,8 @@ def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: Agen
     ``config.explore_scales``), update."""
     n = settings.num_envs
     transitions = step * n + jnp.arange(n, dtype=jnp.int32)
-    env_draws = draws._replace(replay_bits=None, target_noise=None, scale_uniform=None)  # type: ignore[arg-type]  # not the environments'
+    # The replay's, the updates' and the new scales' draws are not the environments'.
+    env_draws = draws._replace(replay_bits=None, target_noise=None, scale_uniform=None)  # type: ignore[arg-type]
     step_one = functools.partial(act_in_env, config, settings, env)
     std, std_axis = (agent.explore_scale, 0) if config.explore_scales else (settings.expl_noise, None)
     (action, next_obs, reward, terminated, truncated), env_state = over_envs(step_one, (None, std_axis, 0, 0, 0, 0))(
