@@ -94,6 +94,16 @@ class TD3Config:
     actor_q: str = static("q1")
     """What the actor ascends: "q1" (Fujimoto's: the first critic) or "min" (SBX's: the minimum over the
     critics). With one critic the two are the same."""
+    n_step: int = static(1)
+    """Steps summed into each transition's return (FastTD3's num_steps); the replay computes them. The TD3
+    family runs more than 1 in the compiled loop only, from its per-environment replay (docs/compiled.md)."""
+    std_min: float | None = None
+    """Lowest per-environment exploration noise std (units of the action scale). None (the TD3 family's
+    default): one std for all environments, the loop's ``expl_noise``. Given with ``std_max`` (compiled loop
+    only for the TD3 family), each environment explores with its own std, uniform in [std_min, std_max) and
+    redrawn when its episode ends."""
+    std_max: float | None = None
+    """Highest per-environment exploration noise std (units of the action scale); see ``std_min``."""
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -160,7 +170,19 @@ class TD3Config:
             raise ConfigError(f"target_update must be one of {', '.join(TARGET_UPDATES)}, got {self.target_update!r}")
         if self.actor_q not in ACTOR_QS:
             raise ConfigError(f"actor_q must be one of {', '.join(ACTOR_QS)}, got {self.actor_q!r}")
+        if self.n_step < 1:
+            raise ConfigError(f"n_step must be >= 1, got {self.n_step}")
+        if (self.std_min is None) != (self.std_max is None):
+            raise ConfigError("std_min and std_max go together (per-environment exploration scales)")
+        if self.std_min is not None and self.std_max is not None and not 0 <= self.std_min <= self.std_max:
+            raise ConfigError(f"need 0 <= std_min <= std_max, got {self.std_min}, {self.std_max}")
         return self
+
+    @property
+    def explore_scales(self) -> bool:
+        """Whether each environment explores with its own std (``std_min``, ``std_max``) instead of the loop's
+        ``expl_noise``."""
+        return self.std_min is not None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -257,9 +279,8 @@ class FastTD3Config(TD3Config):
     """Clipped double Q: both critics learn the projected target of the target critic whose expected
     value is lower (per sample), and the actor ascends the minimum of the two expected values. Off:
     each critic learns its own target's projection and the actor ascends their mean."""
-    n_step: int = static(1)
-    """Steps summed into each transition's return (FastTD3's num_steps); the replay computes them.
-    FastTD3's ``disable_bootstrap`` is the loop's ``bootstrap_truncation=False``, one setting for all algorithms."""
+    # n_step: TD3Config's (FastTD3's num_steps). FastTD3's ``disable_bootstrap`` is the loop's
+    # ``bootstrap_truncation=False``, one setting for all algorithms.
     init_scale: float = 0.01
     """Std of the normal draw of the actor's output layer weights (its bias starts at zero)."""
     weight_decay: float = 0.1
@@ -296,12 +317,10 @@ class FastTD3Config(TD3Config):
             raise ConfigError(f"num_atoms must be >= 2, got {self.num_atoms}")
         if not self.v_min < self.v_max:
             raise ConfigError(f"v_min must be < v_max, got {self.v_min} >= {self.v_max}")
-        if self.n_step < 1:
-            raise ConfigError(f"n_step must be >= 1, got {self.n_step}")
         if self.weight_decay < 0 or self.max_grad_norm < 0 or self.init_scale < 0:
             raise ConfigError("weight_decay, max_grad_norm and init_scale must be >= 0")
-        if not 0 <= self.std_min <= self.std_max:
-            raise ConfigError(f"need 0 <= std_min <= std_max, got {self.std_min}, {self.std_max}")
+        if self.std_min is None:
+            raise ConfigError("fasttd3 explores with per-environment scales: std_min and std_max must be numbers")
         for name in ("actor_lr_end", "critic_lr_end"):
             value = getattr(self, name)
             if value is not None and not value > 0:

@@ -20,6 +20,7 @@ SCHEDULES = ("step", "episode")
 EXPLORATIONS = ("gaussian", "ou")
 BACKENDS = ("jax", "torch")
 VECTOR_MODES = ("sync", "async")
+REPLAY_LAYOUTS = ("flat", "per_env")
 # Seeds must be 0 <= seed < SEED_LIMIT: jax.random.PRNGKey/key take uint32-range seeds, NumPy's
 # SeedSequence any int >= 0, and the compiled loop holds seeds as int32 and adds offsets to them
 # (agent i of a multi-seed run gets seed + i; evaluation environments seed + EVAL_SEED_OFFSET = 100),
@@ -42,9 +43,9 @@ class TrainSettings:
     """The learner's framework: "jax" (the jitted update) or "torch" (the PyTorch reference)."""
     dtype: str = "float32"
     buffer_size: int = 1_000_000
-    """Replay capacity in transitions over all ``num_envs`` environments. fasttd3 in the compiled loop keeps one
-    ring of ``buffer_size // num_envs`` one-step transitions per environment (FastTD3's own buffer size counts
-    per environment: ours is that times ``num_envs``)."""
+    """Replay capacity in transitions over all ``num_envs`` environments. The compiled loop's per-environment
+    replay (``replay_layout``) keeps one ring of ``buffer_size // num_envs`` one-step transitions per environment
+    (FastTD3's own buffer size counts per environment: ours is that times ``num_envs``)."""
     learning_starts: int = 1_000
     """Updates start once the buffer holds more than this many transitions."""
     random_steps: int | None = None
@@ -86,6 +87,11 @@ class TrainSettings:
     vector_mode: str = "sync"
     """Gymnasium loop with ``num_envs`` > 1: "sync" steps the environments one after another in this
     process, "async" each in its own subprocess (in parallel)."""
+    replay_layout: str | None = None
+    """Compiled loop: "flat" (one ring of transitions over all environments, what TD3 keeps by default) or
+    "per_env" (one ring of ``buffer_size // num_envs`` one-step transitions per environment, n-step returns
+    assembled when a batch is sampled: what fasttd3 keeps, and what the TD3 family needs for ``n_step`` > 1).
+    None: the algorithm's own (per_env for fasttd3 or ``n_step`` > 1, else flat)."""
     chunk_steps: int | None = None
     """Compiled loop: env steps per compiled call (a checkpoint and stop point); None: ``eval_every``."""
     brax_backend: str = "spring"
@@ -133,6 +139,8 @@ class TrainSettings:
             (math.isfinite(self.updates_per_step) and self.updates_per_step > 0,
              f"`updates_per_step` must be a positive number, got {self.updates_per_step}"),
             (self.chunk_steps is None or self.chunk_steps >= 1, f"`chunk_steps` must be >= 1, got {self.chunk_steps}"),
+            (self.replay_layout in (None, *REPLAY_LAYOUTS),
+             f"`replay_layout` must be one of {', '.join(REPLAY_LAYOUTS)}, got {self.replay_layout!r}"),
             (self.vector_mode in VECTOR_MODES,
              f"`vector_mode` must be one of {', '.join(VECTOR_MODES)}, got {self.vector_mode!r}"),
         ]

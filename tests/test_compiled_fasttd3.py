@@ -100,10 +100,15 @@ def test_run_of_two_seeds_resumes_exactly_and_normalises_what_it_saw(run):
 
 
 def test_exploration_scales_are_redrawn_where_an_episode_ended_and_only_there():
+    check_scales_redrawn_where_an_episode_ended(CONFIG)
+
+
+def check_scales_redrawn_where_an_episode_ended(config):
+    """14 vector steps of ``config`` (with a per-environment replay, which records where episodes ended)."""
     # No update in this run (learning would start after its end), so none is compiled.
     settings = SETTINGS.replace(total_steps=160, eval_every=160, learning_starts=160)
-    agent = jax.jit(lambda seed: compiled.init_agent(CONFIG, settings, ShortPendulum(), seed, jnp.float32))(3)
-    one_step = jax.jit(lambda a, s: compiled.run_steps(CONFIG, settings, ShortPendulum(), a, s, 1)).lower(
+    agent = jax.jit(lambda seed: compiled.init_agent(config, settings, ShortPendulum(), seed, jnp.float32))(3)
+    one_step = jax.jit(lambda a, s: compiled.run_steps(config, settings, ShortPendulum(), a, s, 1)).lower(
         agent, jnp.int32(0)).compile(FAST_COMPILE)
     ended_somewhere = kept_somewhere = 0
     for step in range(14):
@@ -114,7 +119,7 @@ def test_exploration_scales_are_redrawn_where_an_episode_ended_and_only_there():
         after = np.asarray(agent.explore_scale)
         np.testing.assert_array_equal(after[~ended], before[~ended])
         assert np.all(after[ended] != before[ended])
-        assert np.all((after >= CONFIG.std_min) & (after < CONFIG.std_max))
+        assert np.all((after >= config.std_min) & (after < config.std_max))
         ended_somewhere += ended.sum()
         kept_somewhere += (~ended).sum()
     assert ended_somewhere >= 4 and kept_somewhere >= 4

@@ -52,7 +52,11 @@ SCRIPT = textwrap.dedent("""
 FASTTD3 = dict(critic_hidden=(16, 16), num_atoms=11, v_min=-60.0, v_max=0.0, n_step=2)
 
 
-@pytest.mark.parametrize("algo, extra", [("td3", {}), ("fasttd3", FASTTD3)])
+# TD3 with the per-environment n-step replay and per-environment exploration scales.
+TD3_PER_ENV = dict(n_step=2, std_min=0.05, std_max=0.5)
+
+
+@pytest.mark.parametrize("algo, extra", [("td3", {}), ("fasttd3", FASTTD3), ("td3", TD3_PER_ENV)])
 def test_sharded_run_equals_unsharded_run(algo, extra):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     script = f"ALGO = {algo!r}\nEXTRA = {extra!r}\n" + SCRIPT

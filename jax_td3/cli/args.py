@@ -104,7 +104,8 @@ CONFIG_FLAGS: dict[str, tuple[Callable[[str], Any] | tuple[str, ...] | type[bool
     "v_max": (float, "fasttd3: highest value of the critics' support (default 250)"),
     "use_cdq": (bool, "fasttd3: clipped double Q, both critics learn the lower target and the actor ascends "
                       "the minimum (default); --no-use-cdq: each critic its own target, the actor their mean"),
-    "n_step": (positive_int, "fasttd3: rewards summed into each transition's return (default 1)"),
+    "n_step": (positive_int, "rewards summed into each transition's return (default 1); td3, ddpg ...: "
+                             "--compiled only, with the per-environment replay (--replay-layout)"),
     "init_scale": (nonnegative_float, "fasttd3: std of the actor's output layer weights at init (default 0.01)"),
     "weight_decay": (nonnegative_float, "fasttd3: AdamW's decoupled weight decay of both networks (default 0.1)"),
     "actor_lr_end": (float, "fasttd3: actor learning rate at the end of a cosine schedule over the run's "
@@ -119,10 +120,11 @@ CONFIG_FLAGS: dict[str, tuple[Callable[[str], Any] | tuple[str, ...] | type[bool
                                 "(default: on)"),
     "critic_layer_norm": (bool, "fasttd3: LayerNorm after each critic hidden layer (default: off)"),
     "bfloat16_matmuls": (bool, "fasttd3: the networks' matrix products in bfloat16 (default: off)"),
-    "std_min": (nonnegative_float, "fasttd3: lowest per-environment exploration noise std, in units of the "
-                                   "action scale (default 0.001)"),
-    "std_max": (nonnegative_float, "fasttd3: highest per-environment exploration noise std, in units of the "
-                                   "action scale (default 0.4)"),
+    "std_min": (nonnegative_float, "lowest per-environment exploration noise std, in units of the action scale, "
+                                   "redrawn when that environment's episode ends (fasttd3: default 0.001; td3, "
+                                   "ddpg ...: with --std-max, --compiled only, instead of --expl-noise)"),
+    "std_max": (nonnegative_float, "highest per-environment exploration noise std, in units of the action scale "
+                                   "(fasttd3: default 0.4; td3, ddpg ...: with --std-min, --compiled only)"),
 }
 
 

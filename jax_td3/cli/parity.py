@@ -154,8 +154,13 @@ def config_from_args(args: argparse.Namespace) -> TD3Config:
     if args.max_action is not None and args.max_action <= 0:
         raise UsageError(f"--max-action must be > 0, got {args.max_action}")
     _check_seed_critic(args)
-    return make_config(args.algo, obs_dim=args.obs_dim, act_dim=act_dim, max_action=args.max_action,
-                       action_low=args.action_low, action_high=args.action_high, **given(args, CONFIG_FLAGS))
+    config = make_config(args.algo, obs_dim=args.obs_dim, act_dim=act_dim, max_action=args.max_action,
+                         action_low=args.action_low, action_high=args.action_high, **given(args, CONFIG_FLAGS))
+    loop_only = _given_flags(args, ("n_step", "std_min", "std_max")) if config.algo != "fasttd3" else []
+    if loop_only:   # the TD3 family's replay and exploration: what an update-level comparison has none of
+        raise UsageError(f"{args.algo}: {', '.join(loop_only)} belong to the compiled training loop (jax-td3 "
+                         f"train --compiled); an update-level comparison has no replay or exploration")
+    return config
 
 
 def _given_flags(args: argparse.Namespace, names: Sequence[str]) -> list[str]:

@@ -11,7 +11,7 @@ from jax_td3.cli.args import add_config_flags, given, nonnegative_int, positive_
 from jax_td3.envs.brax import BACKENDS as BRAX_BACKENDS
 from jax_td3.envs.playground import IMPLS as PLAYGROUND_IMPLS
 from jax_td3.presets import DEFAULTS, PRESETS
-from jax_td3.settings import BACKENDS, DTYPES, EXPLORATIONS, SCHEDULES, VECTOR_MODES
+from jax_td3.settings import BACKENDS, DTYPES, EXPLORATIONS, REPLAY_LAYOUTS, SCHEDULES, VECTOR_MODES
 
 # Flags that are not settings of the run: how the command runs it.
 COMMAND_FLAGS = ("preset", "resume", "compiled", "num_seeds", "no_progress", "out", "algo", "coordinator",
@@ -105,6 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Gymnasium loop with --num-envs > 1: sync steps the environments one after another in "
                            "this process, async each in its own subprocess, in parallel "
                            f"(default {d['vector_mode']})")
+    loop.add_argument("--replay-layout", choices=REPLAY_LAYOUTS, default=None,
+                      help="with --compiled: flat (one ring over all environments) or per_env (one ring of "
+                           "--buffer-size / --num-envs one-step transitions per environment, n-step returns "
+                           "assembled at sampling, each environment's share of a batch from its own ring) "
+                           "(default: per_env for fasttd3 or --n-step > 1, else flat)")
     loop.add_argument("--chunk-steps", type=positive_int, default=None,
                       help="with --compiled: env steps per compiled call, where Ctrl-C stops and checkpoints "
                            "are written; must divide --eval-every (default: --eval-every)")

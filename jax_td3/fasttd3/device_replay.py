@@ -26,6 +26,12 @@ reward and flags per sampled transition, small next to an update.
 Sampling: sample b of a batch comes from environment b mod N, uniformly over that environment's
 finished starts; with a batch size that is a multiple of N this is FastTD3's draw of batch_size // N
 transitions from each environment.
+
+The TD3 family (the compiled loop's per-environment replay) reads the same windows as TD3's own batch
+(``losses.Batch``, ``nstep_td3_gather``): its target is ``reward + not_done * gamma * Q'``, so a window of k
+steps enters as ``reward`` = the n-step return and ``not_done`` = ``bootstrap * gamma^(k-1)``, which makes the
+target ``R + bootstrap * gamma^k * Q'``. With n_step 1 that is the flat replay's transition exactly
+(``not_done`` = 1 - terminated, or 1 - ended without ``bootstrap_truncation``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jax_td3 import losses
 from jax_td3.fasttd3.state import Batch
 
 RING_FIELDS = ("obs", "action", "next_obs", "reward", "terminated", "truncated")
@@ -101,10 +108,19 @@ def nstep_indices_from_bits(replay: NStepReplayState, bits: jax.Array) -> tuple[
     return (replay.position - replay.size + offset) % replay.capacity, envs
 
 
-def nstep_gather(replay: NStepReplayState, slots: jax.Array, envs: jax.Array, n_step: int,
-                 gamma: float | jax.Array, bootstrap_truncation: bool) -> Batch:
-    """The n-step transitions starting at ``slots`` of environments ``envs`` (both (B,)); each start must
-    be finished (``nstep_indices_from_bits`` draws only those)."""
+class NStepWindow(NamedTuple):
+    """The windows of a batch of starts, each (B,): what an n-step transition is made of."""
+
+    reward: jax.Array        # sum_{i<k} gamma^i r_{t+i}
+    steps: jax.Array         # int32: k, the steps taken (1..n_step)
+    last: jax.Array          # int32: the slot of step t+k-1 (its next_obs is the transition's)
+    no_bootstrap: jax.Array  # bool: step t+k-1 terminated (or was truncated, without bootstrap_truncation)
+
+
+def nstep_window(replay: NStepReplayState, slots: jax.Array, envs: jax.Array, n_step: int,
+                 gamma: float | jax.Array, bootstrap_truncation: bool) -> NStepWindow:
+    """The windows starting at ``slots`` of environments ``envs`` (both (B,)); each start must be finished
+    (``nstep_indices_from_bits`` draws only those)."""
     dtype = replay.reward.dtype
     gamma = jnp.asarray(gamma, dtype)
     reward = jnp.zeros(slots.shape, dtype)
@@ -119,10 +135,33 @@ def nstep_gather(replay: NStepReplayState, slots: jax.Array, envs: jax.Array, n_
     no_bootstrap = replay.terminated[last, envs]
     if not bootstrap_truncation:
         no_bootstrap = no_bootstrap | replay.truncated[last, envs]
+    return NStepWindow(reward, steps, last, no_bootstrap)
+
+
+def nstep_gather(replay: NStepReplayState, slots: jax.Array, envs: jax.Array, n_step: int,
+                 gamma: float | jax.Array, bootstrap_truncation: bool) -> Batch:
+    """The n-step transitions starting at ``slots`` of environments ``envs`` (both (B,)); each start must
+    be finished (``nstep_indices_from_bits`` draws only those)."""
+    dtype = replay.reward.dtype
+    gamma = jnp.asarray(gamma, dtype)
+    window = nstep_window(replay, slots, envs, n_step, gamma, bootstrap_truncation)
     return Batch(obs=replay.obs[slots, envs], action=replay.action[slots, envs],
-                 next_obs=replay.next_obs[last, envs], reward=reward,
-                 bootstrap=jnp.where(no_bootstrap, 0.0, 1.0).astype(dtype),
-                 discount=gamma ** steps.astype(dtype))
+                 next_obs=replay.next_obs[window.last, envs], reward=window.reward,
+                 bootstrap=jnp.where(window.no_bootstrap, 0.0, 1.0).astype(dtype),
+                 discount=gamma ** window.steps.astype(dtype))
+
+
+def nstep_td3_gather(replay: NStepReplayState, slots: jax.Array, envs: jax.Array, n_step: int,
+                     gamma: float | jax.Array, bootstrap_truncation: bool) -> losses.Batch:
+    """``nstep_gather``'s transitions as TD3's batch (reward and not_done (B, 1)): ``reward`` the n-step
+    return, ``not_done`` 0 where the window does not bootstrap, else gamma^(k-1) (module docstring)."""
+    dtype = replay.reward.dtype
+    gamma = jnp.asarray(gamma, dtype)
+    window = nstep_window(replay, slots, envs, n_step, gamma, bootstrap_truncation)
+    not_done = jnp.where(window.no_bootstrap, jnp.zeros((), dtype), gamma ** (window.steps - 1).astype(dtype))
+    return losses.Batch(obs=replay.obs[slots, envs], action=replay.action[slots, envs],
+                        next_obs=replay.next_obs[window.last, envs], reward=window.reward[:, None],
+                        not_done=not_done[:, None])
 
 
 def nstep_sample(replay: NStepReplayState, bits: jax.Array, n_step: int, gamma: float | jax.Array,
@@ -130,3 +169,10 @@ def nstep_sample(replay: NStepReplayState, bits: jax.Array, n_step: int, gamma: 
     """A batch of n-step transitions from uint32 draws (B,) (``nstep_indices_from_bits``)."""
     slots, envs = nstep_indices_from_bits(replay, bits)
     return nstep_gather(replay, slots, envs, n_step, gamma, bootstrap_truncation)
+
+
+def nstep_td3_sample(replay: NStepReplayState, bits: jax.Array, n_step: int, gamma: float | jax.Array,
+                     bootstrap_truncation: bool) -> losses.Batch:
+    """A TD3 batch of n-step transitions from uint32 draws (B,) (``nstep_td3_gather``)."""
+    slots, envs = nstep_indices_from_bits(replay, bits)
+    return nstep_td3_gather(replay, slots, envs, n_step, gamma, bootstrap_truncation)

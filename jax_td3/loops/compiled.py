@@ -43,6 +43,12 @@ its own finished starts). ``bootstrap_truncation`` off ends the n-step return at
 bootstrapping (TD3: ``not_done`` 0 there too). A cosine learning rate needs ``lr_schedule_updates``
 (the ``train`` driver sets it to the run's updates with ``loops.host.fasttd3_run_config``).
 
+The TD3 family (TD3's update) can use two of these mechanisms, each on its own, off by default: the
+per-environment replay (``per_env_replay``: ``replay_layout`` "per_env", or ``config.n_step`` > 1), whose
+n-step windows reach TD3's unchanged update as its usual batch (``device_replay.nstep_td3_gather``:
+reward = the n-step return, not_done = bootstrap x gamma^(k-1)), and per-environment exploration scales
+(``config.std_min``/``std_max`` given: ``config.explore_scales``), drawn and redrawn as fasttd3's.
+
 A sweep from Python (each agent gets one value; seeds may repeat)::
 
     config = make_config("td3", max_action=2.0).replace(actor_lr=np.array([1e-3, 3e-4, 1e-4]))
@@ -112,18 +118,20 @@ class LoopSettings:
     eval_every: int = static(_DEFAULT.eval_every)
     eval_episodes: int = static(_DEFAULT.eval_episodes)
     buffer_size: int = static(_DEFAULT.buffer_size)
-    """Replay capacity in transitions over all the agent's environments. fasttd3 keeps one ring per
-    environment of ``capacity // num_envs`` one-step transitions (FastTD3's per-environment buffer size
-    is ``buffer_size / num_envs`` here)."""
+    """Replay capacity in transitions over all the agent's environments. The per-environment replay
+    (``per_env_replay``) keeps one ring per environment of ``capacity // num_envs`` one-step transitions
+    (FastTD3's per-environment buffer size is ``buffer_size / num_envs`` here)."""
     num_envs: int = static(_DEFAULT.num_envs)
     """Environments per agent stepped together; ``total_steps`` and ``eval_every`` must be multiples."""
     updates_per_step: float = static(_DEFAULT.updates_per_step)
     """Updates per vector step (see the module docstring for fractional values)."""
     expl_noise: float = _DEFAULT.expl_noise
-    """Std of the Gaussian exploration noise, in units of the action scale (fasttd3: per-environment
-    scales from its config's ``std_min``/``std_max`` instead)."""
+    """Std of the Gaussian exploration noise, in units of the action scale (``config.explore_scales``:
+    per-environment scales from the config's ``std_min``/``std_max`` instead)."""
     bootstrap_truncation: bool = static(_DEFAULT.bootstrap_truncation)
     """Bootstrap at a time limit (off: a truncation ends the return like a termination)."""
+    replay_layout: str | None = static(_DEFAULT.replay_layout)
+    """"flat", "per_env" or None (the algorithm's own): ``per_env_replay``."""
 
     def __post_init__(self) -> None:
         # Sizes must be Python numbers here; under tracing (vmap, tree_map) only the leaf changes.
@@ -150,7 +158,7 @@ class LoopSettings:
 
     @property
     def env_capacity(self) -> int:
-        """fasttd3: one-step transitions each environment's ring holds."""
+        """The per-environment replay's one-step transitions in each environment's ring."""
         return self.capacity // self.num_envs
 
     @property
@@ -208,15 +216,16 @@ def compiled_settings(settings: TrainSettings) -> LoopSettings:
                         eval_every=settings.eval_every, eval_episodes=settings.eval_episodes,
                         buffer_size=settings.buffer_size, num_envs=settings.num_envs,
                         updates_per_step=float(settings.updates_per_step), expl_noise=settings.expl_noise,
-                        bootstrap_truncation=settings.bootstrap_truncation)
+                        bootstrap_truncation=settings.bootstrap_truncation, replay_layout=settings.replay_layout)
 
 
 class AgentState(NamedTuple):
     """Everything one agent carries from step to step (fasttd3: its own train state, which holds the
-    observation normaliser, an ``NStepReplayState`` and ``explore_scale``)."""
+    observation normaliser; the per-environment replay: an ``NStepReplayState``; per-environment exploration
+    scales: ``explore_scale``)."""
 
     train_state: Any             # update.TrainState; fasttd3: fasttd3.state.TrainState
-    replay: Any                  # replay.ReplayState; fasttd3: fasttd3.device_replay.NStepReplayState
+    replay: Any                  # replay.ReplayState; per_env_replay: fasttd3.device_replay.NStepReplayState
     env_state: Any               # the environments' own state pytree, leading axis N (num_envs)
     obs: jax.Array               # (N, obs_dim)
     key: jax.Array
@@ -224,7 +233,7 @@ class AgentState(NamedTuple):
     actor_loss_sum: jax.Array
     actor_updates: jax.Array
     updates: jax.Array
-    explore_scale: Any = None    # fasttd3: (N,) each environment's exploration std (units of the action scale)
+    explore_scale: Any = None    # config.explore_scales: (N,) each environment's exploration std (action scale units)
 
 
 class CompiledResult(NamedTuple):
@@ -241,29 +250,36 @@ def is_fasttd3(config: TD3Config) -> bool:
     return config.algo == "fasttd3"
 
 
+def per_env_replay(config: TD3Config, settings: LoopSettings) -> bool:
+    """Whether the agent keeps ``fasttd3.device_replay``'s rings, one per environment, n-step returns assembled
+    at sampling (fasttd3 always; the TD3 family with ``replay_layout`` "per_env" or ``n_step`` > 1), rather
+    than ``replay``'s flat ring."""
+    return is_fasttd3(config) or settings.replay_layout == "per_env" or config.n_step > 1
+
+
 def init_agent(config: TD3Config, settings: LoopSettings, env: JaxEnv, seed: jax.Array,
                dtype: DTypeLike) -> AgentState:
     key = jax.random.key(seed)
     init_key, reset_key, loop_key = jax.random.split(key, 3)
     env_state, obs = over_envs(env.reset_from, (0,))(env.draw_resets(reset_key, settings.num_envs, dtype))
     zero = jnp.zeros((), dtype)
-    if is_fasttd3(config):
-        c: Any = config
+    explore_scale = None
+    if config.explore_scales:
         scale_draws = jax.random.uniform(jax.random.fold_in(key, 3), (settings.num_envs,), dtype)
-        return AgentState(
-            train_state=fasttd3_update.init_train_state(c, init_key, dtype),
-            replay=device_replay.nstep_replay_init(settings.env_capacity, settings.num_envs, c.obs_dim, c.act_dim,
-                                                   dtype),
-            env_state=env_state, obs=obs.astype(dtype), key=loop_key,
-            critic_loss_sum=zero, actor_loss_sum=zero,
-            actor_updates=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
-            explore_scale=exploration_scale(c, scale_draws))
+        explore_scale = exploration_scale(config, scale_draws)
+    replay: Any
+    if per_env_replay(config, settings):
+        replay = device_replay.nstep_replay_init(settings.env_capacity, settings.num_envs, config.obs_dim,
+                                                 config.act_dim, dtype)
+    else:
+        replay = replay_init(settings.capacity, config.obs_dim, config.act_dim, dtype)
+    c: Any = config
+    train_state = (fasttd3_update.init_train_state(c, init_key, dtype) if is_fasttd3(config)
+                   else init_train_state(config, init_key, dtype))
     return AgentState(
-        train_state=init_train_state(config, init_key, dtype),
-        replay=replay_init(settings.capacity, config.obs_dim, config.act_dim, dtype),
-        env_state=env_state, obs=obs.astype(dtype), key=loop_key,
+        train_state=train_state, replay=replay, env_state=env_state, obs=obs.astype(dtype), key=loop_key,
         critic_loss_sum=zero, actor_loss_sum=zero,
-        actor_updates=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32))
+        actor_updates=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32), explore_scale=explore_scale)
 
 
 class StepDraws(NamedTuple):
@@ -277,7 +293,7 @@ class StepDraws(NamedTuple):
     reset: Any                  # (N, ...) the environments' draws for their next episode's start (used if one ends)
     replay_bits: jax.Array      # (M, batch) uint32: replay indices (bits mod the buffer's size)
     target_noise: jax.Array     # (M, batch, act_dim) N(0, 1): target-policy smoothing
-    scale_uniform: Any = None   # fasttd3: (N,) U(0, 1): the exploration scale of an environment whose episode ends
+    scale_uniform: Any = None   # explore_scales: (N,) U(0, 1): the new scale of an environment whose episode ends
 
 
 def draw_block(config: TD3Config, settings: LoopSettings, env: JaxEnv, key: jax.Array, num_steps: int,
@@ -286,7 +302,7 @@ def draw_block(config: TD3Config, settings: LoopSettings, env: JaxEnv, key: jax.
     act, batch = config.act_dim, config.batch_size
     n, m = settings.num_envs, settings.max_updates_per_step
     resets = env.draw_resets(keys[2], num_steps * n, dtype)
-    scales = jax.random.uniform(jax.random.fold_in(key, 5), (num_steps, n), dtype) if is_fasttd3(config) else None
+    scales = jax.random.uniform(jax.random.fold_in(key, 5), (num_steps, n), dtype) if config.explore_scales else None
     return StepDraws(
         uniform_action=jax.random.uniform(keys[0], (num_steps, n, act), dtype),
         action_noise=jax.random.normal(keys[1], (num_steps, n, act), dtype),
@@ -297,20 +313,26 @@ def draw_block(config: TD3Config, settings: LoopSettings, env: JaxEnv, key: jax.
 
 
 def exploration_scale(config: Any, uniform: jax.Array) -> jax.Array:
-    """fasttd3: exploration stds uniform in [std_min, std_max) from U(0, 1) draws (the host's rule,
+    """Per-environment exploration stds uniform in [std_min, std_max) from U(0, 1) draws (the host's rule,
     ``fasttd3.replay.draw_exploration_scales``)."""
     return config.std_min + (config.std_max - config.std_min) * uniform
 
 
+def redraw_scales(config: TD3Config, explore_scale: jax.Array, ended: jax.Array, uniform: jax.Array) -> jax.Array:
+    """The N exploration stds after a vector step: a fresh one (from ``uniform``) where the episode ended."""
+    return jnp.where(ended, exploration_scale(config, uniform), explore_scale)
+
+
 def explore(config: TD3Config, settings: LoopSettings, actor_params: Any, obs: jax.Array, transition: jax.Array,
-            draws: StepDraws) -> jax.Array:
+            draws: StepDraws, std: jax.Array | float) -> jax.Array:
     """One environment's action for transition number ``transition``: uniform over the box before
-    ``learning_starts``; then mu(s) + N(0, expl_noise * scale), clipped."""
+    ``learning_starts``; then mu(s) + N(0, std * scale), clipped (``std``: ``expl_noise``, or the
+    environment's own scale)."""
     low = jnp.asarray(config.action_low, obs.dtype)
     high = jnp.asarray(config.action_high, obs.dtype)
     scale = jnp.asarray(config.action_scale, obs.dtype)
     uniform = exploration.warmup_action(draws.uniform_action, low, high)
-    noise = draws.action_noise * exploration.gaussian_std(settings.expl_noise, scale)
+    noise = draws.action_noise * exploration.gaussian_std(std, scale)
     policy = exploration.explore_action(jnp.clip, actor_action(config, actor_params, obs[None])[0], noise, low, high)
     return jnp.where(exploration.in_warmup(transition, settings.learning_starts), uniform, policy)
 
@@ -333,6 +355,10 @@ def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step: ja
             nstep_batch = device_replay.nstep_sample(agent.replay, replay_bits, c.n_step, c.gamma,
                                                      settings.bootstrap_truncation)
             train_state, metrics = fasttd3_update.update(c, agent.train_state, nstep_batch, target_noise)
+        elif per_env_replay(config, settings):   # TD3's own update on the n-step batch (``nstep_td3_sample``)
+            batch = device_replay.nstep_td3_sample(agent.replay, replay_bits, config.n_step, config.gamma,
+                                                   settings.bootstrap_truncation)
+            train_state, metrics = update(config, agent.train_state, batch, target_noise)
         else:
             batch = replay_gather(agent.replay, replay_indices_from_bits(agent.replay, replay_bits))
             train_state, metrics = update(config, agent.train_state, batch, target_noise)
@@ -374,12 +400,13 @@ def over_envs(fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callab
     return call
 
 
-def act_in_env(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params: Any, obs: jax.Array,
-               env_state: Any, transition: jax.Array, draws: StepDraws) -> tuple[tuple[jax.Array, ...], Any]:
-    """One environment's step: act and step. Returns the transition's (action, next_obs, reward,
-    terminated, truncated) and the environment's state after the step (``reset_ended`` resets it if the
-    episode ended)."""
-    action = explore(config, settings, actor_params, obs, transition, draws)
+def act_in_env(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params: Any, std: jax.Array | float,
+               obs: jax.Array, env_state: Any, transition: jax.Array,
+               draws: StepDraws) -> tuple[tuple[jax.Array, ...], Any]:
+    """One environment's step: act (exploration std ``std``) and step. Returns the transition's (action,
+    next_obs, reward, terminated, truncated) and the environment's state after the step (``reset_ended``
+    resets it if the episode ended)."""
+    action = explore(config, settings, actor_params, obs, transition, draws, std)
     env_state, next_obs, reward, terminated, truncated = env.step(env_state, action)
     return (action, next_obs, reward, terminated, truncated), env_state
 
@@ -418,19 +445,29 @@ def select_reset(env: JaxEnv, ended: jax.Array, env_state: Any, next_obs: jax.Ar
 def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, step: jax.Array,
              draws: StepDraws, agent_axis: str | None = None) -> AgentState:
     """Vector step number ``step`` (0-based, the same for all agents): act in and step the N environments,
-    store their N transitions, reset those whose episode ended, update."""
+    store their N transitions, reset those whose episode ended (and redraw their exploration scales, with
+    ``config.explore_scales``), update."""
     n = settings.num_envs
     transitions = step * n + jnp.arange(n, dtype=jnp.int32)
-    env_draws = draws._replace(replay_bits=None, target_noise=None)  # type: ignore[arg-type]  # not the environments'
+    # The replay's, the updates' and the new scales' draws are not the environments'.
+    env_draws = draws._replace(replay_bits=None, target_noise=None, scale_uniform=None)  # type: ignore[arg-type]
     step_one = functools.partial(act_in_env, config, settings, env)
-    (action, next_obs, reward, terminated, truncated), env_state = over_envs(step_one, (None, 0, 0, 0, 0))(
-        agent.train_state.actor_params, agent.obs, agent.env_state, transitions, env_draws)
-    env_state, obs = reset_ended(env, env_state, next_obs, terminated | truncated, draws.reset, over_envs,
-                                 agent_axis)
-    ends_return = terminated if settings.bootstrap_truncation else terminated | truncated
-    transition = Batch(agent.obs, action, next_obs, reward.reshape(n, 1),
-                       (1 - ends_return.astype(reward.dtype)).reshape(n, 1))
-    agent = agent._replace(replay=replay_add(agent.replay, transition), env_state=env_state, obs=obs)
+    std, std_axis = (agent.explore_scale, 0) if config.explore_scales else (settings.expl_noise, None)
+    (action, next_obs, reward, terminated, truncated), env_state = over_envs(step_one, (None, std_axis, 0, 0, 0, 0))(
+        agent.train_state.actor_params, std, agent.obs, agent.env_state, transitions, env_draws)
+    ended = terminated | truncated
+    env_state, obs = reset_ended(env, env_state, next_obs, ended, draws.reset, over_envs, agent_axis)
+    replay: Any
+    if per_env_replay(config, settings):
+        replay = device_replay.nstep_replay_add(agent.replay, agent.obs, action, reward, next_obs, terminated,
+                                                truncated, config.n_step)
+    else:
+        ends_return = terminated if settings.bootstrap_truncation else ended
+        replay = replay_add(agent.replay, Batch(agent.obs, action, next_obs, reward.reshape(n, 1),
+                                                (1 - ends_return.astype(reward.dtype)).reshape(n, 1)))
+    agent = agent._replace(replay=replay, env_state=env_state, obs=obs)
+    if config.explore_scales:
+        agent = agent._replace(explore_scale=redraw_scales(config, agent.explore_scale, ended, draws.scale_uniform))
     # ``step`` is not batched over agents, so under vmap this stays a real branch (no wasted update).
     return jax.lax.cond(schedule.learns_at(step, settings.learning_starts, settings.num_envs),
                         lambda a: learn(config, settings, a, step, draws), lambda a: a, agent)
@@ -466,8 +503,7 @@ def fasttd3_env_step(config: Any, settings: LoopSettings, env: JaxEnv, agent: Ag
                                  agent_axis)
     replay = device_replay.nstep_replay_add(agent.replay, agent.obs, action, reward, next_obs, terminated, truncated,
                                             config.n_step)
-    ended = terminated | truncated
-    explore_scale = jnp.where(ended, exploration_scale(config, draws.scale_uniform), agent.explore_scale)
+    explore_scale = redraw_scales(config, agent.explore_scale, terminated | truncated, draws.scale_uniform)
     agent = agent._replace(train_state=train_state, replay=replay, env_state=env_state, obs=obs,
                            explore_scale=explore_scale)
     if settings.first_learning_step >= settings.vector_steps:   # a run that never learns compiles no update
@@ -650,16 +686,26 @@ def _check_dims(config: TD3Config, env: JaxEnv) -> None:
                           f"{spec.obs_dim}/{spec.act_dim}")
 
 
-def _check_fasttd3(config: Any, settings: LoopSettings) -> None:
-    """ConfigError for fasttd3 sizes its device replay cannot serve."""
+def _check_replay(config: TD3Config, settings: LoopSettings) -> None:
+    """ConfigError for a replay layout the algorithm cannot use, or sizes the per-environment replay cannot serve."""
     n_step, n = config.n_step, settings.num_envs
+    if settings.replay_layout == "flat" and (is_fasttd3(config) or n_step > 1):
+        why = "fasttd3 keeps one ring per environment" if is_fasttd3(config) else f"`n_step` {n_step} needs it"
+        raise ConfigError(f"`replay_layout` flat: {why}; use per_env")
+    if not per_env_replay(config, settings):
+        return
     if settings.env_capacity < n_step:
-        raise ConfigError(f"fasttd3's replay holds {settings.env_capacity:,} steps per environment (`buffer_size` "
-                          f"{settings.buffer_size:,} / `num_envs` {n}); `n_step` {n_step} needs at least {n_step}")
+        raise ConfigError(f"the per-environment replay holds {settings.env_capacity:,} steps per environment "
+                          f"(`buffer_size` {settings.buffer_size:,} / `num_envs` {n}); `n_step` {n_step} needs at "
+                          f"least {n_step}")
     if settings.learning_starts < (n_step - 1) * n:
-        raise ConfigError(f"fasttd3 with `n_step` {n_step} needs `learning_starts` >= {(n_step - 1) * n} "
+        raise ConfigError(f"{config.algo} with `n_step` {n_step} needs `learning_starts` >= {(n_step - 1) * n} "
                           f"((n_step - 1) x num_envs), so that every environment has a finished transition when "
                           f"updates start")
+
+
+def _check_fasttd3(config: Any, settings: LoopSettings) -> None:
+    """ConfigError for what fasttd3's update cannot run without."""
     if (config.actor_lr_end is not None or config.critic_lr_end is not None) and not config.lr_schedule_updates:
         raise ConfigError("a cosine learning rate (`actor_lr_end`, `critic_lr_end`) needs `lr_schedule_updates` "
                           "(`loops.host.fasttd3_run_config` sets it to the run's updates)")
@@ -697,6 +743,7 @@ class ChunkedRun:
                  compiler_options: dict | None = None):
         _check_dims(config, env)
         settings.check()
+        _check_replay(config, settings)
         if is_fasttd3(config):
             _check_fasttd3(config, settings)
         n = settings.num_envs
@@ -900,7 +947,7 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
     ring of the new size from the start (the other slots empty)."""
     replay = agents.replay
     saved = replay.obs.shape[1]
-    if isinstance(replay, device_replay.NStepReplayState):   # fasttd3: per-environment rings
+    if isinstance(replay, device_replay.NStepReplayState):   # per-environment rings
         capacity = capacity // replay.obs.shape[2]
     if saved == capacity:
         return agents

@@ -126,6 +126,20 @@ def make_noise(settings: TrainSettings, action_scale: Iterable[float],
     return GaussianNoise(tuple(exploration.gaussian_std(settings.expl_noise, s) for s in action_scale))
 
 
+def refuse_compiled_only(config: TD3Config, settings: TrainSettings) -> None:
+    """ConfigError for what only the compiled loop runs: a ``replay_layout``, and for the TD3 family n-step
+    returns and per-environment exploration scales (``loops.compiled``; fasttd3 runs both here)."""
+    if settings.replay_layout is not None:
+        raise ConfigError(f"`replay_layout` {settings.replay_layout} is the compiled loop's (`compiled`)")
+    if config.algo == "fasttd3":
+        return
+    if config.n_step > 1:
+        raise ConfigError(f"{config.algo} runs `n_step` > 1 in the compiled loop only (`compiled`)")
+    if config.explore_scales:
+        raise ConfigError(f"{config.algo} runs per-environment exploration scales (`std_min`, `std_max`) in the "
+                          f"compiled loop only (`compiled`)")
+
+
 def fasttd3_run_config(config: TD3Config, settings: TrainSettings, num_envs: int) -> TD3Config:
     """A FastTD3 config as the host loop runs it: what it cannot run yet refused in one line, and with a
     cosine learning rate (``actor_lr_end`` or ``critic_lr_end`` given) and no ``lr_schedule_updates``, the
@@ -170,6 +184,7 @@ class Trainer:
         from jax_td3.envs import env_spec, make_env
 
         self.settings = settings.validate()
+        refuse_compiled_only(config, settings)
         self.fasttd3 = config.algo == "fasttd3"
         if self.fasttd3:
             config = fasttd3_run_config(config, settings, self.num_envs)
@@ -253,7 +268,9 @@ class Trainer:
     @property
     def exploration_std_range(self) -> tuple[float, float]:
         """fasttd3: (std_min, std_max) of the per-environment exploration scales."""
-        return self.config.std_min, self.config.std_max  # type: ignore[attr-defined]  # FastTD3Config's
+        low, high = self.config.std_min, self.config.std_max
+        assert low is not None and high is not None   # FastTD3Config's are numbers
+        return low, high
 
     @property
     def _fused(self) -> FusedBackend:

@@ -190,7 +190,7 @@ def compiled_loop_needs(agents: Any, draws: Any) -> Need:
     whole state (leading axis K: train states, replay buffers, environment states and observations, keys
     and counters), and ``draws``, the largest block of random draws the run makes at once."""
     num_seeds = agents.replay.obs.shape[0]
-    capacity = int(np.prod(agents.replay.obs.shape[1:-1]))   # fasttd3: slots x environments
+    capacity = int(np.prod(agents.replay.obs.shape[1:-1]))   # per-environment rings: slots x environments
     num_envs = agents.obs.shape[1]
     per = f" for {num_seeds:,} agents" if num_seeds > 1 else ""
     replay, state = tree_bytes(agents.replay), tree_bytes(agents.train_state)
