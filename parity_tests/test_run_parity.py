@@ -11,12 +11,12 @@ import torch
 # Whole runs need environments; a machine without Gymnasium (e.g. a bare GPU image) skips this file.
 pytest.importorskip("gymnasium", reason="whole-run parity needs Gymnasium (pip install 'jax-td3[envs]')")
 
-from jax_td3.run.checkpoint import load_checkpoint, save_checkpoint
 from jax_td3.cli import main
-from jax_td3.envs import env_spec, make_env
-from jax_td3.parity import plot_drift, resume_trainer, run_whole_parity
 from jax_td3.config import config_for_env
+from jax_td3.envs import env_spec, make_env
 from jax_td3.loops.host import Trainer
+from jax_td3.parity import plot_drift, resume_trainer, run_whole_parity
+from jax_td3.run.checkpoint import load_checkpoint, save_checkpoint
 from jax_td3.run.training import checkpoint_contents
 from jax_td3.settings import TrainSettings
 

@@ -161,6 +161,7 @@ def test_a_planted_difference_is_found_where_it_is(plant, factor, quantity, upda
 def test_polyak_on_every_update_is_caught_at_the_first_non_actor_update():
     """A reference that moves its targets on every update instead of every policy_freq-th."""
     import torch
+
     from torch_ref.networks import soft_update
 
     config = small_config("td3", batch_size=16, policy_freq=2)
