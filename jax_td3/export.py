@@ -93,6 +93,10 @@ def train_state_from_checkpoint(path: str | os.PathLike[str],
             dtype, leaves = contents["settings"]["dtype"], contents["trainer"]["train_state"]
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{checkpoint.path} lacks the contents of a training run ({err})") from None
+    if config.algo != "fasttd3" and config.obs_normalization:
+        raise CheckpointError(f"{checkpoint.path}: a compiled {config.algo} run with `obs_normalization` keeps its "
+                              f"observation statistics beside the train state; `eval` and `export` do not apply "
+                              f"them yet, so they refuse it")
     return config, dtype, unpack_train_state(config, dtype, leaves), checkpoint
 
 
