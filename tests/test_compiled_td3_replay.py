@@ -353,3 +353,48 @@ def test_update_level_parity_refuses_them_for_td3(capsys):
     assert main(["parity", "--algo", "ddpg", "--obs-normalization"]) == 2
     err = capsys.readouterr().err.strip()
     assert "ddpg: --obs-normalization belong to the compiled training loop" in err and len(err.splitlines()) == 1
+
+
+def test_export_and_eval_of_a_compiled_td3_run_apply_its_observation_statistics(tmp_path, capsys):
+    """A compiled td3 run with the normaliser: its checkpoint holds the statistics (the saved agents), the
+    export writes them as fasttd3's "obs_normalizer" state_dict beside torch_ref's networks and its actor acts
+    as the compiled loop's (networks.actor_action on normalize), and ``eval`` of the checkpoint and of the
+    export apply them (the same returns; other statistics in the export give other returns)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("gymnasium")
+    from jax_td3.cli import main
+    from jax_td3.export import obs_normalizer_from_checkpoint, train_state_from_checkpoint
+    from jax_td3.fasttd3.normalizer import normalize
+    from torch_ref.fasttd3 import EmpiricalNormalization
+    from torch_ref.networks import Actor
+
+    out, agent, other = tmp_path / "run", tmp_path / "agent.pt", tmp_path / "other.pt"
+    assert main(["train", "--compiled", "--algo", "td3", "--obs-normalization", "--hidden", "8,8", "--batch-size", "16",
+                 "--total-steps", "300", "--learning-starts", "100", "--eval-every", "300", "--eval-episodes", "1",
+                 "--seed", "3", "--no-progress", "--out", str(out)]) == 0
+    config, dtype, state, checkpoint = train_state_from_checkpoint(out)
+    stats = obs_normalizer_from_checkpoint(config, checkpoint)
+    assert config.obs_normalization and int(stats.count) == 300 and not np.allclose(stats.var, 1.0)
+    assert main(["export", str(out), "--to", "torch", str(agent)]) == 0
+    blob = torch.load(agent, weights_only=True)
+    c = blob["config"]
+    assert c["algo"] == "td3" and c["obs_normalization"] is True and "module" not in c
+    actor = Actor(c["obs_dim"], c["act_dim"], c["action_low"], c["action_high"], c["hidden"]).to(torch.float32)
+    actor.load_state_dict(blob["actor"])
+    normalizer = EmpiricalNormalization(c["obs_dim"])
+    normalizer.load_state_dict(blob["obs_normalizer"])
+    obs = np.random.default_rng(0).uniform(-8, 8, (5, 3)).astype(np.float32)
+    with torch.no_grad():
+        exported = actor(normalizer(torch.as_tensor(obs), update=False)).numpy()
+    compiled_loop = np.asarray(actor_action(config, state.actor_params, normalize(stats, obs)))
+    np.testing.assert_allclose(exported, compiled_loop, rtol=1e-5, atol=1e-6)   # float32: torch's and XLA's roundings
+    assert np.max(np.abs(compiled_loop - np.asarray(actor_action(config, state.actor_params, obs)))) > 1e-3
+
+    capsys.readouterr()
+    returns = []
+    blob["obs_normalizer"]["_mean"] = blob["obs_normalizer"]["_mean"] + 1.0
+    torch.save(blob, other)
+    for source in (out, agent, other):
+        assert main(["eval", str(source), "--episodes", "2"]) == 0
+        returns.append(capsys.readouterr().out.split("return ")[1].split(" over")[0])
+    assert returns[0] == returns[1] != returns[2], returns
