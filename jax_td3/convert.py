@@ -197,7 +197,7 @@ def normalizer_to_torch(statistics: Any, module: Any) -> None:
     import numpy as np
 
     torch = require_torch("converting to PyTorch")
-    dtype = module._mean.dtype
+    dtype = module.mean.dtype
     mean = torch.as_tensor(np.array(statistics.mean), dtype=dtype)[None]
     var = torch.as_tensor(np.array(statistics.var), dtype=dtype)[None]
     module.load_state_dict({"_mean": mean, "_var": var, "_std": var.sqrt(),
