@@ -119,8 +119,9 @@ def obs_normalizer_from_checkpoint(config: TD3Config, checkpoint: Checkpoint, ag
 
     try:
         arrays = checkpoint.contents["agents"]
-        return NormalizerState(*(np.asarray(arrays[f"obs_normalizer/{name}"][agent])
-                                 for name in NormalizerState._fields))
+        leaves: dict[str, Any] = {name: np.asarray(arrays[f"obs_normalizer/{name}"][agent])   # numpy leaves
+                                  for name in NormalizerState._fields}
+        return NormalizerState(**leaves)
     except (KeyError, TypeError, IndexError) as err:
         raise CheckpointError(f"{checkpoint.path}: {config.algo} with `obs_normalization` but no saved observation "
                               f"statistics ({err})") from None
