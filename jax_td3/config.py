@@ -104,6 +104,10 @@ class TD3Config:
     redrawn when its episode ends."""
     std_max: float | None = None
     """Highest per-environment exploration noise std (units of the action scale); see ``std_min``."""
+    obs_normalization: bool = static(False)
+    """Normalise the networks' observations with running statistics (FastTD3's ``EmpiricalNormalization``,
+    ``fasttd3.normalizer``). The TD3 family (default off) runs it in the compiled loop only, which keeps the
+    statistics beside the train state (``loops.compiled.AgentState.obs_normalizer``): its update is unchanged."""
 
     # -- derived -----------------------------------------------------------------------
     @property

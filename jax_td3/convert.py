@@ -187,12 +187,34 @@ def fasttd3_to_torch(state: Any, agent: Any) -> None:
         _load_network(modules, adam.nu, moment("exp_avg_sq"))
         for tensor, values in moments.items():
             optimizer.state[tensor] = {"step": torch.tensor(float(count)), **values}
-    statistics = state.obs_normalizer
-    mean = torch.as_tensor(np.array(statistics.mean), dtype=agent.dtype)[None]
-    var = torch.as_tensor(np.array(statistics.var), dtype=agent.dtype)[None]
-    agent.obs_normalizer.load_state_dict({"_mean": mean, "_var": var, "_std": var.sqrt(),
-                                          "count": torch.tensor(int(np.asarray(statistics.count)))})
+    normalizer_to_torch(state.obs_normalizer, agent.obs_normalizer)
     agent.step = int(np.asarray(state.step))
+
+
+def normalizer_to_torch(statistics: Any, module: Any) -> None:
+    """Load observation statistics (a ``fasttd3.state.NormalizerState``) into a ``torch_ref.fasttd3``
+    ``EmpiricalNormalization`` (in its dtype). Exact (copies)."""
+    import numpy as np
+
+    torch = require_torch("converting to PyTorch")
+    dtype = module.mean.dtype
+    mean = torch.as_tensor(np.array(statistics.mean), dtype=dtype)[None]
+    var = torch.as_tensor(np.array(statistics.var), dtype=dtype)[None]
+    module.load_state_dict({"_mean": mean, "_var": var, "_std": var.sqrt(),
+                            "count": torch.tensor(int(np.asarray(statistics.count)))})
+
+
+def normalizer_from_torch(module: Any) -> Any:
+    """The observation statistics (a ``fasttd3.state.NormalizerState`` with numpy leaves) of a
+    ``torch_ref.fasttd3`` ``EmpiricalNormalization``. Exact (copies)."""
+    import numpy as np
+
+    from jax_td3.fasttd3.state import NormalizerState
+
+    buffers = module.state_dict()
+    return NormalizerState(mean=buffers["_mean"][0].detach().cpu().numpy().copy(),
+                           var=buffers["_var"][0].detach().cpu().numpy().copy(),
+                           count=np.asarray(int(buffers["count"]), np.int32))  # type: ignore[arg-type]  # numpy leaves, as every state crossing the backends
 
 
 def fasttd3_from_torch(agent: Any, template: Any) -> Any:
@@ -201,7 +223,6 @@ def fasttd3_from_torch(agent: Any, template: Any) -> Any:
     import numpy as np
     import optax
 
-    from jax_td3.fasttd3.state import NormalizerState
     from jax_td3.update import adam_state, with_adam_state
 
     def adam_of(optimizer: Any, modules: list[Any], template_state: Any) -> Any:
@@ -220,10 +241,7 @@ def fasttd3_from_torch(agent: Any, template: Any) -> Any:
         adam = optax.ScaleByAdamState(count=np.asarray(count, np.asarray(template_adam.count).dtype), mu=mu, nu=nu)
         return with_adam_state(template_state, adam)
 
-    buffers = agent.obs_normalizer.state_dict()
-    normalizer = NormalizerState(mean=buffers["_mean"][0].detach().cpu().numpy().copy(),
-                                 var=buffers["_var"][0].detach().cpu().numpy().copy(),
-                                 count=np.asarray(int(buffers["count"]), np.int32))  # type: ignore[arg-type]  # numpy leaves, as every state crossing the backends
+    normalizer = normalizer_from_torch(agent.obs_normalizer)
     return type(template)(
         actor_params=_network_tree([agent.actor], lambda tensor: tensor),
         critic_params=_network_tree(_critic_nets(agent.qnet), lambda tensor: tensor),
@@ -236,4 +254,4 @@ def fasttd3_from_torch(agent: Any, template: Any) -> Any:
 
 
 __all__ = ["ConversionError", "fasttd3_from_torch", "fasttd3_to_torch", "make_fasttd3_agent", "make_torch_agent",
-           "state_from_torch", "state_to_torch"]
+           "normalizer_from_torch", "normalizer_to_torch", "state_from_torch", "state_to_torch"]

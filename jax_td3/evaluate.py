@@ -44,7 +44,7 @@ def evaluate_checkpoint(path: PathLike, episodes: int = 10, env_id: str | None =
     ``sequential`` runs the episodes one after another on one environment instead of as a batch (same
     returns; for checking).
     """
-    from jax_td3.export import run_settings_of, train_state_from_checkpoint
+    from jax_td3.export import obs_normalizer_from_checkpoint, run_settings_of, train_state_from_checkpoint
 
     if str(path).endswith(".pt"):
         return _evaluate_torch_export(path, episodes, env_id, seed, backend, video, sequential)
@@ -53,29 +53,33 @@ def evaluate_checkpoint(path: PathLike, episodes: int = 10, env_id: str | None =
     seed = evaluation_seed(settings["seed"]) if seed is None else seed
     with x64_scope(dtype):  # float64 for this call only: the caller's JAX settings stay as they were
         result = _run_policy(config, dtype, state, env_id or settings["env"], episodes, seed, backend, video,
-                             time_feature=bool(settings.get("time_feature", False)), sequential=sequential)
+                             time_feature=bool(settings.get("time_feature", False)), sequential=sequential,
+                             obs_normalizer=obs_normalizer_from_checkpoint(config, checkpoint, agent))
     return {"checkpoint": str(checkpoint.path), **result, "step": checkpoint.metadata.get("step"),
             "trained_with": checkpoint.metadata.get("backend")}
 
 
 def _evaluate_torch_export(path: PathLike, episodes: int, env_id: str | None, seed: int | None, backend: str,
                            video: PathLike | None = None, sequential: bool = False) -> dict[str, Any]:
-    from jax_td3.export import train_state_from_torch_export
+    from jax_td3.export import agent_from_torch_export
 
-    config, dtype, state, description = train_state_from_torch_export(path)
+    config, dtype, state, description, obs_normalizer = agent_from_torch_export(path)
     env_id = env_id or description.get("env")
     if env_id is None:
         raise ConfigError(f"{path} does not name its environment; give its `env`")
     seed = description.get("eval_seed", 0) if seed is None else seed
     with x64_scope(dtype):
         result = _run_policy(config, dtype, state, env_id, episodes, seed, backend, video,
-                             time_feature=bool(description.get("time_feature", False)), sequential=sequential)
+                             time_feature=bool(description.get("time_feature", False)), sequential=sequential,
+                             obs_normalizer=obs_normalizer)
     return {"checkpoint": str(path), **result, "step": description.get("step"), "trained_with": "torch export"}
 
 
 def _run_policy(config: TD3Config, dtype: str, state: TrainState, env_id: str, episodes: int, seed: int,
                 backend: str, video: PathLike | None = None, time_feature: bool = False,
-                sequential: bool = False) -> dict[str, Any]:
+                sequential: bool = False, obs_normalizer: Any = None) -> dict[str, Any]:
+    """The episodes' returns; ``obs_normalizer``: statistics kept beside the train state (the TD3 family's with
+    ``obs_normalization``), which the actor's observations are normalised with first."""
     from jax_td3.backends import make_backend
     from jax_td3.envs import env_spec, make_env
     from jax_td3.loops.evaluation import BatchedEvaluator, evaluate_policy
@@ -93,11 +97,16 @@ def _run_policy(config: TD3Config, dtype: str, state: TrainState, env_id: str, e
             if recorder:
                 recorder.attach(env, spec.env_id)
             learner = make_backend(backend, config, state, dtype)
+            act_batch = learner.act_batch
+            if obs_normalizer is not None:
+                from jax_td3.backends.jax_backend import normalize_numpy
+
+                act_batch = lambda obs: learner.act_batch(normalize_numpy(obs_normalizer, obs))  # noqa: E731
             if recorder or sequential:
-                returns = evaluate_policy(None, env, episodes, seed, np.dtype(dtype), act_batch=learner.act_batch,
+                returns = evaluate_policy(None, env, episodes, seed, np.dtype(dtype), act_batch=act_batch,
                                           on_step=recorder.record if recorder else None)
             else:
-                returns = evaluator.evaluate(learner.act_batch, episodes, seed, np.dtype(dtype))
+                returns = evaluator.evaluate(act_batch, episodes, seed, np.dtype(dtype))
         finally:
             evaluator.close()
         if recorder:

@@ -41,6 +41,10 @@ normalised with, ``(obs - mean) / (std + 0.01)``); the config then holds FastTD3
     x = torch.as_tensor(obs, dtype=dtype)[None]
     action = actor(normalizer(x, update=False) if c["obs_normalization"] else x)[0]
 
+A compiled run of the TD3 family with ``obs_normalization`` (its statistics kept by the loop beside the train
+state) exports its ``torch_ref.networks`` modules as above plus "obs_normalizer", the same
+``EmpiricalNormalization`` state_dict; its actor acts on ``normalizer(x, update=False)``.
+
 The weights keep the checkpoint's dtype unless ``--dtype`` casts them. Move the
 modules to that dtype before ``load_state_dict``: loading copies into the module's
 existing tensors, so float64 weights loaded into a float32 module are rounded.
@@ -60,6 +64,7 @@ from jax_td3.loops.exploration import evaluation_seed
 if TYPE_CHECKING:  # for annotations only: this module imports JAX and torch when it needs them
     from jax_td3.checkpoint_format import Checkpoint
     from jax_td3.config import TD3Config
+    from jax_td3.fasttd3.state import NormalizerState
     from jax_td3.update import TrainState
 
 FORMAT = "jax-td3-torch-export"
@@ -96,6 +101,32 @@ def train_state_from_checkpoint(path: str | os.PathLike[str],
     return config, dtype, unpack_train_state(config, dtype, leaves), checkpoint
 
 
+def keeps_statistics_apart(config: TD3Config) -> bool:
+    """Whether the observation statistics of an agent of ``config`` live beside its train state: the TD3
+    family with ``obs_normalization`` (the compiled loop's ``AgentState.obs_normalizer``; fasttd3 keeps them
+    in its own train state)."""
+    return config.algo != "fasttd3" and config.obs_normalization
+
+
+def obs_normalizer_from_checkpoint(config: TD3Config, checkpoint: Checkpoint, agent: int = 0) -> NormalizerState | None:
+    """One agent's observation statistics (numpy leaves) where they live beside the train state
+    (``keeps_statistics_apart``): the compiled run's saved agents, ``obs_normalizer/...``; else None."""
+    if not keeps_statistics_apart(config):
+        return None
+    import numpy as np
+
+    from jax_td3.fasttd3.state import NormalizerState
+
+    try:
+        arrays = checkpoint.contents["agents"]
+        leaves: dict[str, Any] = {name: np.asarray(arrays[f"obs_normalizer/{name}"][agent])   # numpy leaves
+                                  for name in NormalizerState._fields}
+        return NormalizerState(**leaves)
+    except (KeyError, TypeError, IndexError) as err:
+        raise CheckpointError(f"{checkpoint.path}: {config.algo} with `obs_normalization` but no saved observation "
+                              f"statistics ({err})") from None
+
+
 def run_settings_of(checkpoint: Checkpoint, agent: int = 0) -> dict[str, Any]:
     """The settings one agent of a checkpoint's run was trained and evaluated with (``env``, ``seed`` and,
     for the Gymnasium loop, every other ``TrainSettings`` field); a compiled run's agent ``i`` has its own seed."""
@@ -108,10 +139,18 @@ def run_settings_of(checkpoint: Checkpoint, agent: int = 0) -> dict[str, Any]:
         raise CheckpointError(f"{checkpoint.path} lacks the contents of a training run ({err})") from None
 
 
-def torch_export(config: TD3Config, state: TrainState, dtype: str, step: int | None = None) -> dict[str, Any]:
-    """The export dict (see the module docstring) of a JAX-layout train state."""
-    require_torch("exporting to PyTorch")
-    from jax_td3.convert import fasttd3_to_torch, make_fasttd3_agent, make_torch_agent, state_to_torch
+def torch_export(config: TD3Config, state: TrainState, dtype: str, step: int | None = None,
+                 obs_normalizer: NormalizerState | None = None) -> dict[str, Any]:
+    """The export dict (see the module docstring) of a JAX-layout train state; ``obs_normalizer``: the
+    statistics of the TD3 family with ``obs_normalization`` (``keeps_statistics_apart``), which it needs."""
+    torch = require_torch("exporting to PyTorch")
+    from jax_td3.convert import (
+        fasttd3_to_torch,
+        make_fasttd3_agent,
+        make_torch_agent,
+        normalizer_to_torch,
+        state_to_torch,
+    )
 
     fasttd3 = config.algo == "fasttd3"
     if fasttd3:
@@ -122,6 +161,14 @@ def torch_export(config: TD3Config, state: TrainState, dtype: str, step: int | N
         agent = make_torch_agent(config, dtype)
         state_to_torch(config, state, agent)
         modules = {name: getattr(agent, name) for name in NETWORKS}
+        if keeps_statistics_apart(config):
+            if obs_normalizer is None:
+                raise ConfigError(f"{config.algo} with `obs_normalization` exports its observation statistics: "
+                                  f"give `obs_normalizer`")
+            from torch_ref.fasttd3 import EmpiricalNormalization
+
+            modules["obs_normalizer"] = EmpiricalNormalization(config.obs_dim, dtype=getattr(torch, dtype))
+            normalizer_to_torch(obs_normalizer, modules["obs_normalizer"])
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
     description = dict(
         fields, algo=config.algo, obs_dim=config.obs_dim, act_dim=config.act_dim,
@@ -143,14 +190,28 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
 
     Every state_dict must fit the torch_ref module its config describes exactly: missing or
     extra keys and wrong shapes raise a one-line ``CheckpointError``. The export holds no
-    optimizer state, so the Adam moments of the returned state are fresh (zero).
+    optimizer state, so the Adam moments of the returned state are fresh (zero). The observation
+    statistics of the TD3 family with ``obs_normalization``: ``agent_from_torch_export``.
     """
+    return agent_from_torch_export(path)[:4]
+
+
+def agent_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Config, str, TrainState, dict[str, Any],
+                                                                   NormalizerState | None]:
+    """``train_state_from_torch_export``'s (config, dtype, train state, export config dict) and the observation
+    statistics the actor acts with where they live beside the train state (``keeps_statistics_apart``), else None."""
     import jax
     import numpy as np
 
     from jax_td3.backends.base import initial_train_state
     from jax_td3.config import CONFIGS, make_config
-    from jax_td3.convert import fasttd3_from_torch, make_fasttd3_agent, make_torch_agent, state_from_torch
+    from jax_td3.convert import (
+        fasttd3_from_torch,
+        make_fasttd3_agent,
+        make_torch_agent,
+        normalizer_from_torch,
+        state_from_torch,
+    )
     from jax_td3.errors import ConversionError
 
     torch = require_torch("reading a PyTorch export file")
@@ -173,7 +234,8 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
                      if k in own and k not in fields}
         else:
             extra = {k: v for k, v in description.items()
-                     if k in ("gamma", "tau", "policy_noise", "noise_clip", "policy_freq", "batch_size")}
+                     if k in ("gamma", "tau", "policy_noise", "noise_clip", "policy_freq", "batch_size",
+                              "obs_normalization")}
         config = make_config(description["algo"], **fields, **extra)
         dtype = description["dtype"]
     except KeyError as err:
@@ -185,6 +247,10 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
     else:
         agent = make_torch_agent(config, dtype)
         modules = {name: getattr(agent, name) for name in NETWORKS}
+        if keeps_statistics_apart(config):
+            from torch_ref.fasttd3 import EmpiricalNormalization
+
+            modules["obs_normalizer"] = EmpiricalNormalization(config.obs_dim, dtype=getattr(torch, dtype))
     for name, module in modules.items():
         if name not in blob:
             raise CheckpointError(f"{path}: no {name!r} state_dict")
@@ -205,7 +271,8 @@ def train_state_from_torch_export(path: str | os.PathLike[str]) -> tuple[TD3Conf
         state = fasttd3_from_torch(agent, template) if fasttd3 else state_from_torch(config, agent, template)
     except ConversionError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    return config, dtype, state, description
+    statistics = normalizer_from_torch(modules["obs_normalizer"]) if keeps_statistics_apart(config) else None
+    return config, dtype, state, description, statistics
 
 
 def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], to: str = "torch",
@@ -223,7 +290,8 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike
         raise ConfigError(f"cannot write {out}: directory {out.resolve().parent} does not exist")
     torch = require_torch("export `to` torch")
     config, saved_dtype, state, saved = train_state_from_checkpoint(checkpoint, agent)
-    blob = torch_export(config, state, dtype or saved_dtype, step=saved.metadata.get("step"))
+    blob = torch_export(config, state, dtype or saved_dtype, step=saved.metadata.get("step"),
+                        obs_normalizer=obs_normalizer_from_checkpoint(config, saved, agent))
     blob["config"]["env"] = saved.metadata.get("env")
     # How the run evaluated, so `jax-td3 eval` of the file reproduces its returns: the observation
     # (with the time feature, the env's plus the fraction of time left) and the evaluation seed.

@@ -15,10 +15,13 @@ NON_DEFAULT = dict(hidden=(7, 5, 6), critic_hidden=(6, 4, 5), policy_freq=3, bat
                    tau=0.05, policy_noise=0.3, noise_clip=0.4, actor_lr=2e-3, critic_lr=3e-3, adam_b1=0.8,
                    adam_b2=0.95, adam_eps=1e-6, critic_weight_decay=0.05, reward_scale=0.5,
                    critic_loss_scale=0.5, target_update="every_update", actor_q="min")
-# Fields the TD3 family's update does not read (the compiled loop's replay and exploration do), and where each
-# is covered instead: tests/test_compiled_td3_replay.py (the n-step batch and its target against a brute-force
-# computation; scales redrawn only where an episode ended; one scale for all equal to the global std).
-TD3_NOT_READ = {"n_step": "replay side", "std_min": "loop side", "std_max": "loop side"}
+# Fields the TD3 family's update does not read (the compiled loop's replay, exploration and observation
+# statistics do), and where each is covered instead: tests/test_compiled_td3_replay.py (the n-step batch and its
+# target against a brute-force computation; scales redrawn only where an episode ended; one scale for all equal
+# to the global std; the batch handed to the update, acting and evaluation normalised with the statistics of
+# that moment, the statistics against normalizer_update, exact resume).
+TD3_NOT_READ = {"n_step": "replay side", "std_min": "loop side", "std_max": "loop side",
+                "obs_normalization": "loop side"}
 
 
 @pytest.mark.parametrize("algo", TD3_FAMILY)

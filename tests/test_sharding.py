@@ -52,8 +52,8 @@ SCRIPT = textwrap.dedent("""
 FASTTD3 = dict(critic_hidden=(16, 16), num_atoms=11, v_min=-60.0, v_max=0.0, n_step=2)
 
 
-# TD3 with the per-environment n-step replay and per-environment exploration scales.
-TD3_PER_ENV = dict(n_step=2, std_min=0.05, std_max=0.5)
+# TD3 with the per-environment n-step replay, per-environment exploration scales and the observation normaliser.
+TD3_PER_ENV = dict(n_step=2, std_min=0.05, std_max=0.5, obs_normalization=True)
 
 
 @pytest.mark.parametrize("algo, extra", [("td3", {}), ("fasttd3", FASTTD3), ("td3", TD3_PER_ENV)])

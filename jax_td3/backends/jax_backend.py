@@ -177,14 +177,14 @@ class JaxBackend:
     def _policy(self, obs: np.ndarray) -> np.ndarray:
         """The acting actor's actions for observations (B, obs_dim) in the state's dtype (fasttd3: normalised
         first, with the statistics as they are)."""
-        if self._fasttd3 and self.config.obs_normalization:  # type: ignore[attr-defined]  # FastTD3Config's
+        if self._fasttd3 and self.config.obs_normalization:
             obs = normalize_numpy(self._normalizer(), obs)
         return actor_action_numpy(self.config, self._acting(), obs)
 
     def observe(self, obs: np.ndarray) -> None:
         """fasttd3: fold ``obs`` (N, obs_dim) into the state's observation statistics (one small compiled call);
         a no-op for the other algorithms."""
-        if self._observe is None or not self.config.obs_normalization:  # type: ignore[attr-defined]
+        if self._observe is None or not self.config.obs_normalization:
             return
         state: Any = self._state   # a FastTD3 train state
         statistics = self._observe(state.obs_normalizer, np.asarray(obs, self.dtype))

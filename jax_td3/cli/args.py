@@ -116,8 +116,8 @@ CONFIG_FLAGS: dict[str, tuple[Callable[[str], Any] | tuple[str, ...] | type[bool
                                              "updates, when --actor-lr-end or --critic-lr-end is given)"),
     "max_grad_norm": (nonnegative_float, "fasttd3: clip each network's gradient to this global norm "
                                          "(default 0: no clipping)"),
-    "obs_normalization": (bool, "fasttd3: normalise the networks' observations with running statistics "
-                                "(default: on)"),
+    "obs_normalization": (bool, "normalise the networks' observations with running statistics (fasttd3: "
+                                "default on; td3, ddpg ...: default off, --compiled only)"),
     "critic_layer_norm": (bool, "fasttd3: LayerNorm after each critic hidden layer (default: off)"),
     "bfloat16_matmuls": (bool, "fasttd3: the networks' matrix products in bfloat16 (default: off)"),
     "std_min": (nonnegative_float, "lowest per-environment exploration noise std, in units of the action scale, "

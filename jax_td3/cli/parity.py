@@ -157,9 +157,12 @@ def config_from_args(args: argparse.Namespace) -> TD3Config:
     config = make_config(args.algo, obs_dim=args.obs_dim, act_dim=act_dim, max_action=args.max_action,
                          action_low=args.action_low, action_high=args.action_high, **given(args, CONFIG_FLAGS))
     loop_only = _given_flags(args, ("n_step", "std_min", "std_max")) if config.algo != "fasttd3" else []
-    if loop_only:   # the TD3 family's replay and exploration: what an update-level comparison has none of
+    if config.algo != "fasttd3" and config.obs_normalization:   # the statistics live in the loop, not the update
+        loop_only.append(flag("obs_normalization"))
+    if loop_only:   # the TD3 family's replay, exploration and statistics: what an update-level comparison has none of
         raise UsageError(f"{args.algo}: {', '.join(loop_only)} belong to the compiled training loop (jax-td3 "
-                         f"train --compiled); an update-level comparison has no replay or exploration")
+                         f"train --compiled); an update-level comparison has no replay, exploration or "
+                         f"observation statistics")
     return config
 
 

@@ -43,11 +43,16 @@ its own finished starts). ``bootstrap_truncation`` off ends the n-step return at
 bootstrapping (TD3: ``not_done`` 0 there too). A cosine learning rate needs ``lr_schedule_updates``
 (the ``train`` driver sets it to the run's updates with ``loops.host.fasttd3_run_config``).
 
-The TD3 family (TD3's update) can use two of these mechanisms, each on its own, off by default: the
+The TD3 family (TD3's update) can use three of these mechanisms, each on its own, off by default: the
 per-environment replay (``per_env_replay``: ``replay_layout`` "per_env", or ``config.n_step`` > 1), whose
 n-step windows reach TD3's unchanged update as its usual batch (``device_replay.nstep_td3_gather``:
-reward = the n-step return, not_done = bootstrap x gamma^(k-1)), and per-environment exploration scales
-(``config.std_min``/``std_max`` given: ``config.explore_scales``), drawn and redrawn as fasttd3's.
+reward = the n-step return, not_done = bootstrap x gamma^(k-1)); per-environment exploration scales
+(``config.std_min``/``std_max`` given: ``config.explore_scales``), drawn and redrawn as fasttd3's; and the
+observation normaliser (``config.obs_normalization``: ``td3_normalizes``). TD3's train state has no room for
+the statistics, so they live beside it (``AgentState.obs_normalizer``); as fasttd3's, they see the N current
+observations before acting, acting and evaluation normalise with them, and the sampled batch's obs and
+next_obs are normalised with the statistics of that moment before TD3's update (``normalized_batch``); the
+replay keeps raw observations.
 
 A sweep from Python (each agent gets one value; seeds may repeat)::
 
@@ -89,7 +94,7 @@ from jax_td3.errors import ConfigError
 from jax_td3.fasttd3 import device_replay
 from jax_td3.fasttd3 import networks as fasttd3_networks
 from jax_td3.fasttd3 import update as fasttd3_update
-from jax_td3.fasttd3.normalizer import normalize, normalizer_update
+from jax_td3.fasttd3.normalizer import normalize, normalizer_init, normalizer_update
 from jax_td3.loops import exploration, schedule
 from jax_td3.loops.agents import AGENT_AXIS, agent_mesh, global_array, train_state_axes
 from jax_td3.networks import actor_action
@@ -222,7 +227,7 @@ def compiled_settings(settings: TrainSettings) -> LoopSettings:
 class AgentState(NamedTuple):
     """Everything one agent carries from step to step (fasttd3: its own train state, which holds the
     observation normaliser; the per-environment replay: an ``NStepReplayState``; per-environment exploration
-    scales: ``explore_scale``)."""
+    scales: ``explore_scale``; the TD3 family's observation normaliser: ``obs_normalizer``)."""
 
     train_state: Any             # update.TrainState; fasttd3: fasttd3.state.TrainState
     replay: Any                  # replay.ReplayState; per_env_replay: fasttd3.device_replay.NStepReplayState
@@ -234,6 +239,7 @@ class AgentState(NamedTuple):
     actor_updates: jax.Array
     updates: jax.Array
     explore_scale: Any = None    # config.explore_scales: (N,) each environment's exploration std (action scale units)
+    obs_normalizer: Any = None   # td3_normalizes: fasttd3.state.NormalizerState, the observation statistics
 
 
 class CompiledResult(NamedTuple):
@@ -248,6 +254,17 @@ class CompiledResult(NamedTuple):
 
 def is_fasttd3(config: TD3Config) -> bool:
     return config.algo == "fasttd3"
+
+
+def td3_normalizes(config: TD3Config) -> bool:
+    """Whether the agent keeps observation statistics beside TD3's train state (the TD3 family with
+    ``obs_normalization``; fasttd3 keeps them in its own train state)."""
+    return config.obs_normalization and not is_fasttd3(config)
+
+
+def normalized_batch(statistics: Any, batch: Batch) -> Batch:
+    """``batch`` with its obs and next_obs normalised with ``statistics`` (what TD3's update is given)."""
+    return batch._replace(obs=normalize(statistics, batch.obs), next_obs=normalize(statistics, batch.next_obs))
 
 
 def per_env_replay(config: TD3Config, settings: LoopSettings) -> bool:
@@ -276,10 +293,12 @@ def init_agent(config: TD3Config, settings: LoopSettings, env: JaxEnv, seed: jax
     c: Any = config
     train_state = (fasttd3_update.init_train_state(c, init_key, dtype) if is_fasttd3(config)
                    else init_train_state(config, init_key, dtype))
+    obs_normalizer = normalizer_init(config.obs_dim, dtype) if td3_normalizes(config) else None
     return AgentState(
         train_state=train_state, replay=replay, env_state=env_state, obs=obs.astype(dtype), key=loop_key,
         critic_loss_sum=zero, actor_loss_sum=zero,
-        actor_updates=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32), explore_scale=explore_scale)
+        actor_updates=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32), explore_scale=explore_scale,
+        obs_normalizer=obs_normalizer)
 
 
 class StepDraws(NamedTuple):
@@ -355,12 +374,14 @@ def learn(config: TD3Config, settings: LoopSettings, agent: AgentState, step: ja
             nstep_batch = device_replay.nstep_sample(agent.replay, replay_bits, c.n_step, c.gamma,
                                                      settings.bootstrap_truncation)
             train_state, metrics = fasttd3_update.update(c, agent.train_state, nstep_batch, target_noise)
-        elif per_env_replay(config, settings):   # TD3's own update on the n-step batch (``nstep_td3_sample``)
-            batch = device_replay.nstep_td3_sample(agent.replay, replay_bits, config.n_step, config.gamma,
-                                                   settings.bootstrap_truncation)
-            train_state, metrics = update(config, agent.train_state, batch, target_noise)
         else:
-            batch = replay_gather(agent.replay, replay_indices_from_bits(agent.replay, replay_bits))
+            if per_env_replay(config, settings):   # TD3's own update on the n-step batch (``nstep_td3_sample``)
+                batch = device_replay.nstep_td3_sample(agent.replay, replay_bits, config.n_step, config.gamma,
+                                                       settings.bootstrap_truncation)
+            else:
+                batch = replay_gather(agent.replay, replay_indices_from_bits(agent.replay, replay_bits))
+            if td3_normalizes(config):   # the replay's raw observations, normalised as they are now
+                batch = normalized_batch(agent.obs_normalizer, batch)
             train_state, metrics = update(config, agent.train_state, batch, target_noise)
         return agent._replace(
             train_state=train_state,
@@ -444,17 +465,21 @@ def select_reset(env: JaxEnv, ended: jax.Array, env_state: Any, next_obs: jax.Ar
 
 def env_step(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: AgentState, step: jax.Array,
              draws: StepDraws, agent_axis: str | None = None) -> AgentState:
-    """Vector step number ``step`` (0-based, the same for all agents): act in and step the N environments,
-    store their N transitions, reset those whose episode ended (and redraw their exploration scales, with
-    ``config.explore_scales``), update."""
+    """Vector step number ``step`` (0-based, the same for all agents): (``td3_normalizes``: fold the N current
+    observations into the statistics,) act in and step the N environments, store their N transitions, reset
+    those whose episode ended (and redraw their exploration scales, with ``config.explore_scales``), update."""
     n = settings.num_envs
+    acting_obs = agent.obs
+    if td3_normalizes(config):   # fasttd3's rule: the statistics see the observations before the actor does
+        agent = agent._replace(obs_normalizer=normalizer_update(agent.obs_normalizer, agent.obs))
+        acting_obs = normalize(agent.obs_normalizer, agent.obs)
     transitions = step * n + jnp.arange(n, dtype=jnp.int32)
     # The replay's, the updates' and the new scales' draws are not the environments'.
     env_draws = draws._replace(replay_bits=None, target_noise=None, scale_uniform=None)  # type: ignore[arg-type]
     step_one = functools.partial(act_in_env, config, settings, env)
     std, std_axis = (agent.explore_scale, 0) if config.explore_scales else (settings.expl_noise, None)
     (action, next_obs, reward, terminated, truncated), env_state = over_envs(step_one, (None, std_axis, 0, 0, 0, 0))(
-        agent.train_state.actor_params, std, agent.obs, agent.env_state, transitions, env_draws)
+        agent.train_state.actor_params, std, acting_obs, agent.env_state, transitions, env_draws)
     ended = terminated | truncated
     env_state, obs = reset_ended(env, env_state, next_obs, ended, draws.reset, over_envs, agent_axis)
     replay: Any
@@ -526,15 +551,18 @@ def run_steps(config: TD3Config, settings: LoopSettings, env: JaxEnv, agent: Age
 
 
 def evaluate(config: TD3Config, settings: LoopSettings, env: JaxEnv, actor_params: Any, key: jax.Array,
-             dtype: DTypeLike, train_state: Any = None) -> jax.Array:
+             dtype: DTypeLike, train_state: Any = None, obs_normalizer: Any = None) -> jax.Array:
     """Returns of ``eval_episodes`` noiseless episodes, run side by side (one batch of environments) for
     the time limit; an episode that ends earlier stops counting reward there. fasttd3 acts from its
-    ``train_state`` (``actor_params`` unused), normalising with its frozen statistics."""
+    ``train_state`` (``actor_params`` unused), normalising with its frozen statistics; the TD3 family with
+    ``td3_normalizes`` normalises with ``obs_normalizer`` (frozen likewise)."""
     env_states, obs = jax.vmap(lambda k: env.reset(k, dtype))(jax.random.split(key, settings.eval_episodes))
 
     def policy(obs: jax.Array) -> jax.Array:
         if is_fasttd3(config):
             return fasttd3_policy(config, train_state, obs)
+        if td3_normalizes(config):
+            obs = normalize(obs_normalizer, obs)
         return actor_action(config, actor_params, obs)
 
     def one_step(carry: tuple, _: None) -> tuple[tuple, None]:
@@ -645,7 +673,7 @@ class _Pieces:
         updates), each (K,), the means over the updates since the last evaluation."""
         env, dtype = self.env, self.dtype
         returns = jax.vmap(lambda h, a, k: evaluate(h[0], h[1], env, a.train_state.actor_params, k, dtype,
-                                                    a.train_state))(hparams, agents, eval_keys)
+                                                    a.train_state, a.obs_normalizer))(hparams, agents, eval_keys)
         actor_updates = jnp.maximum(agents.actor_updates, 1).astype(dtype)
         critic_loss = agents.critic_loss_sum / jnp.maximum(agents.updates, 1).astype(dtype)
         report = (critic_loss, agents.actor_loss_sum / actor_updates, agents.updates)

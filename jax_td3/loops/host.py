@@ -128,7 +128,8 @@ def make_noise(settings: TrainSettings, action_scale: Iterable[float],
 
 def refuse_compiled_only(config: TD3Config, settings: TrainSettings) -> None:
     """ConfigError for what only the compiled loop runs: a ``replay_layout``, and for the TD3 family n-step
-    returns and per-environment exploration scales (``loops.compiled``; fasttd3 runs both here)."""
+    returns, per-environment exploration scales and the observation normaliser (``loops.compiled``; fasttd3
+    runs all three here)."""
     if settings.replay_layout is not None:
         raise ConfigError(f"`replay_layout` {settings.replay_layout} is the compiled loop's (`compiled`)")
     if config.algo == "fasttd3":
@@ -138,6 +139,8 @@ def refuse_compiled_only(config: TD3Config, settings: TrainSettings) -> None:
     if config.explore_scales:
         raise ConfigError(f"{config.algo} runs per-environment exploration scales (`std_min`, `std_max`) in the "
                           f"compiled loop only (`compiled`)")
+    if config.obs_normalization:
+        raise ConfigError(f"{config.algo} runs `obs_normalization` in the compiled loop only (`compiled`)")
 
 
 def fasttd3_run_config(config: TD3Config, settings: TrainSettings, num_envs: int) -> TD3Config:
