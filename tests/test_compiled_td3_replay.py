@@ -352,7 +352,7 @@ def test_update_level_parity_refuses_them_for_td3(capsys):
                         "statistics"), err
     assert main(["parity", "--algo", "ddpg", "--obs-normalization"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "ddpg: --obs-normalization belong to the compiled training loop" in err and len(err.splitlines()) == 1
+    assert "ddpg: --obs-normalization belongs to the compiled training loop" in err and len(err.splitlines()) == 1
 
 
 def test_export_and_eval_of_a_compiled_td3_run_apply_its_observation_statistics(tmp_path, capsys):

@@ -160,7 +160,8 @@ def config_from_args(args: argparse.Namespace) -> TD3Config:
     if config.algo != "fasttd3" and config.obs_normalization:   # the statistics live in the loop, not the update
         loop_only.append(flag("obs_normalization"))
     if loop_only:   # the TD3 family's replay, exploration and statistics: what an update-level comparison has none of
-        raise UsageError(f"{args.algo}: {', '.join(loop_only)} belong to the compiled training loop (jax-td3 "
+        verb = "belongs" if len(loop_only) == 1 else "belong"
+        raise UsageError(f"{args.algo}: {', '.join(loop_only)} {verb} to the compiled training loop (jax-td3 "
                          f"train --compiled); an update-level comparison has no replay, exploration or "
                          f"observation statistics")
     return config
