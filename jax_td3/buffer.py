@@ -7,7 +7,7 @@ same transitions; sampling takes its indices from the loop's generator, or
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -17,8 +17,37 @@ from jax_td3.update import Batch
 FIELDS = Batch._fields  # ("obs", "action", "next_obs", "reward", "not_done")
 
 
-class ReplayBuffer:
+class RingSampling:
+    """What every host ring samples the same way: ``arrays`` (one per field of ``BATCH``, slot first),
+    ``size`` filled slots, ``position`` the next slot written, ``capacity``."""
+
+    BATCH: ClassVar[type[NamedTuple]]
+    arrays: dict[str, np.ndarray]
+    capacity: int
+    position: int
+    size: int
+
+    def sample_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """``batch_size`` slots drawn uniformly with replacement from the filled part."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        return rng.integers(0, self.size, size=batch_size)
+
+    def gather(self, indices: np.ndarray) -> Any:
+        return self.BATCH(*(self.arrays[name][indices] for name in self.BATCH._fields))
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> Any:
+        return self.gather(self.sample_indices(rng, batch_size))
+
+    def last(self, count: int) -> Any:
+        """The ``count`` most recently written transitions, oldest first."""
+        return self.gather((self.position - count + np.arange(count)) % self.capacity)
+
+
+class ReplayBuffer(RingSampling):
     """Ring buffer of ``(obs, action, next_obs, reward, not_done)``; reward/not_done stored as (N, 1)."""
+
+    BATCH = Batch
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, dtype: DTypeLike = np.float32):
         if capacity < 1:
@@ -42,23 +71,6 @@ class ReplayBuffer:
         self.position = (self.position + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         return slot
-
-    def sample_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-        """``batch_size`` slots drawn uniformly with replacement from the filled part."""
-        if self.size == 0:
-            raise ValueError("cannot sample from an empty replay buffer")
-        return rng.integers(0, self.size, size=batch_size)
-
-    def gather(self, indices: np.ndarray) -> Batch:
-        return Batch(*(self.arrays[name][indices] for name in FIELDS))
-
-    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        return self.gather(self.sample_indices(rng, batch_size))
-
-    def last(self, n: int) -> Batch:
-        """The ``n`` most recently added transitions, oldest first."""
-        slots = (self.position - n + np.arange(n)) % self.capacity
-        return self.gather(slots)
 
     # -- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from jax_td3.buffer import RingSampling
 from jax_td3.fasttd3.state import Batch
 
 FIELDS = Batch._fields  # ("obs", "action", "next_obs", "reward", "bootstrap", "discount")
 WINDOW_FIELDS = ("obs", "action", "reward", "next_obs")
 
 
-class NStepReplayBuffer:
+class NStepReplayBuffer(RingSampling):
     """Ring of n-step transitions ``(obs, action, next_obs, reward, bootstrap, discount)`` fed one
     vector step of ``num_envs`` environments at a time.
 
@@ -41,6 +42,8 @@ class NStepReplayBuffer:
     episode ends first); ``len`` counts only those in the ring, not the pending starts. Within one
     ``add``, transitions are written environment by environment, oldest start first.
     """
+
+    BATCH = Batch
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, num_envs: int, n_step: int, gamma: float,
                  disable_bootstrap: bool = False, dtype: DTypeLike = np.float32):
@@ -133,22 +136,6 @@ class NStepReplayBuffer:
         self.position = (self.position + count) % self.capacity
         self.size = min(self.size + count, self.capacity)
         self.written += count
-
-    def sample_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-        """``batch_size`` slots drawn uniformly with replacement from the filled part."""
-        if self.size == 0:
-            raise ValueError("cannot sample from an empty replay buffer")
-        return rng.integers(0, self.size, size=batch_size)
-
-    def gather(self, indices: np.ndarray) -> Batch:
-        return Batch(*(self.arrays[name][indices] for name in FIELDS))
-
-    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        return self.gather(self.sample_indices(rng, batch_size))
-
-    def last(self, count: int) -> Batch:
-        """The ``count`` most recently written transitions, oldest first."""
-        return self.gather((self.position - count + np.arange(count)) % self.capacity)
 
     # -- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
