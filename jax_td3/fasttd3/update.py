@@ -27,6 +27,7 @@ from jax_td3.fasttd3.networks import init_actor_params, init_critic_params, supp
 from jax_td3.fasttd3.normalizer import normalize, normalizer_init
 from jax_td3.fasttd3.state import Batch, TrainState
 from jax_td3.networks import Params
+from jax_td3.update import sample_target_noise  # the same draws as TD3's
 
 Metrics = dict[str, jax.Array]  # scalars: critic_loss, actor_loss, actor_updated, q_mean, critic_lr, actor_lr
 
@@ -108,12 +109,6 @@ def init_train_state(config: FastTD3Config, key: jax.Array, dtype: Any = jnp.flo
         obs_normalizer=normalizer_init(config.obs_dim, dtype),
         step=jnp.zeros((), jnp.int32),
     )
-
-
-def sample_target_noise(key: jax.Array, action: ArrayLike) -> jax.Array:
-    """Standard normal draws for target-policy smoothing, of the shape and dtype of ``action``."""
-    action = jnp.asarray(action)
-    return jax.random.normal(key, action.shape, action.dtype)
 
 
 def update_with_internals(config: FastTD3Config, state: TrainState, batch: Batch,
