@@ -221,3 +221,35 @@ def test_compiled_fasttd3_learns_pendulum_with_the_preset():
     result = compiled.train_compiled(config, settings, [0, 1, 2], env=PendulumEnv())
     final = result.eval_returns[:, -1].mean(axis=1)
     assert np.all(final >= -250), final
+
+
+def test_cli_compiled_fasttd3_run_its_checkpoint_and_export_evaluate_alike(tmp_path, capsys):
+    """``train --compiled --algo fasttd3`` through the command (plan, config, memory check, outputs): the
+    counts it reports are the run's (4 environments x 40 vector steps; 1.5 updates per vector step once
+    learning starts at 40 transitions), its metrics hold the evaluations at 0, 80 and 160, and ``eval`` of
+    its checkpoint and of its export to PyTorch (with the normaliser) give the same return."""
+    import json
+
+    pytest.importorskip("torch")
+    pytest.importorskip("gymnasium")
+    from jax_td3.cli import main
+    from jax_td3.run.logger import read_metrics
+
+    out, agent = tmp_path / "run", tmp_path / "agent.pt"
+    assert main(["train", "--compiled", "--algo", "fasttd3", "--env", "Pendulum-v1", "--num-envs", "4",
+                 "--updates-per-step", "1.5", "--hidden", "8,8", "--critic-hidden", "16,16", "--num-atoms", "11",
+                 "--v-min", "-60", "--v-max", "0", "--batch-size", "16", "--n-step", "2", "--total-steps", "160",
+                 "--learning-starts", "40", "--eval-every", "80", "--eval-episodes", "1", "--buffer-size", "80",
+                 "--seed", "5", "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] == 160 and summary["updates"] == 45   # (160 - 40) / 4 vector steps x 1.5
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["step"] for r in rows] == [0, 80, 160] and [int(r["updates"]) for r in rows] == [0, 15, 45]
+    assert rows[-1]["eval_return_mean"] == pytest.approx(summary["final_eval_return_mean"], rel=1e-6)
+    assert main(["export", str(out), "--to", "torch", str(agent)]) == 0
+    capsys.readouterr()
+    returns = []
+    for source in (out, agent):
+        assert main(["eval", str(source), "--episodes", "2"]) == 0
+        returns.append(capsys.readouterr().out.split("return ")[1].split(" over")[0])
+    assert returns[0] == returns[1], returns
