@@ -1,4 +1,4 @@
-"""A catalogue of deliberately wrong TD3 updates: the bugs real ports had, for the cross-checker to find.
+"""A catalogue of deliberately wrong TD3 (and FastTD3) updates: the bugs real ports had, for the cross-checker to find.
 
 Nothing in training, evaluation or the update imports this module; only the parity command
 (``jax-td3 parity --mutant NAME``) and the tests do. Each entry is the PyTorch reference with one
@@ -7,6 +7,10 @@ no hook changed it computes exactly what ``torch_ref.TD3`` computes, bit for bit
 overrides one hook. The reference side is where every bug can be written cleanly (Adam's formula
 included), so the comparison is always "our JAX update against a reference with one bug"; for a
 bug that lived in a JAX port (skrl's, TF32) the report reads the same with the sides swapped.
+
+FastTD3's entries (``algo="fasttd3"``, compared with ``--algo fasttd3``) put their bug into
+``HookedFastTD3``, ``torch_ref.FastTD3``'s critic step split the same way (bit for bit the reference
+with no hook changed).
 
 One entry, ``truncation-as-done``, is a bug of the training loop rather than of the update: it
 acts only in a whole run (``jax-td3 parity --run --mutant truncation-as-done``).
