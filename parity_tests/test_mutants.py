@@ -83,6 +83,24 @@ def test_the_fasttd3_bugs_act_where_the_catalogue_says():
     assert mutants.get("fasttd3-projection-on-atom-lost").expect(FASTTD3_CONFIG, CATALOGUE_SEED) == ("projected", 1)
 
 
+def test_the_parity_command_runs_a_fasttd3_mutant_and_refuses_the_other_algorithm(capsys):
+    import json
+
+    from jax_td3.cli import main
+
+    for args in (["--mutant", "fasttd3-cdq-per-batch"], ["--algo", "fasttd3", "--mutant", "max-twin-target"]):
+        assert main(["parity", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--algo" in err[0], err
+    code = main(["parity", "--algo", "fasttd3", "--mutant", "fasttd3-cdq-per-batch", "--obs-dim", "3", "--act-dim",
+                 "2", "--hidden", "16,16", "--critic-hidden", "16,16", "--num-atoms", "11", "--v-min", "-5",
+                 "--v-max", "5", "--batch-size", "32", "--seed", str(CATALOGUE_SEED), "--dtype", "float32", "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1 and document["mutant"] == "fasttd3-cdq-per-batch"
+    assert document["first_divergence"]["quantity"] == document["expected"]["quantity"] == "cdq_choice"
+    assert document["first_divergence"]["update"] == document["expected"]["update"] == 2
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", UPDATE_LEVEL)
 def test_each_bug_is_found_where_it_first_acts(name, dtype):
