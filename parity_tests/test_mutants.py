@@ -7,12 +7,19 @@ import pathlib
 
 import pytest
 
+from jax_td3.adapters.fasttd3_torch_ref import FastTD3TorchRefAdapter
 from jax_td3.adapters.torch_ref import TorchRefAdapter, make_agent
 from jax_td3.config import make_config
+from jax_td3.convert import make_fasttd3_agent
+from jax_td3.errors import ConfigError
 from jax_td3.parity import compare_adapters, mutants, run_parity
 
 # The catalogue's tests run at these settings; the false-alarm sweep below uses none of them.
 CATALOGUE_CONFIG = make_config("td3", obs_dim=3, act_dim=2, hidden=(16, 16), batch_size=32)
+# FastTD3's bugs: small networks, 11 atoms on +-5, n-step windows of up to 3 steps.
+FASTTD3_CONFIG = make_config("fasttd3", obs_dim=3, act_dim=2, hidden=(16, 16), critic_hidden=(16, 16),
+                             num_atoms=11, v_min=-5.0, v_max=5.0, n_step=3, batch_size=32)
+CONFIGS = {"td3": CATALOGUE_CONFIG, "fasttd3": FASTTD3_CONFIG}
 CATALOGUE_SEED = 3
 UPDATES = 6
 UPDATE_LEVEL = [m.name for m in mutants.CATALOGUE if m.level == "update"]
@@ -40,14 +47,70 @@ def test_the_hooked_reference_is_the_reference_bit_for_bit(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_hooked_fasttd3_reference_is_the_reference_bit_for_bit(dtype):
+    """With no hook changed, HookedFastTD3 computes exactly what torch_ref.FastTD3 computes."""
+    config = FASTTD3_CONFIG
+    hooked = make_fasttd3_agent(config, dtype)
+    hooked.__class__ = mutants.HookedFastTD3
+    reference = FastTD3TorchRefAdapter(config, dtype)
+    report = compare_adapters(reference, FastTD3TorchRefAdapter(config, dtype, agent=hooked), config, dtype=dtype,
+                              updates=UPDATES, seed=CATALOGUE_SEED, tol=0.0, resync=False)
+    assert report.passed, report.table()
+    assert all(stats.max_abs == 0.0 for stats in report.quantities.values())
+
+
+def test_the_catalogue_has_fasttd3_bugs_and_keeps_algorithms_apart():
+    fasttd3 = [m for m in mutants.CATALOGUE if m.algo == "fasttd3"]
+    assert len(fasttd3) >= 3
+    assert all(issubclass(m.agent_class, mutants.HookedFastTD3) for m in fasttd3)
+    assert all(m.agent_class is None or issubclass(m.agent_class, mutants.HookedTD3)
+               for m in mutants.CATALOGUE if m.algo == "td3")
+    with pytest.raises(ConfigError, match="fasttd3"):
+        fasttd3[0].agent(CATALOGUE_CONFIG)
+    with pytest.raises(ConfigError, match="td3"):
+        mutants.get("max-twin-target").agent(FASTTD3_CONFIG)
+
+
+def test_the_fasttd3_bugs_act_where_the_catalogue_says():
+    """The data-dependent updates are the draws' own: with n_step 1 no window is longer than one step (the
+    catalogue's setting raises it), and a clamped target lands on an atom in the first batch."""
+    one_step = FASTTD3_CONFIG.replace(n_step=1)
+    discount = mutants.get("fasttd3-one-step-discount")
+    assert discount.config(one_step).n_step == 3
+    with pytest.raises(ValueError, match="never holds"):
+        mutants.first_update_where(one_step, 0, lambda batch, noise: bool((batch[6] != one_step.gamma).any()),
+                                   limit=50)
+    assert mutants.get("fasttd3-projection-on-atom-lost").expect(FASTTD3_CONFIG, CATALOGUE_SEED) == ("projected", 1)
+
+
+def test_the_parity_command_runs_a_fasttd3_mutant_and_refuses_the_other_algorithm(capsys):
+    import json
+
+    from jax_td3.cli import main
+
+    for args in (["--mutant", "fasttd3-cdq-per-batch"], ["--algo", "fasttd3", "--mutant", "max-twin-target"]):
+        assert main(["parity", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--algo" in err[0], err
+    code = main(["parity", "--algo", "fasttd3", "--mutant", "fasttd3-cdq-per-batch", "--obs-dim", "3", "--act-dim",
+                 "2", "--hidden", "16,16", "--critic-hidden", "16,16", "--num-atoms", "11", "--v-min", "-5",
+                 "--v-max", "5", "--batch-size", "32", "--seed", str(CATALOGUE_SEED), "--dtype", "float32", "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1 and document["mutant"] == "fasttd3-cdq-per-batch"
+    assert document["first_divergence"]["quantity"] == document["expected"]["quantity"] == "cdq_choice"
+    assert document["first_divergence"]["update"] == document["expected"]["update"] == 2
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", UPDATE_LEVEL)
 def test_each_bug_is_found_where_it_first_acts(name, dtype):
     mutant = mutants.get(name)
-    expected = mutant.expect(CATALOGUE_CONFIG, CATALOGUE_SEED, dtype)
+    config = CONFIGS[mutant.algo]
+    expected = mutant.expect(config, CATALOGUE_SEED, dtype)
     if expected is None:
         pytest.skip(f"{name} is too small for float32's tolerances (float64 finds it)")
     quantity, update = expected
-    report = mutants.mutant_parity(name, CATALOGUE_CONFIG, dtype=dtype, updates=max(UPDATES, update),
+    report = mutants.mutant_parity(name, config, dtype=dtype, updates=max(UPDATES, update),
                                    seed=CATALOGUE_SEED)
     assert not report.passed
     first = report.first_divergence

@@ -234,12 +234,14 @@ def list_mutants(args: argparse.Namespace) -> int:
 
     if args.json:
         print(json.dumps([{"name": m.name, "level": m.level, "origin": m.origin, "description": m.description,
-                           "quantity": m.quantity, "config_changes": sorted(f for f, _ in m.config_changes)}
+                           "quantity": m.quantity, "algo": m.algo,
+                           "config_changes": sorted(f for f, _ in m.config_changes)}
                           for m in mutants.CATALOGUE]), file=args.stdout)
         return 0
     width = max(len(m.name) for m in mutants.CATALOGUE)
     for m in mutants.CATALOGUE:
         where = "whole run only" if m.level == "run" else f"first shows as {m.quantity}"
+        where = where if m.algo == "td3" else f"--algo {m.algo}; {where}"
         print(f"{m.name:<{width}}  {m.description} [{where}]\n{'':<{width}}  origin: {m.origin}", file=args.stdout)
     return 0
 
@@ -251,8 +253,8 @@ def _mutant(args: argparse.Namespace, mode: str) -> Mutant | None:
     from jax_td3.parity import mutants
 
     mutant = mutants.get(args.mutant)
-    if args.algo != "td3":
-        raise UsageError(f"--mutant: the catalogue's bugs are TD3's; --algo {args.algo} has none")
+    if args.algo != mutant.algo:
+        raise UsageError(f"--mutant {mutant.name} is a bug of {mutant.algo}'s reference: give --algo {mutant.algo}")
     if mode == "update" and mutant.level == "run":
         raise UsageError(f"--mutant {mutant.name} is a bug of the training loop: it shows in a whole run (--run)")
     if mode == "update" and (args.backend_a or args.backend_b):

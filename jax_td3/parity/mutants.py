@@ -1,4 +1,4 @@
-"""A catalogue of deliberately wrong TD3 updates: the bugs real ports had, for the cross-checker to find.
+"""A catalogue of deliberately wrong TD3 (and FastTD3) updates: the bugs real ports had, for the cross-checker to find.
 
 Nothing in training, evaluation or the update imports this module; only the parity command
 (``jax-td3 parity --mutant NAME``) and the tests do. Each entry is the PyTorch reference with one
@@ -7,6 +7,10 @@ no hook changed it computes exactly what ``torch_ref.TD3`` computes, bit for bit
 overrides one hook. The reference side is where every bug can be written cleanly (Adam's formula
 included), so the comparison is always "our JAX update against a reference with one bug"; for a
 bug that lived in a JAX port (skrl's, TF32) the report reads the same with the sides swapped.
+
+FastTD3's entries (``algo="fasttd3"``, compared with ``--algo fasttd3``) put their bug into
+``HookedFastTD3``, ``torch_ref.FastTD3``'s critic step split the same way (bit for bit the reference
+with no hook changed).
 
 One entry, ``truncation-as-done``, is a bug of the training loop rather than of the update: it
 acts only in a whole run (``jax-td3 parity --run --mutant truncation-as-done``).
@@ -30,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import torch_ref
+from torch_ref import fasttd3
 from torch_ref.networks import soft_update
 from torch_ref.td3 import grads_of
 
@@ -286,6 +291,116 @@ def _rounded_linear(layer: nn.Linear) -> Callable[[Tensor], Tensor]:
     return forward
 
 
+# -- FastTD3's reference with hook points ----------------------------------------------------------
+
+
+class HookedFastTD3(torch_ref.FastTD3):
+    """``torch_ref.FastTD3`` whose critic step calls a method at each point one of the catalogue's FastTD3
+    bugs changes. Every hook's default is the reference's own arithmetic, in the reference's order."""
+
+    def prepare(self) -> None:
+        """Called once the networks exist."""
+
+    def target_discount(self, batch: fasttd3.Batch) -> Tensor:
+        """What the target critic's support is discounted by: the batch's gamma^k (k: the window's steps)."""
+        return batch.discount
+
+    def target_projection(self, next_obs: Tensor, next_actions: Tensor, rewards: Tensor, bootstrap: Tensor,
+                          discount: Tensor) -> tuple[Tensor, Tensor]:
+        return self.qnet_target.projection(next_obs, next_actions, rewards, bootstrap, discount)
+
+    def cdq_choice(self, value1: Tensor, value2: Tensor) -> Tensor:
+        """(B,) bool: True where critic 1's projection is the target (strictly lower: ties take critic 2's)."""
+        return value1 < value2
+
+    def update_main(self, batch: fasttd3.Batch, target_noise: Tensor, record: bool = False) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        with torch.no_grad():
+            clip = self.noise_clip * self.action_scale
+            clipped_noise = (target_noise * (self.policy_noise * self.action_scale)).clamp(-clip, clip)
+            next_state_actions = (self.actor(batch.next_obs) + clipped_noise).clamp(self.low, self.high)
+
+            qf1_next_target_projected, qf2_next_target_projected = self.target_projection(
+                batch.next_obs, next_state_actions, batch.reward * self.reward_scale, batch.bootstrap,
+                self.target_discount(batch))
+            qf1_next_target_value = self.qnet_target.get_value(qf1_next_target_projected)
+            qf2_next_target_value = self.qnet_target.get_value(qf2_next_target_projected)
+            cdq_choice = self.cdq_choice(qf1_next_target_value, qf2_next_target_value)
+            if self.use_cdq:
+                qf_next_target_dist = torch.where(cdq_choice.unsqueeze(1), qf1_next_target_projected,
+                                                  qf2_next_target_projected)
+                qf1_next_target_dist = qf2_next_target_dist = qf_next_target_dist
+            else:
+                qf1_next_target_dist, qf2_next_target_dist = qf1_next_target_projected, qf2_next_target_projected
+
+        qf1, qf2 = self.qnet(batch.obs, batch.action)
+        qf1_loss = -torch.sum(qf1_next_target_dist * F.log_softmax(qf1, dim=1), dim=1).mean()
+        qf2_loss = -torch.sum(qf2_next_target_dist * F.log_softmax(qf2, dim=1), dim=1).mean()
+        qf_loss = (qf1_loss + qf2_loss) * self.critic_loss_scale
+
+        self.q_optimizer.zero_grad(set_to_none=True)
+        qf_loss.backward()
+        if record:
+            info["critic_grads"] = grads_of(self.qnet)
+        critic_grad_norm = fasttd3.clip_grad_norm(list(self.qnet.parameters()), self.max_grad_norm)
+        self.q_optimizer.step()
+
+        info["critic_loss"] = qf_loss.detach()
+        info["q_mean"] = self.qnet.get_value(F.softmax(qf1.detach(), dim=1)).mean()
+        if record:
+            info.update(target_action=next_state_actions,
+                        projected=torch.stack([qf1_next_target_projected, qf2_next_target_projected]),
+                        cdq_choice=cdq_choice,
+                        target_dist=torch.stack([qf1_next_target_dist, qf2_next_target_dist]),
+                        critic_logits=torch.stack([qf1.detach(), qf2.detach()]),
+                        critic_grad_norm=critic_grad_norm)
+        return info
+
+
+# -- FastTD3's bugs ------------------------------------------------------------------------------
+
+
+class OneStepDiscount(HookedFastTD3):
+    def target_discount(self, batch: fasttd3.Batch) -> Tensor:
+        # The config's gamma for every window, whatever its length k (gamma^k is what an n-step return needs).
+        return torch.full_like(batch.discount, self.gamma)
+
+
+def projection_without_on_atom_rule(qnet: fasttd3.DistributionalQNetwork, obs: Tensor, actions: Tensor,
+                                    rewards: Tensor, bootstrap: Tensor, discount: Tensor,
+                                    q_support: Tensor) -> Tensor:
+    """``DistributionalQNetwork.projection`` without its rule for a target exactly on an atom: there
+    lower == upper, both shares (upper - b and b - lower) are 0, and that sample's mass there is lost."""
+    delta_z = (qnet.v_max - qnet.v_min) / (qnet.num_atoms - 1)
+    batch_size = rewards.shape[0]
+    target_z = (rewards.unsqueeze(1) + bootstrap.unsqueeze(1) * discount.unsqueeze(1) * q_support).clamp(
+        qnet.v_min, qnet.v_max)
+    b = ((target_z - qnet.v_min) / delta_z).clamp(0, qnet.num_atoms - 1)
+    lower = torch.floor(b).long()
+    upper = torch.ceil(b).long()
+    next_dist = F.softmax(qnet(obs, actions), dim=1)
+    proj_dist = torch.zeros_like(next_dist)
+    offset = (torch.arange(batch_size, device=rewards.device) * qnet.num_atoms).unsqueeze(1)
+    proj_dist.view(-1).index_add_(0, (lower + offset).view(-1), (next_dist * (upper.to(b.dtype) - b)).view(-1))
+    proj_dist.view(-1).index_add_(0, (upper + offset).view(-1), (next_dist * (b - lower.to(b.dtype))).view(-1))
+    return proj_dist
+
+
+class ProjectionOnAtomLost(HookedFastTD3):
+    def target_projection(self, next_obs: Tensor, next_actions: Tensor, rewards: Tensor, bootstrap: Tensor,
+                          discount: Tensor) -> tuple[Tensor, Tensor]:
+        target = self.qnet_target
+        args = (next_obs, next_actions, rewards, bootstrap, discount, target.q_support)
+        return (projection_without_on_atom_rule(target.qnet1, *args),
+                projection_without_on_atom_rule(target.qnet2, *args))
+
+
+class CdqPerBatch(HookedFastTD3):
+    def cdq_choice(self, value1: Tensor, value2: Tensor) -> Tensor:
+        # One critic for the whole batch: the one whose mean expected value over the batch is lower.
+        return (value1.mean() < value2.mean()).expand(value1.shape)
+
+
 # -- the catalogue -------------------------------------------------------------------------------
 
 
@@ -298,13 +413,14 @@ class Mutant:
     description: str
     agent_class: type | None        # the reference with the bug (None: a loop bug, see ``loop_changes``)
     quantity: str                   # what the report names first
-    update: int | Callable | None   # at which update (a callable: (config, seed) -> update; None: a loop bug)
+    update: int | Callable | None   # at which update (a callable: (config, seed, dtype) -> update; None: a loop bug)
     config_changes: tuple = ()      # (field, value) pairs the bug needs to act
     float32: bool | str = True      # found in float32 too: True (the same quantity), False (too small for
                                     # float32's tolerances), or the quantity float32's report names instead
     level: str = "update"           # "update": found by the update-level mode; "run": only in a whole run
     loop_changes: tuple = ()        # (settings field, value) pairs of the second run (loop bugs)
     step: int | None = None         # loop bugs: the environment step the whole-run report names (Pendulum)
+    algo: str = "td3"               # the algorithm whose reference carries the bug (td3 or fasttd3)
 
     def config(self, config: TD3Config) -> TD3Config:
         """``config`` with the settings the bug needs (a callable value is a function of ``config``)."""
@@ -316,48 +432,98 @@ class Mutant:
         where the bug is too small for ``dtype``'s tolerances."""
         if self.update is None:
             raise ValueError(f"{self.name} is a bug of the training loop: only a whole run (--run) shows it")
-        update = self.update(self.config(config), seed) if callable(self.update) else self.update
+        update = self.update(self.config(config), seed, dtype) if callable(self.update) else self.update
         float32 = self.float32
         if dtype == "float64" or float32 is True:
             return self.quantity, update
         return (float32, update) if float32 else None
 
-    def agent(self, config: TD3Config, dtype: str = "float64", device: str = "cpu") -> HookedTD3:
+    def agent(self, config: TD3Config, dtype: str = "float64", device: str = "cpu") -> HookedTD3 | HookedFastTD3:
         """The reference agent with this bug, for ``self.config(config)``."""
         from jax_td3.adapters.torch_ref import make_agent
+        from jax_td3.convert import make_fasttd3_agent
         from jax_td3.errors import ConfigError
 
         if self.agent_class is None:
             raise ValueError(f"{self.name} is a bug of the training loop, not of the update: it has no agent")
-        if config.algo != "td3":
-            raise ConfigError(f"the mutants are TD3's (--algo td3), not {config.algo}'s")
-        agent = make_agent(self.config(config), dtype, device)
-        agent.__class__ = self.agent_class     # torch_ref.TD3 -> its hooked subclass (same attributes)
-        hooked = cast(HookedTD3, agent)
+        if config.algo != self.algo:
+            raise ConfigError(f"mutant {self.name} is a bug of {self.algo} (--algo {self.algo}), not of {config.algo}")
+        make = make_fasttd3_agent if self.algo == "fasttd3" else make_agent
+        agent = make(self.config(config), dtype, device)
+        agent.__class__ = self.agent_class     # the reference -> its hooked subclass (same attributes)
+        hooked = cast("HookedTD3 | HookedFastTD3", agent)
         hooked.prepare()
         return hooked
 
 
 def first_update_where(config: TD3Config, seed: int, condition: Callable[[tuple[np.ndarray, ...], np.ndarray], bool],
                        limit: int = 100_000) -> int:
-    """The first update of an update-level comparison (``update_level.SharedDraws``) whose batch and
-    target noise satisfy ``condition(batch, noise)``."""
-    from jax_td3.parity.update_level import SharedDraws
+    """The first update of an update-level comparison (``update_level.make_draws``: ``SharedDraws``, or
+    ``NStepDraws`` for fasttd3) whose batch and target noise satisfy ``condition(batch, noise)``."""
+    from jax_td3.parity.update_level import make_draws
 
-    draws = SharedDraws.make(config, seed)
+    draws = make_draws(config, seed)
     for update in range(1, limit + 1):
         if condition(*draws.next(config.batch_size, config.act_dim)):
             return update
     raise ValueError("the condition never holds in the shared draws")
 
 
-def _first_terminal(config: TD3Config, seed: int) -> int:
+def _first_terminal(config: TD3Config, seed: int, dtype: str = "float64") -> int:
     return first_update_where(config, seed, lambda batch, noise: bool(np.any(batch[4] == 0)))
 
 
-def _first_noise_beyond_clip(config: TD3Config, seed: int) -> int:
+def _first_noise_beyond_clip(config: TD3Config, seed: int, dtype: str = "float64") -> int:
     bound = config.noise_clip / config.policy_noise
     return first_update_where(config, seed, lambda batch, noise: bool(np.any(np.abs(noise) > bound)))
+
+
+def _first_longer_window(config: TD3Config, seed: int, dtype: str = "float64") -> int:
+    # FastTD3's batch: (collected, obs, action, next_obs, reward, bootstrap, discount); a window of k > 1
+    # steps has discount gamma^k != gamma, and the discount acts where the target bootstraps.
+    return first_update_where(config, seed, lambda batch, noise: bool(np.any((batch[6] != config.gamma)
+                                                                             & (batch[5] != 0))))
+
+
+def _first_target_on_atom(config: Any, seed: int, dtype: str = "float64") -> int:
+    # Where some sample's target r + bootstrap * discount * z_j, clamped to the support, is exactly an atom
+    # (at either end of the support when clamped, or a bootstrap-0 reward on an atom).
+    support = np.linspace(config.v_min, config.v_max, config.num_atoms)
+    delta_z = (config.v_max - config.v_min) / (config.num_atoms - 1)
+
+    def on_atom(batch: tuple[np.ndarray, ...], noise: np.ndarray) -> bool:
+        reward, bootstrap, discount = batch[4] * config.reward_scale, batch[5], batch[6]
+        target_z = np.clip(reward[:, None] + (bootstrap * discount)[:, None] * support, config.v_min, config.v_max)
+        b = np.clip((target_z - config.v_min) / delta_z, 0, config.num_atoms - 1)
+        return bool(np.any(b == np.floor(b)))
+
+    return first_update_where(config, seed, on_atom)
+
+
+def _first_mixed_cdq(config: Any, seed: int, dtype: str = "float64", limit: int = 1000) -> int:
+    """The first update at which the correct per-sample choice differs from the per-batch one on a sample
+    whose two expected values are not a tie (``update_level.cdq_mismatches``). It depends on the critics,
+    not only on the data (at the start one critic's values can be the lower on every sample): the correct
+    reference is replayed from our update's initial state on the comparison's shared draws."""
+    from jax_td3.adapters.fasttd3_jax import FastTD3JaxAdapter
+    from jax_td3.adapters.fasttd3_torch_ref import FastTD3TorchRefAdapter
+    from jax_td3.dtypes import dtype_named, x64_scope
+    from jax_td3.parity.update_level import cdq_mismatches, make_draws
+
+    ndtype = dtype_named(dtype)
+    reference = FastTD3TorchRefAdapter(config, dtype)
+    with x64_scope(dtype):   # (the float32 command asks for float64's update too, with x64 off)
+        reference.load(FastTD3JaxAdapter(config, dtype, seed=seed).state())
+    support = np.linspace(config.v_min, config.v_max, config.num_atoms)
+    draws = make_draws(config, seed)
+    for update in range(1, limit + 1):
+        fields, noise = draws.next(config.batch_size, config.act_dim)
+        out = reference.update(tuple(np.asarray(x).astype(ndtype) for x in fields), np.asarray(noise).astype(ndtype))
+        values = np.asarray(out["projected"], np.float64) @ support
+        per_batch = np.full(values.shape[1], values[0].mean() < values[1].mean())
+        if cdq_mismatches(config, dtype, out, {"cdq_choice": per_batch}):
+            return update
+    raise ValueError("the per-batch choice never differs from the per-sample one")
 
 
 _SKRL = "skrl's JAX TD3 and SAC (skrl issue #425, fixed in #426)"
@@ -423,6 +589,21 @@ CATALOGUE: tuple[Mutant, ...] = (
            "the T3D and DDPG notebooks: not_done = 0 at a time-limit truncation (docs/algorithms.md)",
            "the loop stores not_done 0 when the time limit ends an episode: bootstrapping cut there",
            None, "not_done", None, level="run", loop_changes=(("bootstrap_truncation", False),), step=200),
+    Mutant("fasttd3-one-step-discount",
+           "n-step ports: the target discounted by gamma rather than the window's gamma^k",
+           "the target's support discounted by the config's gamma instead of the batch's gamma^k (shown with "
+           "n_step >= 3; acts at the first batch holding a bootstrapped window of k > 1 steps)",
+           OneStepDiscount, "projected", _first_longer_window, algo="fasttd3",
+           config_changes=(("n_step", lambda c: max(c.n_step, 3)),)),
+    Mutant("fasttd3-projection-on-atom-lost",
+           "C51 ports: the projection without the rule for a target exactly on an atom (lower == upper)",
+           "a target exactly on an atom (e.g. clamped to either end of the support) gets no mass: that "
+           "mass is lost", ProjectionOnAtomLost, "projected", _first_target_on_atom, algo="fasttd3"),
+    Mutant("fasttd3-cdq-per-batch",
+           "distributional clipped double Q: one critic chosen for the whole batch instead of per sample",
+           "the target distribution of the critic whose mean expected value over the batch is lower, for "
+           "every sample (acts at the first update where the per-sample choice is not the same on every "
+           "sample)", CdqPerBatch, "cdq_choice", _first_mixed_cdq, algo="fasttd3"),
 )
 
 MUTANTS: dict[str, Mutant] = {mutant.name: mutant for mutant in CATALOGUE}
@@ -468,5 +649,5 @@ def install(name: str, trainer: Any) -> None:
     backend.load_state(state)
 
 
-__all__ = ["CATALOGUE", "HookedTD3", "MUTANTS", "Mutant", "adam_step", "first_update_where", "get", "install",
-           "mutant_parity", "round_mantissa"]
+__all__ = ["CATALOGUE", "HookedFastTD3", "HookedTD3", "MUTANTS", "Mutant", "adam_step", "first_update_where", "get",
+           "install", "mutant_parity", "projection_without_on_atom_rule", "round_mantissa"]
