@@ -287,14 +287,9 @@ def test_chunked_run_equals_one_chunk_per_period_and_resumes_exactly():
     np.testing.assert_allclose(chunked_returns, returns, rtol=RTOL)
     assert_trees_close(chunked_agents, agents)
 
-    def finish(run, agents, done):
-        curve = []
-        while done < settings.total_steps:
-            agents, done = run.advance(agents, done)
-            if run.evaluates_at(done):
-                agents, evaluation = run.evaluate(agents, done)
-                curve.append(evaluation.returns)
-        return jax.tree_util.tree_map(to_numpy, agents), np.stack(curve)
+    def finish(run, agents, done):   # the rest of the run, on the host: agents and returns (evaluations, K, E)
+        agents, evaluations = run.run_from(agents, done)
+        return jax.tree_util.tree_map(to_numpy, agents), np.stack([e.returns for e in evaluations])
 
     with jax.enable_x64(True):
         run = compiled.ChunkedRun(CONFIG, settings, [0], env=PendulumEnv(), dtype=np.float64, chunk_steps=50,
