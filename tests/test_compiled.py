@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jax_td3.config import make_config
 from jax_td3.envs.pendulum import PendulumEnv
 from jax_td3.loops import compiled
 from jax_td3.loops.compiled import ChunkedRun, LoopSettings
-from jax_td3.config import make_config
 
 CONFIG = make_config("td3", hidden=(8, 8), batch_size=16, max_action=2.0)
 SETTINGS = LoopSettings(total_steps=300, learning_starts=100, eval_every=100, eval_episodes=2, buffer_size=250)
