@@ -139,7 +139,8 @@ def test_compiled_run_into_a_directory_holding_another_run(finished_run, capsys)
 
 def test_compiled_resume_without_a_checkpoint_is_one_line(tmp_path, capsys):
     line = one_line_error(capsys, ["train", "--compiled", "--resume", "--out", str(tmp_path / "run")])
-    assert line == (f"jax-td3 train: error: --resume: no complete checkpoint in {tmp_path / 'run' / 'checkpoints'}"), line
+    assert line == ("jax-td3 train: error: --resume: no complete checkpoint in "
+                    f"{tmp_path / 'run' / 'checkpoints'}"), line
 
 
 def test_replay_buffer_larger_than_memory(tmp_path, capsys):

@@ -90,8 +90,8 @@ def test_train_state_shapes_are_checked_against_the_config():
 
 def test_a_jax_run_continues_identically_in_the_torch_backend(x64):
     """Snapshot a float64 JAX run, restore it into a PyTorch-backed trainer: the next updates agree."""
-    from jax_td3.envs import env_spec, make_env
     from jax_td3.config import config_for_env
+    from jax_td3.envs import env_spec, make_env
     from jax_td3.loops.host import Trainer
     from jax_td3.settings import TrainSettings
 

@@ -6,9 +6,19 @@ import pytest
 
 from jax_td3.config import make_config
 from jax_td3.errors import ConfigError
-from jax_td3.run.checks import (GiB, Need, available_host_memory, check_compiled_seeds, compiled_loop_needs,
-                                ensure_writable_dir, format_bytes, host_loop_needs, refuse_if_too_big,
-                                replay_bytes, train_state_bytes)
+from jax_td3.run.checks import (
+    GiB,
+    Need,
+    available_host_memory,
+    check_compiled_seeds,
+    compiled_loop_needs,
+    ensure_writable_dir,
+    format_bytes,
+    host_loop_needs,
+    refuse_if_too_big,
+    replay_bytes,
+    train_state_bytes,
+)
 from jax_td3.settings import SEED_LIMIT, TrainSettings
 
 # TD3 on obs 3, act 1, hidden 8,8, counted by hand (weights + biases):

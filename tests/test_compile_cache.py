@@ -32,7 +32,8 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
 def _train(out: Path, cache: str, seed: int = 0) -> dict:
     command = [sys.executable, "-m", "jax_td3.cli", "train", "--env", "Pendulum-v1", "--hidden", "8,8",
                "--seed", str(seed), "--batch-size", "16", "--total-steps", "300", "--learning-starts", "100",
-               "--updates-per-call", "50", "--eval-every", "300", "--eval-episodes", "1", "--dtype", "float64", "--no-progress", "--out", str(out)]
+               "--updates-per-call", "50", "--eval-every", "300", "--eval-episodes", "1", "--dtype", "float64",
+               "--no-progress", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, ENV_VAR: cache}, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads((out / "summary.json").read_text())

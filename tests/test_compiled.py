@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jax_td3.config import make_config
 from jax_td3.envs.pendulum import PendulumEnv
 from jax_td3.loops import compiled
 from jax_td3.loops.compiled import ChunkedRun, LoopSettings
-from jax_td3.config import make_config
 
 CONFIG = make_config("td3", hidden=(8, 8), batch_size=16, max_action=2.0)
 SETTINGS = LoopSettings(total_steps=300, learning_starts=100, eval_every=100, eval_episodes=2, buffer_size=250)
@@ -287,14 +287,9 @@ def test_chunked_run_equals_one_chunk_per_period_and_resumes_exactly():
     np.testing.assert_allclose(chunked_returns, returns, rtol=RTOL)
     assert_trees_close(chunked_agents, agents)
 
-    def finish(run, agents, done):
-        curve = []
-        while done < settings.total_steps:
-            agents, done = run.advance(agents, done)
-            if run.evaluates_at(done):
-                agents, evaluation = run.evaluate(agents, done)
-                curve.append(evaluation.returns)
-        return jax.tree_util.tree_map(to_numpy, agents), np.stack(curve)
+    def finish(run, agents, done):   # the rest of the run, on the host: agents and returns (evaluations, K, E)
+        agents, evaluations = run.run_from(agents, done)
+        return jax.tree_util.tree_map(to_numpy, agents), np.stack([e.returns for e in evaluations])
 
     with jax.enable_x64(True):
         run = compiled.ChunkedRun(CONFIG, settings, [0], env=PendulumEnv(), dtype=np.float64, chunk_steps=50,

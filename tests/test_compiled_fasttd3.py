@@ -59,13 +59,9 @@ def run():
 
 
 def finish(run, agents, done):
-    curve = []
-    while done < SETTINGS.total_steps:
-        agents, done = run.advance(agents, done)
-        if run.evaluates_at(done):
-            agents, evaluation = run.evaluate(agents, done)
-            curve.append(evaluation.returns)
-    return host(agents), np.stack(curve)
+    """``run.run_from`` on the host: the final agents and the returns (evaluations, K, E)."""
+    agents, evaluations = run.run_from(agents, done)
+    return host(agents), np.stack([e.returns for e in evaluations])
 
 
 def test_run_of_two_seeds_resumes_exactly_and_normalises_what_it_saw(run):

@@ -21,7 +21,7 @@ from jax_td3.loops.compiled import ChunkedRun, LoopSettings
 from jax_td3.networks import actor_action, init_critic_params
 from jax_td3.replay import replay_add, replay_gather, replay_init
 from jax_td3.update import Batch
-from tests.test_compiled_fasttd3 import ShortPendulum, check_scales_redrawn_where_an_episode_ended, host
+from tests.test_compiled_fasttd3 import ShortPendulum, check_scales_redrawn_where_an_episode_ended, finish, host
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 GAMMA = 0.9
@@ -131,16 +131,6 @@ def run():
     with jax.enable_x64(True):
         return ChunkedRun(CONFIG, SETTINGS, [0, 1], env=ShortPendulum(), dtype=jnp.float64, chunk_steps=40,
                           devices=jax.devices()[:1], compiler_options=FAST_COMPILE)
-
-
-def finish(run, agents, done):
-    curve = []
-    while done < SETTINGS.total_steps:
-        agents, done = run.advance(agents, done)
-        if run.evaluates_at(done):
-            agents, evaluation = run.evaluate(agents, done)
-            curve.append(evaluation.returns)
-    return host(agents), np.stack(curve)
 
 
 def test_td3_with_n_step_returns_exploration_scales_and_normaliser_runs_and_resumes_exactly(run):

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from jax_td3.cli import main
-from jax_td3.errors import JaxTD3Error
 from jax_td3.envs import EnvError, env_spec, make_env
+from jax_td3.errors import JaxTD3Error
 
 
 def test_pendulum_spec():
@@ -50,7 +50,8 @@ def test_cli_exits_2_with_one_line(env_id, message, tmp_path, capsys):
 
 
 def test_loop_modules_do_not_import_gymnasium():
-    code = ("import sys, jax_td3.loops.host, jax_td3.run.training, jax_td3.settings, jax_td3.envs, jax_td3.backends, jax_td3.buffer, jax_td3.noise, "
+    code = ("import sys, jax_td3.loops.host, jax_td3.run.training, jax_td3.settings, jax_td3.envs, jax_td3.backends, "
+            "jax_td3.buffer, jax_td3.noise, "
             "jax_td3.run.checkpoint, jax_td3.presets, jax_td3.run.logger, jax_td3.update, jax_td3.replay; "
             "bad = [m for m in ('gymnasium', 'pybullet', 'pybullet_envs_gymnasium', 'torch', 'matplotlib') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")

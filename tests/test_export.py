@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import torch_ref.networks as torch_networks
-from jax_td3.run.checkpoint import save_checkpoint
 from jax_td3.cli import main
-from jax_td3.export import train_state_from_checkpoint
-from jax_td3.networks import actor_action
 from jax_td3.config import config_for_env
 from jax_td3.dtypes import x64_scope
+from jax_td3.export import train_state_from_checkpoint
 from jax_td3.loops.host import Trainer
+from jax_td3.networks import actor_action
+from jax_td3.run.checkpoint import save_checkpoint
 from jax_td3.run.training import checkpoint_contents
 from jax_td3.settings import TrainSettings
 

@@ -12,12 +12,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_td3.config import make_config
+from jax_td3.config import config_for_env, make_config
 from jax_td3.envs import env_spec, make_env
-from jax_td3.replay import (Batch, draw_updates, multi_update, replay_add, replay_gather, replay_indices_from_bits,
-                            replay_init)
-from jax_td3.config import config_for_env
 from jax_td3.loops.host import Trainer
+from jax_td3.replay import (
+    Batch,
+    draw_updates,
+    multi_update,
+    replay_add,
+    replay_gather,
+    replay_indices_from_bits,
+    replay_init,
+)
 from jax_td3.settings import TrainSettings
 from jax_td3.update import init_train_state, update
 

@@ -20,8 +20,8 @@ from jax_td3.cli import main
 from jax_td3.config import config_for_env
 from jax_td3.envs import env_spec, make_env
 from jax_td3.errors import ConfigError
-from jax_td3.networks import actor_action_numpy
 from jax_td3.loops.host import Trainer
+from jax_td3.networks import actor_action_numpy
 from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.settings import TrainSettings
 
@@ -63,9 +63,10 @@ def _reference_run(learning_starts: int = 50) -> dict[str, np.ndarray]:
 # pick kernels by instruction set (vector width, fused multiply-adds), so sums are added in another order
 # and each float64 operation may move by an ulp or two; 300 steps with 260 updates amplify that to at most
 # 3e-14 relative (measured: AVX2 against the AVX-512 machine that wrote the file, and this machine under
-# XLA's AVX cap, which tests/test_instruction_set.py uses, and its SSE4.2 cap). A change in what the loop does (an update at
-# another step, another replay draw, one update more or fewer) moves the run by 1e-3 or more (checked by
-# the test below on a run with one setting changed). 1e-9 lies between, with room on both sides.
+# XLA's AVX cap, which tests/test_instruction_set.py uses, and its SSE4.2 cap). A change in what the loop
+# does (an update at another step, another replay draw, one update more or fewer) moves the run by 1e-3 or
+# more (checked by the test below on a run with one setting changed). 1e-9 lies between, with room on both
+# sides.
 RUN_RTOL = 1e-9
 
 

@@ -10,8 +10,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.cli import main
+from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 
 # Checkpoints every 50 steps fall mid-episode (Pendulum's episodes are 200 steps), so resuming
 # exercises the environment replay, not only episode boundaries.

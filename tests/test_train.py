@@ -9,12 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.cli import main
-from jax_td3.config import make_config
+from jax_td3.config import config_for_env, make_config
 from jax_td3.envs import env_spec, make_env
-from jax_td3.config import config_for_env
 from jax_td3.loops.host import Trainer
+from jax_td3.run.checkpoint import list_checkpoints, load_checkpoint
 from jax_td3.run.training import run_training
 from jax_td3.settings import TrainSettings
 

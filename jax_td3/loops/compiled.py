@@ -758,11 +758,13 @@ class ChunkedRun:
 
         run = ChunkedRun(config, settings, seeds, env=env)
         agents, first = run.start()                 # initial agents and the evaluation at step 0
-        done = 0
-        while done < settings.total_steps:
-            agents, done = run.advance(agents, done)
-            if run.evaluates_at(done):
-                agents, evaluation = run.evaluate(agents, done)
+        agents, done = run.advance(agents, 0)       # one chunk
+        saved = run.host_state(agents)              # what a checkpoint stores before it stops
+        agents, evaluations = run.run_from(agents, done)                  # the rest, to total_steps
+        resumed, again = run.run_from(run.agents_from_host(saved), done)  # the same, bit for bit
+
+    ``run_from`` is the loop of ``advance``, ``evaluates_at`` and ``evaluate``; a caller that saves
+    between chunks calls those itself.
     """
 
     def __init__(self, config: TD3Config, settings: LoopSettings, seeds: ArrayLike, *, env: JaxEnv,
@@ -819,23 +821,32 @@ class ChunkedRun:
         returns (K, E), critic_loss (K,), actor_loss (K,), updates (K,))`` receives each evaluation on
         the host (steps in transitions; losses the means since the previous evaluation)."""
         compile_seconds, run_seconds = self.compile_seconds, self.run_seconds
-        curve = []
+        agents, first = self.start()
+        if on_eval is not None:
+            on_eval(*first)
+        agents, evaluations = self.run_from(agents, 0, on_eval)
+        curve = [first.returns] + [evaluation.returns for evaluation in evaluations]
+        return CompiledResult(agents, eval_steps(self.settings), np.stack(curve, axis=1),
+                              self.compile_seconds - compile_seconds, self.run_seconds - run_seconds)
 
-        def report(evaluation: Evaluation) -> None:
-            curve.append(evaluation.returns)
-            if on_eval is not None:
-                on_eval(*evaluation)
-
-        agents, evaluation = self.start()
-        report(evaluation)
-        done = 0
+    def run_from(self, agents: AgentState, done_steps: int,
+                 on_eval: Callable | None = None) -> tuple[AgentState, list[Evaluation]]:
+        """The run from ``done_steps`` transitions (a chunk boundary, e.g. a saved state's) to
+        ``settings.total_steps``: chunks of ``advance``, each followed by ``evaluate`` where
+        ``evaluates_at`` says. Returns ``(agents, evaluations)``: the final agents (on the devices) and
+        the evaluations it made, in step order (``Evaluation``; none at ``done_steps`` itself, so a run
+        from 0 leaves out ``start``'s). ``on_eval`` receives each as ``run``'s does, when it is made.
+        ``agents`` is donated to the first call, as to ``advance``."""
+        evaluations = []
+        done = done_steps
         while done < self.settings.total_steps:
             agents, done = self.advance(agents, done)
             if self.evaluates_at(done):
                 agents, evaluation = self.evaluate(agents, done)
-                report(evaluation)
-        return CompiledResult(agents, eval_steps(self.settings), np.stack(curve, axis=1),
-                              self.compile_seconds - compile_seconds, self.run_seconds - run_seconds)
+                evaluations.append(evaluation)
+                if on_eval is not None:
+                    on_eval(*evaluation)
+        return agents, evaluations
 
     def agent_shapes(self) -> AgentState:
         """Shapes and dtypes of the agents' whole state (``jax.eval_shape`` of its initialisation)."""
