@@ -317,6 +317,24 @@ class FastTD3:
 
         return cosine(self.critic_lr, self.critic_lr_end), cosine(self.actor_lr, self.actor_lr_end)
 
+    # The critic step's pieces where ports differ, each a method of its own (the parity command's mutant
+    # catalogue overrides them one at a time to put a known bug in).
+    def bootstrap_discount(self, batch: Batch) -> torch.Tensor:
+        """(B,) what each sample's next-state support is discounted by: gamma^k for its window of k steps
+        (the replay computes it; it is gamma only for one-step windows)."""
+        return batch.discount
+
+    def target_projection(self, next_obs: torch.Tensor, next_actions: torch.Tensor, rewards: torch.Tensor,
+                          bootstrap: torch.Tensor, discount: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both target critics' distributions at (next_obs, next_actions), moved to rewards + bootstrap *
+        discount * z and projected back onto the atoms (``DistributionalQNetwork.projection``)."""
+        return self.qnet_target.projection(next_obs, next_actions, rewards, bootstrap, discount)
+
+    def cdq_choice(self, value1: torch.Tensor, value2: torch.Tensor) -> torch.Tensor:
+        """Clipped double Q, per sample: (B,) bool, True where critic 1's projection has the strictly lower
+        expected value and is the target (ties take critic 2's)."""
+        return value1 < value2
+
     def update_main(self, batch: Batch, target_noise: torch.Tensor, record: bool = False) -> dict[str, Any]:
         """One critic step on a batch whose observations are already normalised."""
         info: dict[str, Any] = {}
@@ -325,13 +343,12 @@ class FastTD3:
             clipped_noise = (target_noise * (self.policy_noise * self.action_scale)).clamp(-clip, clip)
             next_state_actions = (self.actor(batch.next_obs) + clipped_noise).clamp(self.low, self.high)
 
-            qf1_next_target_projected, qf2_next_target_projected = self.qnet_target.projection(
+            qf1_next_target_projected, qf2_next_target_projected = self.target_projection(
                 batch.next_obs, next_state_actions, batch.reward * self.reward_scale, batch.bootstrap,
-                batch.discount)
+                self.bootstrap_discount(batch))
             qf1_next_target_value = self.qnet_target.get_value(qf1_next_target_projected)
             qf2_next_target_value = self.qnet_target.get_value(qf2_next_target_projected)
-            # Strictly lower: ties take critic 2's projection.
-            cdq_choice = qf1_next_target_value < qf2_next_target_value
+            cdq_choice = self.cdq_choice(qf1_next_target_value, qf2_next_target_value)
             if self.use_cdq:
                 qf_next_target_dist = torch.where(cdq_choice.unsqueeze(1), qf1_next_target_projected,
                                                   qf2_next_target_projected)
