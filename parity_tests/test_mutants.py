@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 
+import torch_ref
 from jax_td3.adapters.fasttd3_torch_ref import FastTD3TorchRefAdapter
 from jax_td3.adapters.torch_ref import TorchRefAdapter, make_agent
 from jax_td3.config import make_config
@@ -57,6 +58,16 @@ def test_the_hooked_fasttd3_reference_is_the_reference_bit_for_bit(dtype):
                               updates=UPDATES, seed=CATALOGUE_SEED, tol=0.0, resync=False)
     assert report.passed, report.table()
     assert all(stats.max_abs == 0.0 for stats in report.quantities.values())
+
+
+def test_the_fasttd3_bugs_override_only_the_references_named_steps():
+    """No copy of the reference's update: each FastTD3 bug replaces one of torch_ref.FastTD3's own steps."""
+    steps = {"bootstrap_discount", "target_projection", "cdq_choice"}
+    assert steps <= set(vars(torch_ref.FastTD3))
+    assert set(vars(mutants.HookedFastTD3)) & set(vars(torch_ref.FastTD3)) == {"__doc__", "__module__"}
+    for mutant in (m for m in mutants.CATALOGUE if m.algo == "fasttd3"):
+        own = {name for name in vars(mutant.agent_class) if not name.startswith("__")}
+        assert len(own) == 1 and own <= steps, (mutant.name, own)
 
 
 def test_the_catalogue_has_fasttd3_bugs_and_keeps_algorithms_apart():
