@@ -139,35 +139,44 @@ class DistributionalQNetwork(nn.Module):
                    bootstrap: torch.Tensor, discount: torch.Tensor, q_support: torch.Tensor) -> torch.Tensor:
         """This network's next-state distribution at (obs, actions), moved to rewards + bootstrap *
         discount * z and projected back onto ``q_support`` (B, num_atoms); rewards etc. are (B,)."""
-        delta_z = (self.v_max - self.v_min) / (self.num_atoms - 1)
-        batch_size = rewards.shape[0]
-
-        target_z = rewards.unsqueeze(1) + bootstrap.unsqueeze(1) * discount.unsqueeze(1) * q_support
-        target_z = target_z.clamp(self.v_min, self.v_max)
-        # Where (v_max - v_min) / delta_z rounds above num_atoms - 1, b at v_max would index past the last
-        # atom (FastTD3's projection then reads the next row, or past the end); clipping b keeps it on the
-        # support and changes nothing where the division is exact (FastTD3's supports of +-10 and +-250).
-        b = ((target_z - self.v_min) / delta_z).clamp(0, self.num_atoms - 1)
-        lower = torch.floor(b).long()
-        upper = torch.ceil(b).long()
-
-        # A target exactly on an atom has lower == upper and would get no mass from either share:
-        # FastTD3 widens the pair to (k - 1, k), or to (0, 1) on the first atom, so all of it lands on k.
-        on_atom = lower == upper
-        lower_mask = on_atom & (lower > 0)
-        upper_mask = on_atom & (lower == 0)  # both masks from the unshifted indices
-        lower = torch.where(lower_mask, lower - 1, lower)
-        upper = torch.where(upper_mask, upper + 1, upper)
-
         next_dist = F.softmax(self.forward(obs, actions), dim=1)
-        proj_dist = torch.zeros_like(next_dist)
-        # Flat indices: row i's atoms start at i * num_atoms.
-        offset = (torch.arange(batch_size, device=rewards.device) * self.num_atoms).unsqueeze(1)
-        proj_dist.view(-1).index_add_(0, (lower + offset).view(-1),
-                                      (next_dist * (upper.to(b.dtype) - b)).view(-1))
-        proj_dist.view(-1).index_add_(0, (upper + offset).view(-1),
-                                      (next_dist * (b - lower.to(b.dtype))).view(-1))
-        return proj_dist
+        return categorical_projection(next_dist, rewards, bootstrap, discount, q_support, self.v_min, self.v_max)
+
+
+def categorical_projection(next_dist: torch.Tensor, rewards: torch.Tensor, bootstrap: torch.Tensor,
+                           discount: torch.Tensor, q_support: torch.Tensor, v_min: float,
+                           v_max: float) -> torch.Tensor:
+    """C51's projection: the distributions ``next_dist`` (B, num_atoms) on ``q_support``, moved to rewards +
+    bootstrap * discount * z (clamped to [v_min, v_max]) and split back onto the two nearest atoms."""
+    num_atoms = q_support.shape[0]
+    delta_z = (v_max - v_min) / (num_atoms - 1)
+    batch_size = rewards.shape[0]
+
+    target_z = rewards.unsqueeze(1) + bootstrap.unsqueeze(1) * discount.unsqueeze(1) * q_support
+    target_z = target_z.clamp(v_min, v_max)
+    # Where (v_max - v_min) / delta_z rounds above num_atoms - 1, b at v_max would index past the last
+    # atom (FastTD3's projection then reads the next row, or past the end); clipping b keeps it on the
+    # support and changes nothing where the division is exact (FastTD3's supports of +-10 and +-250).
+    b = ((target_z - v_min) / delta_z).clamp(0, num_atoms - 1)
+    lower = torch.floor(b).long()
+    upper = torch.ceil(b).long()
+
+    # A target exactly on an atom has lower == upper and would get no mass from either share:
+    # FastTD3 widens the pair to (k - 1, k), or to (0, 1) on the first atom, so all of it lands on k.
+    on_atom = lower == upper
+    lower_mask = on_atom & (lower > 0)
+    upper_mask = on_atom & (lower == 0)  # both masks from the unshifted indices
+    lower = torch.where(lower_mask, lower - 1, lower)
+    upper = torch.where(upper_mask, upper + 1, upper)
+
+    proj_dist = torch.zeros_like(next_dist)
+    # Flat indices: row i's atoms start at i * num_atoms.
+    offset = (torch.arange(batch_size, device=rewards.device) * num_atoms).unsqueeze(1)
+    proj_dist.view(-1).index_add_(0, (lower + offset).view(-1),
+                                  (next_dist * (upper.to(b.dtype) - b)).view(-1))
+    proj_dist.view(-1).index_add_(0, (upper + offset).view(-1),
+                                  (next_dist * (b - lower.to(b.dtype))).view(-1))
+    return proj_dist
 
 
 class Critic(nn.Module):
