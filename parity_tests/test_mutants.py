@@ -92,6 +92,9 @@ def test_the_fasttd3_bugs_act_where_the_catalogue_says():
         mutants.first_update_where(one_step, 0, lambda batch, noise: bool((batch[6] != one_step.gamma).any()),
                                    limit=50)
     assert mutants.get("fasttd3-projection-on-atom-lost").expect(FASTTD3_CONFIG, CATALOGUE_SEED) == ("projected", 1)
+    softmax = mutants.get("fasttd3-softmax-over-batch")
+    assert [softmax.expect(FASTTD3_CONFIG, CATALOGUE_SEED, dtype) for dtype in ("float64", "float32")] == [
+        ("projected", 1), ("projected", 1)]
 
 
 def test_the_parity_command_runs_a_fasttd3_mutant_and_refuses_the_other_algorithm(capsys):

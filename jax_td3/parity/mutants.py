@@ -342,6 +342,21 @@ class ProjectionOnAtomLost(HookedFastTD3):
                 projection_without_on_atom_rule(target.qnet2, *args))
 
 
+class SoftmaxOverBatch(HookedFastTD3):
+    def target_projection(self, next_obs: Tensor, next_actions: Tensor, rewards: Tensor, bootstrap: Tensor,
+                          discount: Tensor) -> tuple[Tensor, Tensor]:
+        # Each target critic's softmax taken over the batch (dim 0) instead of over the atoms (dim 1): every
+        # atom's probabilities sum to 1 over the samples, no sample's over its atoms.
+        target = self.qnet_target
+
+        def project(qnet: fasttd3.DistributionalQNetwork) -> Tensor:
+            next_dist = F.softmax(qnet(next_obs, next_actions), dim=0)
+            return fasttd3.categorical_projection(next_dist, rewards, bootstrap, discount, target.q_support,
+                                                  qnet.v_min, qnet.v_max)
+
+        return project(target.qnet1), project(target.qnet2)
+
+
 class CdqPerBatch(HookedFastTD3):
     def cdq_choice(self, value1: Tensor, value2: Tensor) -> Tensor:
         # One critic for the whole batch: the one whose mean expected value over the batch is lower.
@@ -551,6 +566,10 @@ CATALOGUE: tuple[Mutant, ...] = (
            "the target distribution of the critic whose mean expected value over the batch is lower, for "
            "every sample (acts at the first update where the per-sample choice is not the same on every "
            "sample)", CdqPerBatch, "cdq_choice", _first_mixed_cdq, algo="fasttd3"),
+    Mutant("fasttd3-softmax-over-batch",
+           "textbook: a softmax over the wrong axis (dim=0, the batch, instead of the atoms)",
+           "the target critics' distributions normalised over the batch instead of over the atoms: each atom's "
+           "probabilities sum to 1 across the samples", SoftmaxOverBatch, "projected", 1, algo="fasttd3"),
 )
 
 MUTANTS: dict[str, Mutant] = {mutant.name: mutant for mutant in CATALOGUE}
