@@ -13,6 +13,9 @@ github.com/younggyoseo/FastTD3. What differs, all for cross-checking against jax
   FastTD3 also updates it with each sampled batch;
 - gradient clipping uses optax's rule, not ``clip_grad_norm_`` (see ``clip_grad_norm``);
 - the cosine learning rate counts updates and is computed in closed form (see ``learning_rates``);
+- ``DistributionalQNetwork.projection`` is the softmax then ``categorical_projection`` (FastTD3's arithmetic,
+  as a function), and ``update_main`` calls ``bootstrap_discount``, ``target_projection`` and ``cdq_choice``
+  for the pieces where ports differ (so that one can be replaced at a time);
 - no AMP, no ``torch.compile``, no SimNorm, multi-task or asymmetric observations.
 Everything works in the dtype given (float64 for parity).
 """
