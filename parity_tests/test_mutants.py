@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 
+import torch_ref
 from jax_td3.adapters.fasttd3_torch_ref import FastTD3TorchRefAdapter
 from jax_td3.adapters.torch_ref import TorchRefAdapter, make_agent
 from jax_td3.config import make_config
@@ -59,6 +60,16 @@ def test_the_hooked_fasttd3_reference_is_the_reference_bit_for_bit(dtype):
     assert all(stats.max_abs == 0.0 for stats in report.quantities.values())
 
 
+def test_the_fasttd3_bugs_override_only_the_references_named_steps():
+    """No copy of the reference's update: each FastTD3 bug replaces one of torch_ref.FastTD3's own steps."""
+    steps = {"bootstrap_discount", "target_projection", "cdq_choice"}
+    assert steps <= set(vars(torch_ref.FastTD3))
+    assert set(vars(mutants.HookedFastTD3)) & set(vars(torch_ref.FastTD3)) == {"__doc__", "__module__"}
+    for mutant in (m for m in mutants.CATALOGUE if m.algo == "fasttd3"):
+        own = {name for name in vars(mutant.agent_class) if not name.startswith("__")}
+        assert len(own) == 1 and own <= steps, (mutant.name, own)
+
+
 def test_the_catalogue_has_fasttd3_bugs_and_keeps_algorithms_apart():
     fasttd3 = [m for m in mutants.CATALOGUE if m.algo == "fasttd3"]
     assert len(fasttd3) >= 3
@@ -81,6 +92,9 @@ def test_the_fasttd3_bugs_act_where_the_catalogue_says():
         mutants.first_update_where(one_step, 0, lambda batch, noise: bool((batch[6] != one_step.gamma).any()),
                                    limit=50)
     assert mutants.get("fasttd3-projection-on-atom-lost").expect(FASTTD3_CONFIG, CATALOGUE_SEED) == ("projected", 1)
+    softmax = mutants.get("fasttd3-softmax-over-batch")
+    assert [softmax.expect(FASTTD3_CONFIG, CATALOGUE_SEED, dtype) for dtype in ("float64", "float32")] == [
+        ("projected", 1), ("projected", 1)]
 
 
 def test_the_parity_command_runs_a_fasttd3_mutant_and_refuses_the_other_algorithm(capsys):

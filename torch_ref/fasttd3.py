@@ -13,6 +13,9 @@ github.com/younggyoseo/FastTD3. What differs, all for cross-checking against jax
   FastTD3 also updates it with each sampled batch;
 - gradient clipping uses optax's rule, not ``clip_grad_norm_`` (see ``clip_grad_norm``);
 - the cosine learning rate counts updates and is computed in closed form (see ``learning_rates``);
+- ``DistributionalQNetwork.projection`` is the softmax then ``categorical_projection`` (FastTD3's arithmetic,
+  as a function), and ``update_main`` calls ``bootstrap_discount``, ``target_projection`` and ``cdq_choice``
+  for the pieces where ports differ (so that one can be replaced at a time);
 - no AMP, no ``torch.compile``, no SimNorm, multi-task or asymmetric observations.
 Everything works in the dtype given (float64 for parity).
 """
@@ -139,35 +142,44 @@ class DistributionalQNetwork(nn.Module):
                    bootstrap: torch.Tensor, discount: torch.Tensor, q_support: torch.Tensor) -> torch.Tensor:
         """This network's next-state distribution at (obs, actions), moved to rewards + bootstrap *
         discount * z and projected back onto ``q_support`` (B, num_atoms); rewards etc. are (B,)."""
-        delta_z = (self.v_max - self.v_min) / (self.num_atoms - 1)
-        batch_size = rewards.shape[0]
-
-        target_z = rewards.unsqueeze(1) + bootstrap.unsqueeze(1) * discount.unsqueeze(1) * q_support
-        target_z = target_z.clamp(self.v_min, self.v_max)
-        # Where (v_max - v_min) / delta_z rounds above num_atoms - 1, b at v_max would index past the last
-        # atom (FastTD3's projection then reads the next row, or past the end); clipping b keeps it on the
-        # support and changes nothing where the division is exact (FastTD3's supports of +-10 and +-250).
-        b = ((target_z - self.v_min) / delta_z).clamp(0, self.num_atoms - 1)
-        lower = torch.floor(b).long()
-        upper = torch.ceil(b).long()
-
-        # A target exactly on an atom has lower == upper and would get no mass from either share:
-        # FastTD3 widens the pair to (k - 1, k), or to (0, 1) on the first atom, so all of it lands on k.
-        on_atom = lower == upper
-        lower_mask = on_atom & (lower > 0)
-        upper_mask = on_atom & (lower == 0)  # both masks from the unshifted indices
-        lower = torch.where(lower_mask, lower - 1, lower)
-        upper = torch.where(upper_mask, upper + 1, upper)
-
         next_dist = F.softmax(self.forward(obs, actions), dim=1)
-        proj_dist = torch.zeros_like(next_dist)
-        # Flat indices: row i's atoms start at i * num_atoms.
-        offset = (torch.arange(batch_size, device=rewards.device) * self.num_atoms).unsqueeze(1)
-        proj_dist.view(-1).index_add_(0, (lower + offset).view(-1),
-                                      (next_dist * (upper.to(b.dtype) - b)).view(-1))
-        proj_dist.view(-1).index_add_(0, (upper + offset).view(-1),
-                                      (next_dist * (b - lower.to(b.dtype))).view(-1))
-        return proj_dist
+        return categorical_projection(next_dist, rewards, bootstrap, discount, q_support, self.v_min, self.v_max)
+
+
+def categorical_projection(next_dist: torch.Tensor, rewards: torch.Tensor, bootstrap: torch.Tensor,
+                           discount: torch.Tensor, q_support: torch.Tensor, v_min: float,
+                           v_max: float) -> torch.Tensor:
+    """C51's projection: the distributions ``next_dist`` (B, num_atoms) on ``q_support``, moved to rewards +
+    bootstrap * discount * z (clamped to [v_min, v_max]) and split back onto the two nearest atoms."""
+    num_atoms = q_support.shape[0]
+    delta_z = (v_max - v_min) / (num_atoms - 1)
+    batch_size = rewards.shape[0]
+
+    target_z = rewards.unsqueeze(1) + bootstrap.unsqueeze(1) * discount.unsqueeze(1) * q_support
+    target_z = target_z.clamp(v_min, v_max)
+    # Where (v_max - v_min) / delta_z rounds above num_atoms - 1, b at v_max would index past the last
+    # atom (FastTD3's projection then reads the next row, or past the end); clipping b keeps it on the
+    # support and changes nothing where the division is exact (FastTD3's supports of +-10 and +-250).
+    b = ((target_z - v_min) / delta_z).clamp(0, num_atoms - 1)
+    lower = torch.floor(b).long()
+    upper = torch.ceil(b).long()
+
+    # A target exactly on an atom has lower == upper and would get no mass from either share:
+    # FastTD3 widens the pair to (k - 1, k), or to (0, 1) on the first atom, so all of it lands on k.
+    on_atom = lower == upper
+    lower_mask = on_atom & (lower > 0)
+    upper_mask = on_atom & (lower == 0)  # both masks from the unshifted indices
+    lower = torch.where(lower_mask, lower - 1, lower)
+    upper = torch.where(upper_mask, upper + 1, upper)
+
+    proj_dist = torch.zeros_like(next_dist)
+    # Flat indices: row i's atoms start at i * num_atoms.
+    offset = (torch.arange(batch_size, device=rewards.device) * num_atoms).unsqueeze(1)
+    proj_dist.view(-1).index_add_(0, (lower + offset).view(-1),
+                                  (next_dist * (upper.to(b.dtype) - b)).view(-1))
+    proj_dist.view(-1).index_add_(0, (upper + offset).view(-1),
+                                  (next_dist * (b - lower.to(b.dtype))).view(-1))
+    return proj_dist
 
 
 class Critic(nn.Module):
@@ -317,6 +329,24 @@ class FastTD3:
 
         return cosine(self.critic_lr, self.critic_lr_end), cosine(self.actor_lr, self.actor_lr_end)
 
+    # The critic step's pieces where ports differ, each a method of its own (the parity command's mutant
+    # catalogue overrides them one at a time to put a known bug in).
+    def bootstrap_discount(self, batch: Batch) -> torch.Tensor:
+        """(B,) what each sample's next-state support is discounted by: gamma^k for its window of k steps
+        (the replay computes it; it is gamma only for one-step windows)."""
+        return batch.discount
+
+    def target_projection(self, next_obs: torch.Tensor, next_actions: torch.Tensor, rewards: torch.Tensor,
+                          bootstrap: torch.Tensor, discount: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both target critics' distributions at (next_obs, next_actions), moved to rewards + bootstrap *
+        discount * z and projected back onto the atoms (``DistributionalQNetwork.projection``)."""
+        return self.qnet_target.projection(next_obs, next_actions, rewards, bootstrap, discount)
+
+    def cdq_choice(self, value1: torch.Tensor, value2: torch.Tensor) -> torch.Tensor:
+        """Clipped double Q, per sample: (B,) bool, True where critic 1's projection has the strictly lower
+        expected value and is the target (ties take critic 2's)."""
+        return value1 < value2
+
     def update_main(self, batch: Batch, target_noise: torch.Tensor, record: bool = False) -> dict[str, Any]:
         """One critic step on a batch whose observations are already normalised."""
         info: dict[str, Any] = {}
@@ -325,13 +355,12 @@ class FastTD3:
             clipped_noise = (target_noise * (self.policy_noise * self.action_scale)).clamp(-clip, clip)
             next_state_actions = (self.actor(batch.next_obs) + clipped_noise).clamp(self.low, self.high)
 
-            qf1_next_target_projected, qf2_next_target_projected = self.qnet_target.projection(
+            qf1_next_target_projected, qf2_next_target_projected = self.target_projection(
                 batch.next_obs, next_state_actions, batch.reward * self.reward_scale, batch.bootstrap,
-                batch.discount)
+                self.bootstrap_discount(batch))
             qf1_next_target_value = self.qnet_target.get_value(qf1_next_target_projected)
             qf2_next_target_value = self.qnet_target.get_value(qf2_next_target_projected)
-            # Strictly lower: ties take critic 2's projection.
-            cdq_choice = qf1_next_target_value < qf2_next_target_value
+            cdq_choice = self.cdq_choice(qf1_next_target_value, qf2_next_target_value)
             if self.use_cdq:
                 qf_next_target_dist = torch.where(cdq_choice.unsqueeze(1), qf1_next_target_projected,
                                                   qf2_next_target_projected)

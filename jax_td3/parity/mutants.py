@@ -9,8 +9,9 @@ included), so the comparison is always "our JAX update against a reference with 
 bug that lived in a JAX port (skrl's, TF32) the report reads the same with the sides swapped.
 
 FastTD3's entries (``algo="fasttd3"``, compared with ``--algo fasttd3``) put their bug into
-``HookedFastTD3``, ``torch_ref.FastTD3``'s critic step split the same way (bit for bit the reference
-with no hook changed).
+``HookedFastTD3``: ``torch_ref.FastTD3``'s critic step already has a method for each piece they change
+(the bootstrap discount, the projection onto the atoms, the clipped-double-Q choice), and each overrides
+one (no copy of the update: with none overridden it is the reference itself).
 
 One entry, ``truncation-as-done``, is a bug of the training loop rather than of the update: it
 acts only in a whole run (``jax-td3 parity --run --mutant truncation-as-done``).
@@ -295,73 +296,19 @@ def _rounded_linear(layer: nn.Linear) -> Callable[[Tensor], Tensor]:
 
 
 class HookedFastTD3(torch_ref.FastTD3):
-    """``torch_ref.FastTD3`` whose critic step calls a method at each point one of the catalogue's FastTD3
-    bugs changes. Every hook's default is the reference's own arithmetic, in the reference's order."""
+    """``torch_ref.FastTD3`` as the catalogue's FastTD3 bugs change it: the reference's critic step already
+    calls a method at each point they change (``bootstrap_discount``, ``target_projection``,
+    ``cdq_choice``), so each bug overrides one of those; this class adds only ``prepare``."""
 
     def prepare(self) -> None:
         """Called once the networks exist."""
-
-    def target_discount(self, batch: fasttd3.Batch) -> Tensor:
-        """What the target critic's support is discounted by: the batch's gamma^k (k: the window's steps)."""
-        return batch.discount
-
-    def target_projection(self, next_obs: Tensor, next_actions: Tensor, rewards: Tensor, bootstrap: Tensor,
-                          discount: Tensor) -> tuple[Tensor, Tensor]:
-        return self.qnet_target.projection(next_obs, next_actions, rewards, bootstrap, discount)
-
-    def cdq_choice(self, value1: Tensor, value2: Tensor) -> Tensor:
-        """(B,) bool: True where critic 1's projection is the target (strictly lower: ties take critic 2's)."""
-        return value1 < value2
-
-    def update_main(self, batch: fasttd3.Batch, target_noise: Tensor, record: bool = False) -> dict[str, Any]:
-        info: dict[str, Any] = {}
-        with torch.no_grad():
-            clip = self.noise_clip * self.action_scale
-            clipped_noise = (target_noise * (self.policy_noise * self.action_scale)).clamp(-clip, clip)
-            next_state_actions = (self.actor(batch.next_obs) + clipped_noise).clamp(self.low, self.high)
-
-            qf1_next_target_projected, qf2_next_target_projected = self.target_projection(
-                batch.next_obs, next_state_actions, batch.reward * self.reward_scale, batch.bootstrap,
-                self.target_discount(batch))
-            qf1_next_target_value = self.qnet_target.get_value(qf1_next_target_projected)
-            qf2_next_target_value = self.qnet_target.get_value(qf2_next_target_projected)
-            cdq_choice = self.cdq_choice(qf1_next_target_value, qf2_next_target_value)
-            if self.use_cdq:
-                qf_next_target_dist = torch.where(cdq_choice.unsqueeze(1), qf1_next_target_projected,
-                                                  qf2_next_target_projected)
-                qf1_next_target_dist = qf2_next_target_dist = qf_next_target_dist
-            else:
-                qf1_next_target_dist, qf2_next_target_dist = qf1_next_target_projected, qf2_next_target_projected
-
-        qf1, qf2 = self.qnet(batch.obs, batch.action)
-        qf1_loss = -torch.sum(qf1_next_target_dist * F.log_softmax(qf1, dim=1), dim=1).mean()
-        qf2_loss = -torch.sum(qf2_next_target_dist * F.log_softmax(qf2, dim=1), dim=1).mean()
-        qf_loss = (qf1_loss + qf2_loss) * self.critic_loss_scale
-
-        self.q_optimizer.zero_grad(set_to_none=True)
-        qf_loss.backward()
-        if record:
-            info["critic_grads"] = grads_of(self.qnet)
-        critic_grad_norm = fasttd3.clip_grad_norm(list(self.qnet.parameters()), self.max_grad_norm)
-        self.q_optimizer.step()
-
-        info["critic_loss"] = qf_loss.detach()
-        info["q_mean"] = self.qnet.get_value(F.softmax(qf1.detach(), dim=1)).mean()
-        if record:
-            info.update(target_action=next_state_actions,
-                        projected=torch.stack([qf1_next_target_projected, qf2_next_target_projected]),
-                        cdq_choice=cdq_choice,
-                        target_dist=torch.stack([qf1_next_target_dist, qf2_next_target_dist]),
-                        critic_logits=torch.stack([qf1.detach(), qf2.detach()]),
-                        critic_grad_norm=critic_grad_norm)
-        return info
 
 
 # -- FastTD3's bugs ------------------------------------------------------------------------------
 
 
 class OneStepDiscount(HookedFastTD3):
-    def target_discount(self, batch: fasttd3.Batch) -> Tensor:
+    def bootstrap_discount(self, batch: fasttd3.Batch) -> Tensor:
         # The config's gamma for every window, whatever its length k (gamma^k is what an n-step return needs).
         return torch.full_like(batch.discount, self.gamma)
 
@@ -393,6 +340,21 @@ class ProjectionOnAtomLost(HookedFastTD3):
         args = (next_obs, next_actions, rewards, bootstrap, discount, target.q_support)
         return (projection_without_on_atom_rule(target.qnet1, *args),
                 projection_without_on_atom_rule(target.qnet2, *args))
+
+
+class SoftmaxOverBatch(HookedFastTD3):
+    def target_projection(self, next_obs: Tensor, next_actions: Tensor, rewards: Tensor, bootstrap: Tensor,
+                          discount: Tensor) -> tuple[Tensor, Tensor]:
+        # Each target critic's softmax taken over the batch (dim 0) instead of over the atoms (dim 1): every
+        # atom's probabilities sum to 1 over the samples, no sample's over its atoms.
+        target = self.qnet_target
+
+        def project(qnet: fasttd3.DistributionalQNetwork) -> Tensor:
+            next_dist = F.softmax(qnet(next_obs, next_actions), dim=0)
+            return fasttd3.categorical_projection(next_dist, rewards, bootstrap, discount, target.q_support,
+                                                  qnet.v_min, qnet.v_max)
+
+        return project(target.qnet1), project(target.qnet2)
 
 
 class CdqPerBatch(HookedFastTD3):
@@ -604,6 +566,10 @@ CATALOGUE: tuple[Mutant, ...] = (
            "the target distribution of the critic whose mean expected value over the batch is lower, for "
            "every sample (acts at the first update where the per-sample choice is not the same on every "
            "sample)", CdqPerBatch, "cdq_choice", _first_mixed_cdq, algo="fasttd3"),
+    Mutant("fasttd3-softmax-over-batch",
+           "textbook: a softmax over the wrong axis (dim=0, the batch, instead of the atoms)",
+           "the target critics' distributions normalised over the batch instead of over the atoms: each atom's "
+           "probabilities sum to 1 across the samples", SoftmaxOverBatch, "projected", 1, algo="fasttd3"),
 )
 
 MUTANTS: dict[str, Mutant] = {mutant.name: mutant for mutant in CATALOGUE}
