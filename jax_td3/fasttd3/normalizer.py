@@ -9,9 +9,8 @@ The count is int32 (JAX without x64; FastTD3's is int64) and saturates instead o
 folds its N rows in as if at most ``COUNT_LIMIT - N`` had been seen before, so the count stops at
 ``COUNT_LIMIT`` (2^31 - 1). Below that the rule is FastTD3's exactly. Beyond it a batch weighs
 N / COUNT_LIMIT where an int64 count would give it N / (rows seen + N), smaller still: the statistics are
-as good as frozen either way (FastTD3 gets there after 2^31 observations too). Saturation keeps the
-state's dtype, so checkpoints load as before; a count that earlier code let wrap negative means
-statistics that were already corrupted.
+as good as frozen either way. Saturation keeps the state's dtype, so checkpoints load as before; a
+count that earlier code let wrap negative means statistics that were already corrupted.
 """
 
 from __future__ import annotations
