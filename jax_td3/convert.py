@@ -206,15 +206,17 @@ def normalizer_to_torch(statistics: Any, module: Any) -> None:
 
 def normalizer_from_torch(module: Any) -> Any:
     """The observation statistics (a ``fasttd3.state.NormalizerState`` with numpy leaves) of a
-    ``torch_ref.fasttd3`` ``EmpiricalNormalization``. Exact (copies)."""
+    ``torch_ref.fasttd3`` ``EmpiricalNormalization``. Exact (copies), but for a count past int32, which
+    saturates as ``fasttd3.normalizer`` keeps it (``saturated_count``)."""
     import numpy as np
 
+    from jax_td3.fasttd3.normalizer import saturated_count
     from jax_td3.fasttd3.state import NormalizerState
 
     buffers = module.state_dict()
     return NormalizerState(mean=buffers["_mean"][0].detach().cpu().numpy().copy(),
                            var=buffers["_var"][0].detach().cpu().numpy().copy(),
-                           count=np.asarray(int(buffers["count"]), np.int32))  # type: ignore[arg-type]  # numpy leaves, as every state crossing the backends
+                           count=np.asarray(saturated_count(int(buffers["count"])), np.int32))  # type: ignore[arg-type]  # numpy leaves, as every state crossing the backends
 
 
 def fasttd3_from_torch(agent: Any, template: Any) -> Any:

@@ -19,6 +19,7 @@ from jax_td3.adapters.fasttd3_jax import FastTD3JaxAdapter
 from jax_td3.adapters.fasttd3_torch_ref import FastTD3TorchRefAdapter
 from jax_td3.config import make_config
 from jax_td3.fasttd3.losses import categorical_projection
+from jax_td3.fasttd3.normalizer import COUNT_LIMIT
 from jax_td3.parity import compare_adapters, run_parity
 from jax_td3.parity.update_level import NStepDraws, cdq_mismatches
 
@@ -112,6 +113,21 @@ def test_neutral_state_round_trip_is_exact():
     fresh.load(back)
     for name, value in fresh.state().items():
         np.testing.assert_array_equal(value, state[name], err_msg=name)
+
+
+def test_a_normaliser_count_past_int32_saturates_when_loaded_into_jax():
+    """torch_ref's count is int64 (FastTD3's); the JAX state's int32 count stops at COUNT_LIMIT, so loading
+    a larger one saturates it (the rest exact) where it would overflow; a count at the limit stays."""
+    config = config_of("odd-no-cdq").replace(obs_normalization=True)
+    ours, reference = FastTD3JaxAdapter(config, seed=3), FastTD3TorchRefAdapter(config)
+    for count, held in ((COUNT_LIMIT, COUNT_LIMIT), (3_000_000_000, COUNT_LIMIT)):
+        state = {**ours.state(), "obs_normalizer.count": count}
+        reference.load(state)
+        assert reference.state()["obs_normalizer.count"] == count
+        ours.load(reference.state())
+        assert ours.state()["obs_normalizer.count"] == held
+        for name in ("obs_normalizer.mean", "obs_normalizer.var"):
+            np.testing.assert_array_equal(ours.state()[name], state[name], err_msg=name)
 
 
 def test_the_draws_exercise_clamping_on_atom_targets_and_the_normaliser():

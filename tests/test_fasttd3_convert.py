@@ -9,7 +9,7 @@ import torch
 import torch_ref
 from jax_td3 import convert
 from jax_td3.config import make_config
-from jax_td3.fasttd3.normalizer import normalizer_update
+from jax_td3.fasttd3.normalizer import COUNT_LIMIT, normalizer_update
 from jax_td3.fasttd3.state import Batch
 from jax_td3.fasttd3.update import init_train_state, update
 
@@ -51,6 +51,19 @@ def test_round_trip_is_exact_including_adamw_and_the_normaliser(layer_norm, upda
     for a, b in zip(leaves(state), leaves(back), strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_pytorch_count_past_int32_saturates_on_the_way_to_jax():
+    """torch_ref's count is int64; the JAX statistics keep int32 and stop at COUNT_LIMIT (the module
+    ``fasttd3.normalizer``), so a larger count arrives saturated, mean and var exactly."""
+    module = torch_ref.fasttd3.EmpiricalNormalization(3, dtype=torch.float64)
+    module.update(torch.arange(12.0, dtype=torch.float64).reshape(4, 3))
+    for count, held in ((COUNT_LIMIT, COUNT_LIMIT), (COUNT_LIMIT + 1, COUNT_LIMIT), (3_000_000_000, COUNT_LIMIT)):
+        module.count.fill_(count)
+        statistics = convert.normalizer_from_torch(module)
+        assert statistics.count.dtype == np.int32 and int(statistics.count) == held
+        np.testing.assert_array_equal(statistics.mean, module.mean[:].numpy())
+        np.testing.assert_array_equal(statistics.var, module.var[:].numpy())
 
 
 def test_training_continues_alike_after_moving_to_torch(x64):

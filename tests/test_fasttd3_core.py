@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from jax_td3.config import FastTD3Config
 from jax_td3.fasttd3 import losses, networks
-from jax_td3.fasttd3.normalizer import EPS, normalize, normalizer_init, normalizer_update
+from jax_td3.fasttd3.normalizer import COUNT_LIMIT, EPS, normalize, normalizer_init, normalizer_update
 from jax_td3.fasttd3.state import Batch
 from jax_td3.fasttd3.update import (
     clip_by_global_norm_if_positive,
@@ -92,6 +92,29 @@ def test_normaliser_variance_is_exact_for_one_batch_and_falls_short_of_it_after_
     np.testing.assert_allclose(state.mean, both.mean(axis=0), rtol=1e-13)
     np.testing.assert_allclose(state.var, both.var(axis=0) - shortfall, rtol=1e-12)
     assert np.all(shortfall > 0.1)
+
+
+def test_normaliser_count_saturates_at_the_int32_limit_with_the_weight_of_the_saturated_count(x64):
+    """Near 2^31 - 1 the int32 count used to wrap negative (4,096 envs x 600k vector steps get there). It
+    stops at COUNT_LIMIT instead: a batch of N rows is folded in as if COUNT_LIMIT - N had been seen, so it
+    moves mean and var by exactly the weight N / COUNT_LIMIT, and keeps doing so once saturated."""
+    rng = np.random.default_rng(2)
+    rows = 8
+    mean, var = np.array([1.0, -2.0, 0.5]), np.array([1.0, 4.0, 0.25])
+    state = normalizer_init(3, jnp.float64)._replace(mean=jnp.asarray(mean), var=jnp.asarray(var),
+                                                     count=jnp.asarray(COUNT_LIMIT - 3, jnp.int32))
+    step = jax.jit(normalizer_update)
+    for _ in range(2):   # from 3 short of the limit, then from the limit itself
+        x = rng.normal(1e6, 1.0, (rows, 3))   # far from the mean, so that the weight shows in float64
+        state = step(state, x)
+        assert state.count.dtype == jnp.int32 and int(state.count) == COUNT_LIMIT
+        expected_mean, expected_var, _ = numpy_normalizer_update(mean, var, COUNT_LIMIT - rows, x)
+        moved = np.asarray(state.mean) - mean
+        np.testing.assert_allclose(moved, (x.mean(axis=0) - mean) * rows / COUNT_LIMIT, rtol=1e-12)
+        np.testing.assert_allclose(moved, expected_mean - mean, rtol=1e-12)
+        np.testing.assert_allclose(state.var, expected_var, rtol=1e-12)
+        assert np.all(np.asarray(state.var) > 1e3)   # the between-batch term counted: the test sees the count
+        mean, var = np.asarray(state.mean), np.asarray(state.var)
 
 
 def numpy_projection(probs, reward, bootstrap, discount, z, v_min, v_max):

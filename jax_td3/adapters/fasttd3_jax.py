@@ -29,7 +29,7 @@ from jax_td3.adapters.base import FASTTD3_QUANTITY_FAMILIES, NeutralState, quant
 from jax_td3.config import FastTD3Config
 from jax_td3.dtypes import float_dtype
 from jax_td3.errors import ConversionError
-from jax_td3.fasttd3.normalizer import normalizer_update
+from jax_td3.fasttd3.normalizer import normalizer_update, saturated_count
 from jax_td3.fasttd3.state import Batch, NormalizerState, TrainState
 from jax_td3.fasttd3.update import init_train_state, update_with_internals
 from jax_td3.update import adam_state, with_adam_state
@@ -142,10 +142,9 @@ def from_neutral(config: FastTD3Config, state: NeutralState, template: TrainStat
         if np.shape(state[entry]) != (config.obs_dim,):
             raise ConversionError(f"{entry}: {source} shape {np.shape(state[entry])} does not match "
                                   f"({config.obs_dim},)")
-    count_dtype = template.obs_normalizer.count.dtype
+    count = jnp.asarray(saturated_count(int(state["obs_normalizer.count"])), template.obs_normalizer.count.dtype)
     trees["obs_normalizer"] = NormalizerState(mean=jnp.asarray(state["obs_normalizer.mean"]),
-                                              var=jnp.asarray(state["obs_normalizer.var"]),
-                                              count=jnp.asarray(int(state["obs_normalizer.count"]), count_dtype))
+                                              var=jnp.asarray(state["obs_normalizer.var"]), count=count)
     return TrainState(**trees, step=jnp.asarray(int(state["step"]), jnp.int32))
 
 

@@ -36,7 +36,7 @@ class NormalizerState(NamedTuple):
 
     mean: jax.Array      # (obs_dim,)
     var: jax.Array       # (obs_dim,)
-    count: jax.Array  # type: ignore[assignment]  # () int32; the field shadows tuple.count, on purpose
+    count: jax.Array  # type: ignore[assignment]  # () int32, saturating (normalizer.COUNT_LIMIT); the field shadows tuple.count, on purpose
 
 
 class TrainState(NamedTuple):
