@@ -983,7 +983,9 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
     """Saved agents with their replay rings resized to ``capacity`` slots. A run whose ``total_steps``
     changes on resume allocates another number of slots (``LoopSettings.capacity``); a ring smaller than
     the buffer size has never wrapped, so its transitions sit in its first slots, as they would in a
-    ring of the new size from the start (the other slots empty)."""
+    ring of the new size from the start (the other slots empty). A ring filled exactly (a finished run's,
+    whose ``total_steps`` is its capacity) has its write position back at slot 0 without having wrapped;
+    in the larger ring it continues after its last transition."""
     replay = agents.replay
     saved = replay.obs.shape[1]
     if isinstance(replay, device_replay.NStepReplayState):   # per-environment rings
@@ -991,7 +993,7 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
     if saved == capacity:
         return agents
     position, size = np.asarray(replay.position), np.asarray(replay.size)
-    if np.any(position != size) or np.any(size > capacity):
+    if np.any(position != size % saved) or np.any(size > capacity):
         raise ConfigError(f"the saved replay ({saved:,} slots) has wrapped and cannot become {capacity:,} slots")
 
     def resize(x: Any) -> np.ndarray:
@@ -1000,7 +1002,8 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
 
     # Host arrays in the device layout's place: ``agents_from_host`` places them on the devices.
     rings = device_replay.RING_FIELDS if isinstance(replay, device_replay.NStepReplayState) else Batch._fields
-    return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in rings}))
+    return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in rings},
+                                                  position=(size % capacity).astype(position.dtype)))
 
 
 def _tree_bytes(tree: Any) -> int:
