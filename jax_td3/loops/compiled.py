@@ -919,13 +919,21 @@ class ChunkedRun:
 
     def _chunk(self, done_steps: int) -> tuple[int, int]:
         """(vector steps, block) of the chunk from ``done_steps``: a chunk of whole blocks, or in the last,
-        partial evaluation period (where the one program runs it as one block) the rest of the run."""
+        partial evaluation period (where the one program runs it as one block) the rest of the run.
+
+        A resumed run may start off this run's grid of chunks: at a checkpoint of another ``chunk_steps``
+        (its first chunk then runs whole blocks up to the next chunk boundary, drawing what the other
+        chunks draw), or at the end of a finished run extended with a larger ``total_steps`` that ended in
+        a partial block (one block up to the next block boundary: its random draws differ from those of
+        a run that had the larger ``total_steps`` from the start)."""
         settings, n = self.settings, self.settings.num_envs
-        period = settings.eval_every // n
+        period, chunk = settings.eval_every // n, self.chunk_steps // n
         first = done_steps // n
         if first >= settings.vector_steps // period * period:
             return settings.vector_steps - first, settings.vector_steps - first
-        return self.chunk_steps // n, self.block
+        if first % self.block:
+            return self.block - first % self.block, self.block - first % self.block
+        return chunk - first % chunk, self.block
 
     def _train_program(self, num: int, block: int) -> jax.stages.Wrapped:
         return jax.jit(lambda h, a, first: self.pieces.train_blocks(h, a, first, num // block, block),
