@@ -307,6 +307,58 @@ def test_chunked_run_equals_one_chunk_per_period_and_resumes_exactly():
     np.testing.assert_array_equal(uninterrupted[1][:, 0], chunked_returns[0, 2:])
 
 
+@pytest.mark.parametrize("layout", ["flat", "per_env"])
+def test_a_finished_run_with_a_full_ring_resumes_to_more_steps_exactly(layout):
+    # 200 steps of 2 environments fill the ring (capacity min(buffer_size 250, total_steps 200)) exactly: its
+    # write position is back at slot 0 although it never wrapped. Resumed with total_steps 300 (capacity 250),
+    # the run goes on as one of 300 steps from the start does, bit for bit.
+    longer = SETTINGS.replace(num_envs=2, total_steps=300, updates_per_step=0.5, replay_layout=layout)
+    with jax.enable_x64(True):
+        def make(settings):
+            return ChunkedRun(CONFIG, settings, [0], env=PendulumEnv(), dtype=np.float64, chunk_steps=50,
+                              devices=jax.devices()[:1], compiler_options=FAST_COMPILE)
+
+        finished = make(longer.replace(total_steps=200))
+        agents, _ = finished.run_from(finished.start()[0], 0)
+        filled = 200 if layout == "flat" else 100   # slots: transitions, or vector steps per environment
+        assert agents.replay.obs.shape[1] == filled
+        assert np.asarray(agents.replay.position).tolist() == [0]
+        assert np.asarray(agents.replay.size).tolist() == [filled]
+        saved = finished.host_state(agents)
+        run = make(longer)
+        resumed, resumed_evaluations = run.run_from(run.agents_from_host(saved), 200)
+        whole, whole_evaluations = run.run_from(run.start()[0], 0)
+        resumed, whole = (jax.tree_util.tree_map(to_numpy, x) for x in (resumed, whole))
+    assert resumed.replay.obs.shape[1] == filled * 5 // 4
+    assert_trees_equal(resumed, whole)
+    assert [e.step for e in resumed_evaluations] == [300]
+    np.testing.assert_array_equal(resumed_evaluations[0].returns, whole_evaluations[-1].returns)
+
+
+def test_a_resume_with_longer_chunks_from_between_them_evaluates_on_schedule():
+    # Checkpointed after one chunk of 50 steps, resumed with chunks of 100: the first resumed chunk runs the
+    # 50 steps up to the next chunk boundary (it ran 100, evaluated nowhere and ended at step 350).
+    settings = SETTINGS.replace(num_envs=2, updates_per_step=0.5)
+    with jax.enable_x64(True):
+        def make(chunk_steps):
+            return ChunkedRun(CONFIG, settings, [0], env=PendulumEnv(), dtype=np.float64, chunk_steps=chunk_steps,
+                              devices=jax.devices()[:1], compiler_options=FAST_COMPILE)
+
+        short = make(50)
+        agents, done = short.advance(short.start()[0], 0)
+        assert done == 50
+        saved = short.host_state(agents)
+        whole, whole_evaluations = short.run_from(agents, done)
+        run = make(100)
+        resumed, evaluations = run.run_from(run.agents_from_host(saved), done)
+        resumed, whole = (jax.tree_util.tree_map(to_numpy, x) for x in (resumed, whole))
+    assert [e.step for e in evaluations] == [e.step for e in whole_evaluations] == [100, 200, 300]
+    assert int(resumed.updates[0]) == int(whole.updates[0]) == (150 - 50) // 2
+    # The same random draws (whole blocks); chunks of other sizes are compiled apart (see RTOL).
+    assert_trees_close(resumed, whole)
+    np.testing.assert_allclose(evaluations[-1].returns, whole_evaluations[-1].returns, rtol=RTOL)
+
+
 def test_memory_estimate_is_the_bytes_the_run_allocates():
     from jax_td3.run.checks import compiled_loop_needs, tree_bytes
 

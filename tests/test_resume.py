@@ -104,6 +104,41 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(tmp_path, capsys):
     assert after == before
 
 
+def test_a_finished_compiled_run_resumed_with_more_steps_ends_like_one_run_of_them(tmp_path):
+    # The first run's replay holds min(buffer_size, total_steps) = 100 transitions and ends exactly full
+    # (its write position back at slot 0); the resumed run's holds 200 and goes on after them.
+    flags = ["--compiled", "--hidden", "8,8", "--batch-size", "8", "--learning-starts", "20", "--eval-every", "100"]
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    assert train(whole, *flags, "--total-steps", "200") == 0
+    assert train(run, *flags, "--total-steps", "100") == 0
+    assert train(run, *flags, "--total-steps", "200", "--resume") == 0
+    import json
+    assert json.loads((run / "summary.json").read_text())["resumed_from_step"] == 100
+    drop = ("wall_time",)
+    assert read_rows(run / "metrics.csv", drop) == read_rows(whole / "metrics.csv", drop)
+    assert len(read_rows(whole / "metrics.csv")) == 3
+    saved = [load_checkpoint(list_checkpoints(out)[-1]).contents["agents"] for out in (whole, run)]
+    assert sorted(saved[0]) == sorted(saved[1])
+    for name in saved[0]:
+        np.testing.assert_array_equal(saved[1][name], saved[0][name], err_msg=name)
+
+
+def test_a_compiled_run_that_ended_in_a_partial_block_extends_on_schedule(tmp_path):
+    # 155 steps end inside a block of 10 (eval_every 100); extended to 300, the run goes to 160 first, then
+    # on to 200 and 300 (it overshot to 355, and the summary named the evaluations by the new schedule).
+    flags = ["--compiled", "--hidden", "8,8", "--batch-size", "8", "--learning-starts", "20", "--eval-every", "100"]
+    run = tmp_path / "run"
+    assert train(run, *flags, "--total-steps", "155") == 0
+    assert train(run, *flags, "--total-steps", "300", "--resume") == 0
+    rows = read_rows(run / "metrics.csv")
+    assert [int(row["step"]) for row in rows] == [0, 100, 155, 200, 300]
+    assert [int(row["updates"]) for row in rows] == [0, 80, 135, 180, 280]
+    import json
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["eval_steps"] == [0, 100, 155, 200, 300] and summary["env_steps"] == 300
+    assert summary["eval_return_curve"][0] == [float(row["eval_return_mean"]) for row in rows]
+
+
 @pytest.mark.parametrize("case, message", [
     ("existing-run", "already holds a run; pass --resume"),
     ("no-checkpoint", "no complete checkpoint"),

@@ -919,13 +919,21 @@ class ChunkedRun:
 
     def _chunk(self, done_steps: int) -> tuple[int, int]:
         """(vector steps, block) of the chunk from ``done_steps``: a chunk of whole blocks, or in the last,
-        partial evaluation period (where the one program runs it as one block) the rest of the run."""
+        partial evaluation period (where the one program runs it as one block) the rest of the run.
+
+        A resumed run may start off this run's grid of chunks: at a checkpoint of another ``chunk_steps``
+        (its first chunk then runs whole blocks up to the next chunk boundary, drawing what the other
+        chunks draw), or at the end of a finished run extended with a larger ``total_steps`` that ended in
+        a partial block (one block up to the next block boundary: its random draws differ from those of
+        a run that had the larger ``total_steps`` from the start)."""
         settings, n = self.settings, self.settings.num_envs
-        period = settings.eval_every // n
+        period, chunk = settings.eval_every // n, self.chunk_steps // n
         first = done_steps // n
         if first >= settings.vector_steps // period * period:
             return settings.vector_steps - first, settings.vector_steps - first
-        return self.chunk_steps // n, self.block
+        if first % self.block:
+            return self.block - first % self.block, self.block - first % self.block
+        return chunk - first % chunk, self.block
 
     def _train_program(self, num: int, block: int) -> jax.stages.Wrapped:
         return jax.jit(lambda h, a, first: self.pieces.train_blocks(h, a, first, num // block, block),
@@ -983,7 +991,9 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
     """Saved agents with their replay rings resized to ``capacity`` slots. A run whose ``total_steps``
     changes on resume allocates another number of slots (``LoopSettings.capacity``); a ring smaller than
     the buffer size has never wrapped, so its transitions sit in its first slots, as they would in a
-    ring of the new size from the start (the other slots empty)."""
+    ring of the new size from the start (the other slots empty). A ring filled exactly (a finished run's,
+    whose ``total_steps`` is its capacity) has its write position back at slot 0 without having wrapped;
+    in the larger ring it continues after its last transition."""
     replay = agents.replay
     saved = replay.obs.shape[1]
     if isinstance(replay, device_replay.NStepReplayState):   # per-environment rings
@@ -991,7 +1001,7 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
     if saved == capacity:
         return agents
     position, size = np.asarray(replay.position), np.asarray(replay.size)
-    if np.any(position != size) or np.any(size > capacity):
+    if np.any(position != size % saved) or np.any(size > capacity):
         raise ConfigError(f"the saved replay ({saved:,} slots) has wrapped and cannot become {capacity:,} slots")
 
     def resize(x: Any) -> np.ndarray:
@@ -1000,7 +1010,8 @@ def _resize_replay(agents: AgentState, capacity: int) -> AgentState:
 
     # Host arrays in the device layout's place: ``agents_from_host`` places them on the devices.
     rings = device_replay.RING_FIELDS if isinstance(replay, device_replay.NStepReplayState) else Batch._fields
-    return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in rings}))
+    return agents._replace(replay=replay._replace(**{name: resize(getattr(replay, name)) for name in rings},
+                                                  position=(size % capacity).astype(position.dtype)))
 
 
 def _tree_bytes(tree: Any) -> int:

@@ -123,7 +123,7 @@ class _Reporter:
 
 def _checkpoint(out_dir: Path, config: TD3Config, settings: TrainSettings, loop: LoopSettings, env_id: str,
                 seeds: np.ndarray, run: ChunkedRun, agents: AgentState, done_steps: int, curve: list,
-                keep: int | None) -> str | None:
+                curve_steps: list[int], keep: int | None) -> str | None:
     """A checkpoint of the whole run at ``done_steps``: what resumes it exactly, and every agent's train
     state (for ``eval`` and ``export``). Single-process runs only."""
     if jax.process_count() > 1:
@@ -140,6 +140,7 @@ def _checkpoint(out_dir: Path, config: TD3Config, settings: TrainSettings, loop:
         "train_states": [pack_train_state(s) for s in states],
         "agents": run.host_state(agents),
         "eval_returns": np.stack(curve, axis=1),      # (K, evaluations so far, eval_episodes)
+        "eval_steps": list(curve_steps),              # the step of each evaluation
     }
     metadata = {"backend": "jax-compiled", "dtype": settings.dtype, "algo": config.algo, "env": env_id,
                 "env_steps": int(done_steps), "num_seeds": len(seeds), "jax_td3_version": __version__}
@@ -238,34 +239,38 @@ def train_compiled_run(plan: Any, *, preset: str | None, num_seeds: int, progres
                 run.compile_ahead(done)   # so that the bar and wall_time start with the run, not its compilation
                 if checkpoint is None:
                     agents, evaluation = run.start()
-                    curve = [evaluation.returns]
+                    curve, curve_steps = [evaluation.returns], [0]
                     log(evaluation)
                 else:
                     agents = run.agents_from_host(checkpoint.contents["agents"])
                     saved_curve = np.asarray(checkpoint.contents["eval_returns"])
                     curve = [saved_curve[:, i] for i in range(saved_curve.shape[1])]
+                    # Older checkpoints do not name the steps: then those of the run's schedule.
+                    curve_steps = ([int(s) for s in checkpoint.contents["eval_steps"]]
+                                   if "eval_steps" in checkpoint.contents else
+                                   [s for s in eval_steps(loop).tolist() if s <= done][:len(curve)])
                 while done < loop.total_steps and stop.received is None:
                     before = done
                     agents, done = run.advance(agents, done)
                     if run.evaluates_at(done):
                         agents, evaluation = run.evaluate(agents, done)
                         curve.append(evaluation.returns)
+                        curve_steps.append(done)
                         log(evaluation)
                     due = schedule.checkpoint_due(before, done, checkpoint_every, loop.total_steps)
                     if done == loop.total_steps or stop.received is not None or due:
                         last_checkpoint = _checkpoint(out_dir, config, settings, loop, env.spec.env_id, seeds, run,
-                                                      agents, done, curve, keep) or last_checkpoint
+                                                      agents, done, curve, curve_steps, keep) or last_checkpoint
         finally:
             reporter.close()
         wall_seconds = time.perf_counter() - start
         interrupted = stop.received is not None and done < loop.total_steps
         returns = np.stack(curve, axis=1)
         final = returns[:, -1, :].mean(axis=1)
-        steps = [s for s in eval_steps(loop).tolist() if s <= done][:returns.shape[1]]
         summary = {
             "algo": config.algo, "env": settings.env, "compiled": True, "num_seeds": num_seeds, "seeds": seeds.tolist(),
             "final_eval_return": [float(x) for x in final], "final_eval_return_mean": float(final.mean()),
-            "eval_steps": steps, "eval_return_curve": returns.mean(axis=2).tolist(),
+            "eval_steps": curve_steps, "eval_return_curve": returns.mean(axis=2).tolist(),
             "env_steps": done, "updates": loop.updates_after(done // loop.num_envs),
             "num_envs": loop.num_envs, "updates_per_step": loop.updates_per_step,
             "chunk_steps": run.chunk_steps,
