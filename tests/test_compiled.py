@@ -307,6 +307,18 @@ def test_chunked_run_equals_one_chunk_per_period_and_resumes_exactly():
     np.testing.assert_array_equal(uninterrupted[1][:, 0], chunked_returns[0, 2:])
 
 
+def test_a_last_partial_period_as_long_as_a_chunk_draws_as_one_chunk_per_period_does():
+    # eval_every 100 over 2 environments: periods of 50 vector steps in blocks of 5; chunks of 50
+    # transitions are 25 vector steps, and so is the last, partial period (400 to 450). That period runs
+    # as one block whatever the chunk size; a program cached under the chunk's length alone would run it
+    # in the chunks' blocks of 5 and draw other random numbers.
+    settings = SETTINGS.replace(num_envs=2, total_steps=450, updates_per_step=0.5)
+    agents, returns = run_once(settings)
+    chunked_agents, chunked_returns = run_once(settings, chunk_steps=50)
+    np.testing.assert_allclose(chunked_returns, returns, rtol=RTOL)
+    assert_trees_close(chunked_agents, agents)
+
+
 @pytest.mark.parametrize("layout", ["flat", "per_env"])
 def test_a_finished_run_with_a_full_ring_resumes_to_more_steps_exactly(layout):
     # 200 steps of 2 environments fill the ring (capacity min(buffer_size 250, total_steps 200)) exactly: its

@@ -895,7 +895,7 @@ class ChunkedRun:
         self._keys()
         self._compile("evaluate", self._evaluate_program, self.hparams, agents, self._keys())
         num, block = self._chunk(done_steps)
-        self._compile(("train", num), lambda: self._train_program(num, block), self.hparams, agents,
+        self._compile(("train", num, block), lambda: self._train_program(num, block), self.hparams, agents,
                       jnp.int32(done_steps // self.settings.num_envs))
 
     def initial_agents(self) -> AgentState:
@@ -913,7 +913,7 @@ class ChunkedRun:
         """One chunk from ``done_steps`` transitions (a chunk boundary): ``(agents, done_steps)`` after it."""
         num, block = self._chunk(done_steps)
         n = self.settings.num_envs
-        agents = self._call(("train", num), lambda: self._train_program(num, block), self.hparams, agents,
+        agents = self._call(("train", num, block), lambda: self._train_program(num, block), self.hparams, agents,
                             jnp.int32(done_steps // n))
         return agents, done_steps + num * n
 
