@@ -279,13 +279,19 @@ def test_loop_settings_refuse_sizes_that_do_not_fit(changes, message):
         MANY.replace(**changes)
 
 
-def test_chunked_run_equals_one_chunk_per_period_and_resumes_exactly():
-    settings = SETTINGS.replace(num_envs=2, total_steps=400, updates_per_step=0.5)
+def chunks_of_50_against_one_chunk_per_period(settings):
+    """The run in chunks of 50 transitions and in one chunk per period agree; returns the first's returns."""
     agents, returns = run_once(settings)
     chunked_agents, chunked_returns = run_once(settings, chunk_steps=50)
     # Chunks of other sizes are compiled apart, so XLA may round differently (see RTOL).
     np.testing.assert_allclose(chunked_returns, returns, rtol=RTOL)
     assert_trees_close(chunked_agents, agents)
+    return chunked_returns
+
+
+def test_chunked_run_equals_one_chunk_per_period_and_resumes_exactly():
+    settings = SETTINGS.replace(num_envs=2, total_steps=400, updates_per_step=0.5)
+    chunked_returns = chunks_of_50_against_one_chunk_per_period(settings)
 
     def finish(run, agents, done):   # the rest of the run, on the host: agents and returns (evaluations, K, E)
         agents, evaluations = run.run_from(agents, done)
@@ -312,11 +318,7 @@ def test_a_last_partial_period_as_long_as_a_chunk_draws_as_one_chunk_per_period_
     # transitions are 25 vector steps, and so is the last, partial period (400 to 450). That period runs
     # as one block whatever the chunk size; a program cached under the chunk's length alone would run it
     # in the chunks' blocks of 5 and draw other random numbers.
-    settings = SETTINGS.replace(num_envs=2, total_steps=450, updates_per_step=0.5)
-    agents, returns = run_once(settings)
-    chunked_agents, chunked_returns = run_once(settings, chunk_steps=50)
-    np.testing.assert_allclose(chunked_returns, returns, rtol=RTOL)
-    assert_trees_close(chunked_agents, agents)
+    chunks_of_50_against_one_chunk_per_period(SETTINGS.replace(num_envs=2, total_steps=450, updates_per_step=0.5))
 
 
 @pytest.mark.parametrize("layout", ["flat", "per_env"])
