@@ -151,16 +151,7 @@ def categorical_projection(next_dist: torch.Tensor, rewards: torch.Tensor, boots
                            v_max: float) -> torch.Tensor:
     """C51's projection: the distributions ``next_dist`` (B, num_atoms) on ``q_support``, moved to rewards +
     bootstrap * discount * z (clamped to [v_min, v_max]) and split back onto the two nearest atoms."""
-    num_atoms = q_support.shape[0]
-    delta_z = (v_max - v_min) / (num_atoms - 1)
-    batch_size = rewards.shape[0]
-
-    target_z = rewards.unsqueeze(1) + bootstrap.unsqueeze(1) * discount.unsqueeze(1) * q_support
-    target_z = target_z.clamp(v_min, v_max)
-    # Where (v_max - v_min) / delta_z rounds above num_atoms - 1, b at v_max would index past the last
-    # atom (FastTD3's projection then reads the next row, or past the end); clipping b keeps it on the
-    # support and changes nothing where the division is exact (FastTD3's supports of +-10 and +-250).
-    b = ((target_z - v_min) / delta_z).clamp(0, num_atoms - 1)
+    b = support_positions(rewards, bootstrap, discount, q_support, v_min, v_max)
     lower = torch.floor(b).long()
     upper = torch.ceil(b).long()
 
@@ -171,10 +162,31 @@ def categorical_projection(next_dist: torch.Tensor, rewards: torch.Tensor, boots
     upper_mask = on_atom & (lower == 0)  # both masks from the unshifted indices
     lower = torch.where(lower_mask, lower - 1, lower)
     upper = torch.where(upper_mask, upper + 1, upper)
+    return split_onto_atoms(next_dist, b, lower, upper)
 
+
+def support_positions(rewards: torch.Tensor, bootstrap: torch.Tensor, discount: torch.Tensor,
+                      q_support: torch.Tensor, v_min: float, v_max: float) -> torch.Tensor:
+    """(B, num_atoms) where each atom z lands, rewards + bootstrap * discount * z clamped to [v_min, v_max],
+    in units of the atom spacing from v_min (atom k at k)."""
+    num_atoms = q_support.shape[0]
+    delta_z = (v_max - v_min) / (num_atoms - 1)
+    target_z = rewards.unsqueeze(1) + bootstrap.unsqueeze(1) * discount.unsqueeze(1) * q_support
+    target_z = target_z.clamp(v_min, v_max)
+    # Where (v_max - v_min) / delta_z rounds above num_atoms - 1, b at v_max would index past the last
+    # atom (FastTD3's projection then reads the next row, or past the end); clipping b keeps it on the
+    # support and changes nothing where the division is exact (FastTD3's supports of +-10 and +-250).
+    return ((target_z - v_min) / delta_z).clamp(0, num_atoms - 1)
+
+
+def split_onto_atoms(next_dist: torch.Tensor, b: torch.Tensor, lower: torch.Tensor,
+                     upper: torch.Tensor) -> torch.Tensor:
+    """Each probability of ``next_dist`` (B, num_atoms), landed at position ``b``, shared between the atoms
+    ``lower`` (upper - b of it) and ``upper`` (b - lower of it), summed per row."""
+    batch_size, num_atoms = next_dist.shape
     proj_dist = torch.zeros_like(next_dist)
     # Flat indices: row i's atoms start at i * num_atoms.
-    offset = (torch.arange(batch_size, device=rewards.device) * num_atoms).unsqueeze(1)
+    offset = (torch.arange(batch_size, device=next_dist.device) * num_atoms).unsqueeze(1)
     proj_dist.view(-1).index_add_(0, (lower + offset).view(-1),
                                   (next_dist * (upper.to(b.dtype) - b)).view(-1))
     proj_dist.view(-1).index_add_(0, (upper + offset).view(-1),

@@ -318,19 +318,9 @@ def projection_without_on_atom_rule(qnet: fasttd3.DistributionalQNetwork, obs: T
                                     q_support: Tensor) -> Tensor:
     """``DistributionalQNetwork.projection`` without its rule for a target exactly on an atom: there
     lower == upper, both shares (upper - b and b - lower) are 0, and that sample's mass there is lost."""
-    delta_z = (qnet.v_max - qnet.v_min) / (qnet.num_atoms - 1)
-    batch_size = rewards.shape[0]
-    target_z = (rewards.unsqueeze(1) + bootstrap.unsqueeze(1) * discount.unsqueeze(1) * q_support).clamp(
-        qnet.v_min, qnet.v_max)
-    b = ((target_z - qnet.v_min) / delta_z).clamp(0, qnet.num_atoms - 1)
-    lower = torch.floor(b).long()
-    upper = torch.ceil(b).long()
+    b = fasttd3.support_positions(rewards, bootstrap, discount, q_support, qnet.v_min, qnet.v_max)
     next_dist = F.softmax(qnet(obs, actions), dim=1)
-    proj_dist = torch.zeros_like(next_dist)
-    offset = (torch.arange(batch_size, device=rewards.device) * qnet.num_atoms).unsqueeze(1)
-    proj_dist.view(-1).index_add_(0, (lower + offset).view(-1), (next_dist * (upper.to(b.dtype) - b)).view(-1))
-    proj_dist.view(-1).index_add_(0, (upper + offset).view(-1), (next_dist * (b - lower.to(b.dtype))).view(-1))
-    return proj_dist
+    return fasttd3.split_onto_atoms(next_dist, b, torch.floor(b).long(), torch.ceil(b).long())
 
 
 class ProjectionOnAtomLost(HookedFastTD3):
